@@ -1,0 +1,4 @@
+//! Where the head's arithmetic runs. `cpu` (ndarray) is the reference every other backend
+//! is checked against.
+
+pub mod cpu;

@@ -1,0 +1,148 @@
+//! The crate's error type. Every public function that can be handed bad input returns
+//! [`Error`]; each variant has a stable machine-readable [`Error::code`] that the CLI prints
+//! and the browser package will surface as the `code` of a JS `Error`.
+
+use std::fmt;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in tacit-rm's library calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An array's size does not match what the model or another argument expects.
+    #[error("dimension mismatch in {what}: expected {expected}, got {got}")]
+    DimMismatch { what: String, expected: usize, got: usize },
+
+    /// NaN or ±Inf in an input.
+    #[error("non-finite value in {what} at index {index}")]
+    NonFinite { what: String, index: usize },
+
+    /// A batch or data set with no rows where at least one is needed.
+    #[error("empty input: {what}")]
+    Empty { what: String },
+
+    /// A name (objective, method, protocol, activation, …) that is not known.
+    #[error("unknown {kind} '{name}' (expected one of: {expected})")]
+    UnknownName { kind: &'static str, name: String, expected: String },
+
+    /// A configuration value out of its valid range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Bytes that are not a readable safetensors file, or a file missing required tensors.
+    #[error("corrupt weights: {0}")]
+    CorruptWeights(String),
+
+    /// Readable weights that do not fit what was asked (schema version, dims, objective).
+    #[error("incompatible weights: {0}")]
+    IncompatibleWeights(String),
+
+    /// A data file that is readable but does not follow the input format (DESIGN §4).
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+
+    /// File-system failure.
+    #[error("i/o error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// Stable codes, part of the public API: never rename one, only add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    DimMismatch,
+    NonFiniteInput,
+    EmptyInput,
+    UnknownName,
+    InvalidConfig,
+    CorruptWeights,
+    IncompatibleWeights,
+    InvalidData,
+    Io,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::DimMismatch => "dim_mismatch",
+            ErrorCode::NonFiniteInput => "non_finite_input",
+            ErrorCode::EmptyInput => "empty_input",
+            ErrorCode::UnknownName => "unknown_name",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::CorruptWeights => "corrupt_weights",
+            ErrorCode::IncompatibleWeights => "incompatible_weights",
+            ErrorCode::InvalidData => "invalid_data",
+            ErrorCode::Io => "io",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::DimMismatch { .. } => ErrorCode::DimMismatch,
+            Error::NonFinite { .. } => ErrorCode::NonFiniteInput,
+            Error::Empty { .. } => ErrorCode::EmptyInput,
+            Error::UnknownName { .. } => ErrorCode::UnknownName,
+            Error::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            Error::CorruptWeights(_) => ErrorCode::CorruptWeights,
+            Error::IncompatibleWeights(_) => ErrorCode::IncompatibleWeights,
+            Error::InvalidData(_) => ErrorCode::InvalidData,
+            Error::Io { .. } => ErrorCode::Io,
+        }
+    }
+
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+
+    pub(crate) fn unknown(kind: &'static str, name: &str, expected: &[&str]) -> Self {
+        Error::UnknownName { kind, name: name.to_string(), expected: expected.join(", ") }
+    }
+}
+
+/// Input checks shared by every public entry point.
+pub(crate) mod check {
+    use super::{Error, Result};
+
+    pub fn finite(what: &str, values: &[f32]) -> Result<()> {
+        match values.iter().position(|v| !v.is_finite()) {
+            Some(index) => Err(Error::NonFinite { what: what.to_string(), index }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn finite_iter<'a>(what: &str, values: impl IntoIterator<Item = &'a f32>) -> Result<()> {
+        match values.into_iter().position(|v| !v.is_finite()) {
+            Some(index) => Err(Error::NonFinite { what: what.to_string(), index }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn len(what: &str, expected: usize, got: usize) -> Result<()> {
+        if expected != got {
+            return Err(Error::DimMismatch { what: what.to_string(), expected, got });
+        }
+        Ok(())
+    }
+
+    pub fn non_empty(what: &str, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::Empty { what: what.to_string() });
+        }
+        Ok(())
+    }
+
+    pub fn in_range(what: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
+        if !(value.is_finite() && value >= lo && value <= hi) {
+            return Err(Error::InvalidConfig(format!("{what} = {value} is outside [{lo}, {hi}]")));
+        }
+        Ok(())
+    }
+}

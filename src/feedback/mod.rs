@@ -1,0 +1,161 @@
+//! Feedback → examples: what the app saw the user do, as training examples.
+//!
+//! An *exposure* is one answer shown to the user. For each, the app knows the embedding, how
+//! it was shown (position, number of candidates, length, dwell), whether the user reacted at
+//! all (`feedback`, the mask `m`), whether the reaction was positive (`observed`, the implicit
+//! positive `o = m·ỹ`: copy, thumbs-up) and, where it reacted, the explicit label `ỹ`
+//! (thumbs up = 1, thumbs down / regenerate = 0), which may be noisy.
+
+pub mod events;
+pub mod flip;
+pub mod propensity;
+
+use ndarray::{Array2, ArrayView2, Axis};
+
+use crate::error::{check, Error, Result};
+
+/// Two rows shown together where the user chose `winner` over `loser`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    pub winner: usize,
+    pub loser: usize,
+    /// Optional log-probabilities of each response under the current and the logging policy
+    /// (`[winner, loser]`), for OCRM importance weights; `None` = weight 1.
+    pub logp_new: Option<[f32; 2]>,
+    pub logp_old: Option<[f32; 2]>,
+}
+
+impl Pair {
+    pub fn new(winner: usize, loser: usize) -> Self {
+        Pair { winner, loser, logp_new: None, logp_old: None }
+    }
+}
+
+/// Names of the exposure features, in column order, as produced by the simulator and by
+/// [`events::exposure_features`].
+pub const EXPOSURE_FEATURES: [&str; 4] = ["position", "inv_candidates", "length", "log_dwell"];
+
+/// A set of exposures ready for an objective. All per-row vectors have `len() == n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Examples {
+    /// `[n, dim]` response embeddings.
+    pub emb: Array2<f32>,
+    /// `o ∈ {0,1}`: a positive implicit action was seen.
+    pub observed: Vec<f32>,
+    /// `m ∈ {0,1}`: the user reacted at all, so `explicit` is meaningful.
+    pub feedback: Vec<f32>,
+    /// `ỹ ∈ {0,1}` where `feedback == 1` (ignored elsewhere).
+    pub explicit: Vec<f32>,
+    /// Estimated propensity `π̂ = P(feedback | exposure)`; 1.0 when unknown.
+    pub propensity: Vec<f32>,
+    /// `[n, k]` exposure features (k may be 0), standardised by the producer.
+    pub exposure: Array2<f32>,
+    /// Choices among candidates shown together (row indices into this set).
+    pub pairs: Vec<Pair>,
+}
+
+impl Examples {
+    /// Exposures with only implicit positives known (no explicit labels, no propensities).
+    pub fn implicit_only(emb: Array2<f32>, observed: Vec<f32>) -> Self {
+        let n = emb.nrows();
+        Examples {
+            emb,
+            feedback: observed.clone(),
+            explicit: observed.clone(),
+            observed,
+            propensity: vec![1.0; n],
+            exposure: Array2::zeros((n, 0)),
+            pairs: Vec::new(),
+        }
+    }
+
+    /// Fully labelled examples (`o = m = ỹ = y` everywhere): the oracle's view.
+    pub fn fully_labelled(emb: Array2<f32>, labels: Vec<f32>) -> Self {
+        let n = emb.nrows();
+        Examples {
+            emb,
+            observed: labels.clone(),
+            feedback: vec![1.0; n],
+            explicit: labels,
+            propensity: vec![1.0; n],
+            exposure: Array2::zeros((n, 0)),
+            pairs: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.emb.nrows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dim(&self) -> usize {
+        self.emb.ncols()
+    }
+
+    /// Checks lengths, value ranges and finiteness of every field.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.len();
+        check::finite_iter("embeddings", self.emb.iter())?;
+        for (name, v) in [
+            ("observed", &self.observed),
+            ("feedback", &self.feedback),
+            ("explicit", &self.explicit),
+            ("propensity", &self.propensity),
+        ] {
+            check::len(name, n, v.len())?;
+            check::finite(name, v)?;
+        }
+        check::len("exposure rows", n, self.exposure.nrows())?;
+        check::finite_iter("exposure", self.exposure.iter())?;
+        for (name, v) in [("observed", &self.observed), ("feedback", &self.feedback), ("explicit", &self.explicit)] {
+            if let Some(i) = v.iter().position(|&x| x != 0.0 && x != 1.0) {
+                return Err(Error::InvalidData(format!("{name}[{i}] = {} is not 0 or 1", v[i])));
+            }
+        }
+        if let Some(i) = self.propensity.iter().position(|&p| !(p > 0.0 && p <= 1.0)) {
+            return Err(Error::InvalidData(format!("propensity[{i}] = {} is outside (0, 1]", self.propensity[i])));
+        }
+        if let Some(i) = (0..n).find(|&i| self.observed[i] > self.feedback[i]) {
+            return Err(Error::InvalidData(format!("row {i} has a positive action but no feedback")));
+        }
+        if let Some(p) = self.pairs.iter().find(|p| p.winner >= n || p.loser >= n || p.winner == p.loser) {
+            return Err(Error::InvalidData(format!("pair {p:?} does not name two distinct rows of {n}")));
+        }
+        for p in &self.pairs {
+            for lp in p.logp_new.iter().chain(p.logp_old.iter()) {
+                check::finite("pair log-probabilities", lp)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows at `idx` (pairs kept only when both ends are selected, re-indexed).
+    pub fn select(&self, idx: &[usize]) -> Examples {
+        let mut position = vec![usize::MAX; self.len()];
+        for (new, &old) in idx.iter().enumerate() {
+            position[old] = new;
+        }
+        let pick = |v: &Vec<f32>| idx.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+        Examples {
+            emb: self.emb.select(Axis(0), idx),
+            observed: pick(&self.observed),
+            feedback: pick(&self.feedback),
+            explicit: pick(&self.explicit),
+            propensity: pick(&self.propensity),
+            exposure: self.exposure.select(Axis(0), idx),
+            pairs: self
+                .pairs
+                .iter()
+                .filter(|p| position[p.winner] != usize::MAX && position[p.loser] != usize::MAX)
+                .map(|p| Pair { winner: position[p.winner], loser: position[p.loser], ..*p })
+                .collect(),
+        }
+    }
+
+    pub fn emb_view(&self) -> ArrayView2<'_, f32> {
+        self.emb.view()
+    }
+}

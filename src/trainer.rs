@@ -1,0 +1,288 @@
+//! The trainer: shuffled minibatches, AdamW, early stopping on a validation split, progress
+//! callbacks; deterministic under a seed. It also fits the auxiliary heads some objectives
+//! need before the main run (a noisy-label head for flip-rate anchors, an imputation head
+//! for `dr`) with this same loop.
+
+use std::ops::ControlFlow;
+
+use ndarray::{Array2, ArrayView2, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::cpu;
+use crate::error::{check, Error, Result};
+use crate::feedback::flip::{estimate_flip_rates, FlipRates};
+use crate::feedback::Examples;
+use crate::head::{Head, HeadConfig};
+use crate::math::sigmoid;
+use crate::objective::{LossGrad, ObjectiveConfig, ObjectiveKind, Prepared};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: AdamWConfig,
+    /// Stop after this many epochs without a better validation loss (needs a validation set).
+    pub patience: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 40, batch_size: 64, optimizer: AdamWConfig::default(), patience: 5, seed: 0 }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=100_000).contains(&self.epochs) {
+            return Err(Error::InvalidConfig(format!("epochs = {} is outside 1..=100000", self.epochs)));
+        }
+        if !(1..=1 << 20).contains(&self.batch_size) {
+            return Err(Error::InvalidConfig(format!("batch_size = {} is outside 1..=1048576", self.batch_size)));
+        }
+        self.optimizer.validate()
+    }
+}
+
+/// What the trainer reports after each epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    /// Kish's effective sample size of the objective's importance weights.
+    pub effective_sample_size: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub epochs: Vec<EpochReport>,
+    /// Epoch whose weights were kept (best validation loss, or the last).
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub cancelled: bool,
+    /// Flip rates used (configured or estimated), for objectives that use them.
+    pub flip: Option<FlipRates>,
+    pub steps: u64,
+}
+
+impl TrainReport {
+    pub fn final_loss(&self) -> Option<f64> {
+        self.epochs.last().map(|e| e.train_loss)
+    }
+}
+
+/// A trained model: the reward head, plus the exposure head of `implicit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trained {
+    pub head: Head,
+    pub exposure_head: Option<Head>,
+    pub report: TrainReport,
+}
+
+/// Progress callback: return `ControlFlow::Break(())` to stop after this epoch.
+pub type Progress<'a> = &'a mut dyn FnMut(&EpochReport) -> ControlFlow<()>;
+
+/// Trains `head` (its current weights are the starting point) on `train` with `objective`.
+pub fn train(
+    head: &Head,
+    objective: &ObjectiveConfig,
+    train: &Examples,
+    val: Option<&Examples>,
+    config: &TrainConfig,
+    progress: Progress<'_>,
+) -> Result<Trained> {
+    config.validate()?;
+    objective.validate()?;
+    head.config.validate()?;
+    train.validate()?;
+    check::non_empty("training examples", train.len())?;
+    check::len("training embedding width", head.config.dim, train.dim())?;
+    check::len("head outputs for this objective", objective.kind.head_outputs(), head.config.outputs)?;
+    if let Some(v) = val {
+        v.validate()?;
+        check::non_empty("validation examples", v.len())?;
+        check::len("validation embedding width", head.config.dim, v.dim())?;
+        check::len("validation exposure features", train.exposure.ncols(), v.exposure.ncols())?;
+    }
+
+    let kind = objective.kind;
+    let flip = if kind.needs_flip_rates() {
+        Some(match objective.flip {
+            Some(f) => f,
+            None => estimate_flips(head, objective, train, config)?,
+        })
+    } else {
+        None
+    };
+    let (imputed_train, imputed_val) = if kind == ObjectiveKind::Dr {
+        let imputer = fit_auxiliary(head, objective, ObjectiveKind::NoiseIps, flip, train, config)?;
+        (Some(probabilities(&imputer, &train.emb)), val.map(|v| probabilities(&imputer, &v.emb)))
+    } else {
+        (None, None)
+    };
+    let flip_used = flip.unwrap_or(FlipRates::NONE);
+    let prepared = Prepared::new(objective, train, flip_used, imputed_train.as_deref())?;
+    let prepared_val = match val {
+        Some(v) if !(kind.is_pairwise() && v.pairs.is_empty()) => Some(Prepared::new(objective, v, flip_used, imputed_val.as_deref())?),
+        _ => None,
+    };
+
+    let mut head = head.clone();
+    let mut exposure = if kind.needs_exposure_head() {
+        Some(Head::init(&HeadConfig::new(train.exposure.ncols(), &[]), config.seed ^ 0xE1)?)
+    } else {
+        None
+    };
+    let mut opt = AdamW::new(config.optimizer, &head);
+    let mut opt_exposure = exposure.as_ref().map(|e| AdamW::new(config.optimizer, e));
+    let mut rng = Rng::new(config.seed);
+    let ess = prepared.effective_sample_size();
+
+    let mut report = TrainReport { epochs: Vec::new(), best_epoch: 0, stopped_early: false, cancelled: false, flip, steps: 0 };
+    let mut best: Option<(f64, Head, Option<Head>)> = None;
+    let mut since_best = 0;
+    for epoch in 1..=config.epochs {
+        let batches = make_batches(&prepared, train.len(), config.batch_size, &mut rng);
+        let mut loss_sum = 0.0;
+        let mut weight_sum = 0.0;
+        for (rows, pairs) in &batches {
+            let x = train.emb.select(Axis(0), rows);
+            let (out, cache) = cpu::forward_train(&head, x.view());
+            let aux_in = exposure.as_ref().map(|_| train.exposure.select(Axis(0), rows));
+            let aux_fwd = exposure.as_ref().zip(aux_in.as_ref()).map(|(e, a)| cpu::forward_train(e, a.view()));
+            let LossGrad { loss, d_out, d_aux } = prepared.batch_loss(rows, pairs, out.view(), aux_fwd.as_ref().map(|(o, _)| o.view()))?;
+            if !loss.is_finite() {
+                return Err(Error::InvalidData(format!("loss became non-finite at epoch {epoch}; lower the learning rate")));
+            }
+            let grads = cpu::backward(&head, &cache, d_out.view());
+            opt.step(&mut head, &grads);
+            if let (Some(e), Some(o), Some((_, c)), Some(d)) = (exposure.as_mut(), opt_exposure.as_mut(), aux_fwd.as_ref(), d_aux) {
+                let g = cpu::backward(e, c, d.view());
+                o.step(e, &g);
+            }
+            let weight = if kind.is_pairwise() { pairs.len() } else { rows.len() } as f64;
+            loss_sum += loss * weight;
+            weight_sum += weight;
+        }
+        let val_loss = match (&prepared_val, val) {
+            (Some(pv), Some(v)) => Some(full_loss(&head, exposure.as_ref(), pv, v)?),
+            _ => None,
+        };
+        let epoch_report = EpochReport { epoch, epochs: config.epochs, train_loss: loss_sum / weight_sum, val_loss, effective_sample_size: ess };
+        report.epochs.push(epoch_report.clone());
+        report.steps = opt.steps_taken();
+        let flow = progress(&epoch_report);
+
+        match val_loss {
+            Some(vl) => {
+                if best.as_ref().is_none_or(|(b, _, _)| vl < *b) {
+                    best = Some((vl, head.clone(), exposure.clone()));
+                    report.best_epoch = epoch;
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                }
+            }
+            None => report.best_epoch = epoch,
+        }
+        if flow.is_break() {
+            report.cancelled = true;
+            break;
+        }
+        if val_loss.is_some() && since_best >= config.patience && epoch < config.epochs {
+            report.stopped_early = true;
+            break;
+        }
+    }
+    if let Some((_, h, e)) = best {
+        head = h;
+        exposure = e;
+    }
+    Ok(Trained { head, exposure_head: exposure, report })
+}
+
+/// Minibatches of one epoch: `(rows, pairs indexed into rows)`.
+fn make_batches(prepared: &Prepared, n: usize, batch_size: usize, rng: &mut Rng) -> Vec<(Vec<usize>, Vec<(usize, usize, f32)>)> {
+    if prepared.kind().is_pairwise() {
+        let mut order: Vec<usize> = (0..prepared.pairs.len()).collect();
+        rng.shuffle(&mut order);
+        order
+            .chunks(batch_size)
+            .map(|chunk| {
+                let mut rows = Vec::new();
+                let mut local = std::collections::HashMap::new();
+                let mut index = |r: usize, rows: &mut Vec<usize>| {
+                    *local.entry(r).or_insert_with(|| {
+                        rows.push(r);
+                        rows.len() - 1
+                    })
+                };
+                let pairs = chunk
+                    .iter()
+                    .map(|&p| {
+                        let (w, l, wt) = prepared.pairs[p];
+                        (index(w, &mut rows), index(l, &mut rows), wt)
+                    })
+                    .collect();
+                (rows, pairs)
+            })
+            .collect()
+    } else {
+        let mut order: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut order);
+        order.chunks(batch_size).map(|c| (c.to_vec(), Vec::new())).collect()
+    }
+}
+
+/// The objective's loss over a whole set (no gradients used).
+pub fn full_loss(head: &Head, exposure: Option<&Head>, prepared: &Prepared, ex: &Examples) -> Result<f64> {
+    let rows: Vec<usize> = (0..ex.len()).collect();
+    let out = cpu::forward(head, ex.emb.view())?;
+    let aux = exposure.map(|e| cpu::forward(e, ex.exposure.view())).transpose()?;
+    Ok(prepared.batch_loss(&rows, &prepared.pairs, out.view(), aux.as_ref().map(|a| a.view()))?.loss)
+}
+
+/// `σ(z)` of the head's first output for every row.
+fn probabilities(head: &Head, emb: &Array2<f32>) -> Vec<f32> {
+    cpu::forward_unchecked(head, emb.view()).column(0).iter().map(|&z| sigmoid(z as f64) as f32).collect()
+}
+
+/// Fits a one-output head of the same shape as `like` with objective `kind` (used for the
+/// noisy-label head and the `dr` imputation head).
+fn fit_auxiliary(
+    like: &Head,
+    base: &ObjectiveConfig,
+    kind: ObjectiveKind,
+    flip: Option<FlipRates>,
+    train_set: &Examples,
+    config: &TrainConfig,
+) -> Result<Head> {
+    let aux_cfg = HeadConfig { outputs: 1, ..like.config.clone() };
+    let init = Head::init(&aux_cfg, config.seed ^ 0xA0)?;
+    let objective = ObjectiveConfig { kind, flip: Some(flip.unwrap_or(FlipRates::NONE)), ..base.clone() };
+    let cfg = TrainConfig { seed: config.seed ^ 0xA1, ..config.clone() };
+    Ok(train(&init, &objective, train_set, None, &cfg, &mut |_| ControlFlow::Continue(()))?.head)
+}
+
+/// Flip rates from the anchor quantiles of a noisy-label head fitted to the explicit labels
+/// (inverse-propensity weighted, so that the anchors see the whole exposure distribution).
+fn estimate_flips(head: &Head, objective: &ObjectiveConfig, train_set: &Examples, config: &TrainConfig) -> Result<FlipRates> {
+    let labelled = train_set.feedback.iter().filter(|&&m| m > 0.5).count();
+    if labelled == 0 {
+        return Err(Error::InvalidData("flip-rate estimation needs explicit labels (no exposure has feedback)".into()));
+    }
+    let noisy = fit_auxiliary(head, objective, ObjectiveKind::NoiseIps, Some(FlipRates::NONE), train_set, config)?;
+    let probs = probabilities(&noisy, &train_set.emb);
+    let (lo, hi) = objective.anchor_quantiles;
+    estimate_flip_rates(&probs, lo, hi)
+}
+
+/// Scores (first output logit) for `x` with a trained head: the public scoring entry point.
+pub fn score(head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
+    Ok(cpu::forward(head, x)?.column(0).to_vec())
+}
