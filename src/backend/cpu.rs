@@ -141,7 +141,7 @@ mod tests {
                 let len = head.tensors()[t].len();
                 for i in 0..len {
                     let orig = head.tensors()[t][i];
-                    let h = 1e-2f32;
+                    let h = 1e-3f32;
                     head.tensors_mut()[t][i] = orig + h;
                     let up = loss(&head, &x, &c);
                     head.tensors_mut()[t][i] = orig - h;

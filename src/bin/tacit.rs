@@ -1,1 +1,319 @@
-fn main() {}
+//! `tacit`: evaluate objectives on simulated feedback, create, train and apply weights.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use tacit_rm::data::Dataset;
+use tacit_rm::eval::{self, EvalConfig, Method};
+use tacit_rm::feedback::flip::FlipRates;
+use tacit_rm::feedback::propensity::PropensityModel;
+use tacit_rm::feedback::{self, Examples};
+use tacit_rm::head::{Activation, Head, HeadConfig};
+use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
+use tacit_rm::rng::Rng;
+use tacit_rm::sim::{Protocol, SimConfig, Simulator};
+use tacit_rm::store::{self, Weights};
+use tacit_rm::trainer::{self, TrainConfig};
+use tacit_rm::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "tacit", version, about = "tacit-rm: a reward model that learns from implicit feedback")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train every method on simulated feedback and score a clean test split.
+    Eval(EvalArgs),
+    /// Write freshly initialised weights.
+    Init(InitArgs),
+    /// Train weights on a feedback file, or on simulated feedback of a labelled data set.
+    Train(TrainArgs),
+    /// Score the embeddings of a data or feedback file.
+    Score(ScoreArgs),
+}
+
+/// Settings of the simulator (shared by `eval` and `train` on labelled data).
+#[derive(Args, Clone)]
+struct SimArgs {
+    /// Propensity protocol: label, covariate or confounded.
+    #[arg(long, default_value = "confounded")]
+    protocol: String,
+    /// Decay α of the label protocol.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
+    /// Mean reaction rate.
+    #[arg(long = "obs-rate", default_value_t = 0.3)]
+    obs_rate: f64,
+    /// Flip rates of revealed labels, "R10,R01".
+    #[arg(long, default_value = "0,0")]
+    flip: String,
+}
+
+impl SimArgs {
+    fn config(&self) -> Result<SimConfig> {
+        let flip = parse_floats(&self.flip, "--flip")?;
+        if flip.len() != 2 {
+            return Err(Error::InvalidConfig("--flip takes two rates, R10,R01".into()));
+        }
+        let cfg = SimConfig {
+            protocol: Protocol::parse(&self.protocol)?,
+            alpha: self.alpha,
+            obs_rate: self.obs_rate,
+            flip: FlipRates::new(flip[0], flip[1])?,
+            ..SimConfig::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Optimisation settings.
+#[derive(Args, Clone)]
+struct OptArgs {
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    #[arg(long = "batch-size", default_value_t = TrainConfig::default().batch_size)]
+    batch_size: usize,
+    #[arg(long, default_value_t = TrainConfig::default().optimizer.lr)]
+    lr: f64,
+    #[arg(long = "weight-decay", default_value_t = TrainConfig::default().optimizer.weight_decay)]
+    weight_decay: f64,
+}
+
+impl OptArgs {
+    fn config(&self, seed: u64) -> TrainConfig {
+        let d = TrainConfig::default();
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: tacit_rm::optim::AdamWConfig { lr: self.lr, weight_decay: self.weight_decay, ..d.optimizer },
+            seed,
+            ..d
+        }
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Labelled data set (safetensors: response_emb|emb, label, optional prompt_emb, pair_id).
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    sim: SimArgs,
+    /// Number of seeds (splits, feedback draws and initialisations).
+    #[arg(long, default_value_t = 5)]
+    seeds: usize,
+    /// Comma-separated methods, or "all" (every objective plus the oracle).
+    #[arg(long, default_value = "all")]
+    methods: String,
+    /// Hidden layer sizes, e.g. "128" or "256,64"; empty for a linear head.
+    #[arg(long, default_value = "")]
+    hidden: String,
+    #[arg(long, default_value = "relu")]
+    activation: String,
+    #[command(flatten)]
+    opt: OptArgs,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the markdown table here too.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Print each (seed, method) result as it finishes.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[arg(long)]
+    dim: usize,
+    #[arg(long, default_value = "")]
+    hidden: String,
+    #[arg(long, default_value = "relu")]
+    activation: String,
+    /// Objective the weights are for (sets the number of outputs: 2 for beta).
+    #[arg(long, default_value = "ips")]
+    objective: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A feedback file (emb, observed, …) or a labelled data set (feedback is then simulated).
+    #[arg(long)]
+    data: PathBuf,
+    /// Starting weights; default: fresh weights of --hidden.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    hidden: String,
+    #[arg(long, default_value = "ips")]
+    objective: String,
+    #[command(flatten)]
+    sim: SimArgs,
+    #[command(flatten)]
+    opt: OptArgs,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[arg(long)]
+    weights: PathBuf,
+    /// A labelled data set or feedback file whose embeddings are scored.
+    #[arg(long)]
+    data: PathBuf,
+    /// Write scores as a JSON array here (default: one per line on stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_floats(s: &str, flag: &str) -> Result<Vec<f64>> {
+    s.split(',')
+        .map(|v| v.trim().parse::<f64>().map_err(|_| Error::InvalidConfig(format!("{flag}: '{v}' is not a number"))))
+        .collect()
+}
+
+fn parse_hidden(s: &str) -> Result<Vec<usize>> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|_| Error::InvalidConfig(format!("--hidden: '{v}' is not a layer size"))))
+        .collect()
+}
+
+fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
+    std::fs::write(path, contents).map_err(|e| Error::Io { path: path.display().to_string(), source: e })
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let ds = Dataset::load(&a.data)?;
+    let cfg = EvalConfig {
+        sim: a.sim.config()?,
+        seeds: a.seeds,
+        methods: Method::parse_list(&a.methods)?,
+        hidden: parse_hidden(&a.hidden)?,
+        activation: Activation::parse(&a.activation)?,
+        train: a.opt.config(0),
+        ..EvalConfig::default()
+    };
+    eprintln!(
+        "tacit eval: {} rows × {} dims, protocol {}, {} seeds, {} methods",
+        ds.len(),
+        ds.dim(),
+        cfg.sim.protocol.name(),
+        cfg.seeds,
+        cfg.methods.len()
+    );
+    let verbose = a.verbose;
+    let result = eval::run(&ds, &cfg, &mut |seed, method, m| {
+        if verbose {
+            eprintln!("  seed {seed} {:<10} auroc {:.4}", method.name(), m.auroc);
+        }
+    })?;
+    let table = result.markdown();
+    println!("{table}");
+    if let Some(path) = a.json {
+        write_file(&path, result.to_json().as_bytes())?;
+    }
+    if let Some(path) = a.markdown {
+        write_file(&path, table.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn run_init(a: InitArgs) -> Result<()> {
+    let kind = ObjectiveKind::parse(&a.objective)?;
+    let cfg = HeadConfig { dim: a.dim, hidden: parse_hidden(&a.hidden)?, activation: Activation::parse(&a.activation)?, outputs: kind.head_outputs() };
+    if cfg.dim == 0 {
+        return Err(Error::InvalidConfig("--dim must be at least 1".into()));
+    }
+    let w = Weights { objective: Some(kind), ..Weights::new(Head::init(&cfg, a.seed)?) };
+    store::save(&a.out, &w)?;
+    eprintln!("wrote {} ({} parameters)", a.out.display(), cfg.num_params());
+    Ok(())
+}
+
+/// Examples from a feedback file, or simulated from a labelled data set (with propensities
+/// from the propensity model, as an app would have them).
+fn load_examples(path: &Path, sim: &SimArgs, seed: u64) -> Result<Examples> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    if feedback::file::is_feedback_file(&bytes) {
+        return feedback::file::read(&bytes);
+    }
+    let ds = Dataset::from_bytes(&bytes)?;
+    let truth = ds.binary_labels();
+    let simulator = Simulator::new(sim.config()?, ds.emb.view(), &truth, seed)?;
+    let mut s = simulator.simulate(ds.emb.view(), &ds.scaled_labels(), &ds.groups(), &mut Rng::new(seed))?;
+    let model = PropensityModel::fit(s.examples.exposure.view(), &s.examples.feedback, 1.0)?;
+    s.examples.propensity = model.predict(s.examples.exposure.view())?;
+    Ok(s.examples)
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    let kind = ObjectiveKind::parse(&a.objective)?;
+    let examples = load_examples(&a.data, &a.sim, a.seed)?;
+    let (head, version) = match &a.init {
+        Some(p) => {
+            let w = store::load(p)?;
+            (w.head, w.version)
+        }
+        None => {
+            let cfg = HeadConfig { dim: examples.dim(), hidden: parse_hidden(&a.hidden)?, activation: Activation::Relu, outputs: kind.head_outputs() };
+            (Head::init(&cfg, a.seed)?, 0)
+        }
+    };
+    let objective = ObjectiveConfig::new(kind);
+    let cfg = a.opt.config(a.seed);
+    let trained = trainer::train(&head, &objective, &examples, None, &cfg, &mut |e| {
+        eprintln!("epoch {:>3}/{}  loss {:.5}  ess {:.1}", e.epoch, e.epochs, e.train_loss, e.effective_sample_size);
+        ControlFlow::Continue(())
+    })?;
+    let w = Weights { head: trained.head, exposure_head: trained.exposure_head, objective: Some(kind), version };
+    store::save(&a.out, &w)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn run_score(a: ScoreArgs) -> Result<()> {
+    let w = store::load(&a.weights)?;
+    let bytes = std::fs::read(&a.data).map_err(|e| Error::Io { path: a.data.display().to_string(), source: e })?;
+    let emb = if feedback::file::is_feedback_file(&bytes) { feedback::file::read(&bytes)?.emb } else { Dataset::from_bytes(&bytes)?.emb };
+    let scores = trainer::score(&w.head, emb.view())?;
+    match a.out {
+        Some(path) => write_file(&path, serde_json::to_string(&scores).expect("floats serialise").as_bytes())?,
+        None => scores.iter().for_each(|s| println!("{s}")),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Eval(a) => run_eval(a),
+        Command::Init(a) => run_init(a),
+        Command::Train(a) => run_train(a),
+        Command::Score(a) => run_score(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error[{}]: {e}", e.code());
+            ExitCode::from(2)
+        }
+    }
+}
