@@ -33,14 +33,33 @@ fn numbers(st: &SafeTensors<'_>, name: &str) -> Result<Option<(Vec<usize>, Vec<f
     };
     let d = t.data();
     let values: Vec<f64> = match t.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64).collect(),
-        Dtype::F64 => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
-        Dtype::I32 => d.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as f64).collect(),
-        Dtype::I64 => d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64).collect(),
-        other => return Err(bad(format!("tensor '{name}' has unsupported dtype {other:?}"))),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
+            .collect(),
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect(),
+        Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
+            .collect(),
+        Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)
+            .collect(),
+        other => {
+            return Err(bad(format!(
+                "tensor '{name}' has unsupported dtype {other:?}"
+            )))
+        }
     };
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what: format!("tensor '{name}'"), index: i });
+        return Err(Error::NonFinite {
+            what: format!("tensor '{name}'"),
+            index: i,
+        });
     }
     Ok(Some((t.shape().to_vec(), values)))
 }
@@ -48,10 +67,16 @@ fn numbers(st: &SafeTensors<'_>, name: &str) -> Result<Option<(Vec<usize>, Vec<f
 fn matrix(st: &SafeTensors<'_>, name: &str) -> Result<Option<Array2<f32>>> {
     match numbers(st, name)? {
         None => Ok(None),
-        Some((shape, v)) if shape.len() == 2 => {
-            Ok(Some(Array2::from_shape_vec((shape[0], shape[1]), v.into_iter().map(|x| x as f32).collect()).expect("shape from header")))
-        }
-        Some((shape, _)) => Err(bad(format!("tensor '{name}' must be 2-D, has shape {shape:?}"))),
+        Some((shape, v)) if shape.len() == 2 => Ok(Some(
+            Array2::from_shape_vec(
+                (shape[0], shape[1]),
+                v.into_iter().map(|x| x as f32).collect(),
+            )
+            .expect("shape from header"),
+        )),
+        Some((shape, _)) => Err(bad(format!(
+            "tensor '{name}' must be 2-D, has shape {shape:?}"
+        ))),
     }
 }
 
@@ -59,30 +84,47 @@ fn vector(st: &SafeTensors<'_>, name: &str, n: usize) -> Result<Option<Vec<f64>>
     match numbers(st, name)? {
         None => Ok(None),
         Some((shape, v)) if shape == [n] || shape == [n, 1] => Ok(Some(v)),
-        Some((shape, _)) => Err(Error::DimMismatch { what: format!("tensor '{name}' (shape {shape:?}) rows"), expected: n, got: shape.first().copied().unwrap_or(0) }),
+        Some((shape, _)) => Err(Error::DimMismatch {
+            what: format!("tensor '{name}' (shape {shape:?}) rows"),
+            expected: n,
+            got: shape.first().copied().unwrap_or(0),
+        }),
     }
 }
 
 impl Dataset {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
         let emb = match matrix(&st, "response_emb")? {
             Some(m) => m,
-            None => matrix(&st, "emb")?.ok_or_else(|| bad("needs a 'response_emb' or 'emb' tensor [N, d]"))?,
+            None => matrix(&st, "emb")?
+                .ok_or_else(|| bad("needs a 'response_emb' or 'emb' tensor [N, d]"))?,
         };
         let n = emb.nrows();
         if n == 0 || emb.ncols() == 0 {
-            return Err(Error::Empty { what: "data set embeddings".into() });
+            return Err(Error::Empty {
+                what: "data set embeddings".into(),
+            });
         }
         let label = vector(&st, "label", n)?.ok_or_else(|| bad("needs a 'label' tensor [N]"))?;
         let prompt_emb = matrix(&st, "prompt_emb")?;
         if let Some(p) = &prompt_emb {
             if p.nrows() != n {
-                return Err(Error::DimMismatch { what: "prompt_emb rows".into(), expected: n, got: p.nrows() });
+                return Err(Error::DimMismatch {
+                    what: "prompt_emb rows".into(),
+                    expected: n,
+                    got: p.nrows(),
+                });
             }
         }
         let pair_id = vector(&st, "pair_id", n)?.map(|v| v.into_iter().map(|x| x as i64).collect());
-        let ds = Dataset { emb, label: label.into_iter().map(|x| x as f32).collect(), prompt_emb, pair_id };
+        let ds = Dataset {
+            emb,
+            label: label.into_iter().map(|x| x as f32).collect(),
+            prompt_emb,
+            pair_id,
+        };
         if ds.label.iter().all(|&l| l == ds.label[0]) {
             return Err(bad("all labels are equal: nothing to learn or evaluate"));
         }
@@ -90,9 +132,14 @@ impl Dataset {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
         if len > MAX_DATA_BYTES {
-            return Err(bad(format!("{} is {len} bytes, over the {MAX_DATA_BYTES}-byte limit", path.display())));
+            return Err(bad(format!(
+                "{} is {len} bytes, over the {MAX_DATA_BYTES}-byte limit",
+                path.display()
+            )));
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes)
@@ -119,7 +166,10 @@ impl Dataset {
 
     /// Binary preference: scaled label above one half (ties at exactly 0.5 count as 0).
     pub fn binary_labels(&self) -> Vec<f32> {
-        self.scaled_labels().into_iter().map(|l| if l > 0.5 { 1.0 } else { 0.0 }).collect()
+        self.scaled_labels()
+            .into_iter()
+            .map(|l| if l > 0.5 { 1.0 } else { 0.0 })
+            .collect()
     }
 
     /// Groups of rows shown together: by `pair_id` when present, else singletons.
@@ -150,7 +200,11 @@ impl Dataset {
         let mut out = Vec::new();
         let mut start = 0;
         for (k, f) in fracs.iter().enumerate() {
-            let end = if k + 1 == fracs.len() { total } else { (start + (f * total as f64).round() as usize).min(total) };
+            let end = if k + 1 == fracs.len() {
+                total
+            } else {
+                (start + (f * total as f64).round() as usize).min(total)
+            };
             out.push(groups[start..end].iter().flatten().copied().collect());
             start = end;
         }
@@ -162,7 +216,10 @@ impl Dataset {
             emb: self.emb.select(Axis(0), rows),
             label: rows.iter().map(|&i| self.label[i]).collect(),
             prompt_emb: self.prompt_emb.as_ref().map(|p| p.select(Axis(0), rows)),
-            pair_id: self.pair_id.as_ref().map(|p| rows.iter().map(|&i| p[i]).collect()),
+            pair_id: self
+                .pair_id
+                .as_ref()
+                .map(|p| rows.iter().map(|&i| p[i]).collect()),
         }
     }
 }

@@ -12,7 +12,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// An array's size does not match what the model or another argument expects.
     #[error("dimension mismatch in {what}: expected {expected}, got {got}")]
-    DimMismatch { what: String, expected: usize, got: usize },
+    DimMismatch {
+        what: String,
+        expected: usize,
+        got: usize,
+    },
 
     /// NaN or ±Inf in an input.
     #[error("non-finite value in {what} at index {index}")]
@@ -24,7 +28,11 @@ pub enum Error {
 
     /// A name (objective, method, protocol, activation, …) that is not known.
     #[error("unknown {kind} '{name}' (expected one of: {expected})")]
-    UnknownName { kind: &'static str, name: String, expected: String },
+    UnknownName {
+        kind: &'static str,
+        name: String,
+        expected: String,
+    },
 
     /// A configuration value out of its valid range.
     #[error("invalid configuration: {0}")]
@@ -44,7 +52,10 @@ pub enum Error {
 
     /// File-system failure.
     #[error("i/o error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Stable codes, part of the public API: never rename one, only add.
@@ -99,11 +110,18 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     pub(crate) fn unknown(kind: &'static str, name: &str, expected: &[&str]) -> Self {
-        Error::UnknownName { kind, name: name.to_string(), expected: expected.join(", ") }
+        Error::UnknownName {
+            kind,
+            name: name.to_string(),
+            expected: expected.join(", "),
+        }
     }
 }
 
@@ -113,35 +131,49 @@ pub(crate) mod check {
 
     pub fn finite(what: &str, values: &[f32]) -> Result<()> {
         match values.iter().position(|v| !v.is_finite()) {
-            Some(index) => Err(Error::NonFinite { what: what.to_string(), index }),
+            Some(index) => Err(Error::NonFinite {
+                what: what.to_string(),
+                index,
+            }),
             None => Ok(()),
         }
     }
 
     pub fn finite_iter<'a>(what: &str, values: impl IntoIterator<Item = &'a f32>) -> Result<()> {
         match values.into_iter().position(|v| !v.is_finite()) {
-            Some(index) => Err(Error::NonFinite { what: what.to_string(), index }),
+            Some(index) => Err(Error::NonFinite {
+                what: what.to_string(),
+                index,
+            }),
             None => Ok(()),
         }
     }
 
     pub fn len(what: &str, expected: usize, got: usize) -> Result<()> {
         if expected != got {
-            return Err(Error::DimMismatch { what: what.to_string(), expected, got });
+            return Err(Error::DimMismatch {
+                what: what.to_string(),
+                expected,
+                got,
+            });
         }
         Ok(())
     }
 
     pub fn non_empty(what: &str, n: usize) -> Result<()> {
         if n == 0 {
-            return Err(Error::Empty { what: what.to_string() });
+            return Err(Error::Empty {
+                what: what.to_string(),
+            });
         }
         Ok(())
     }
 
     pub fn in_range(what: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
         if !(value.is_finite() && value >= lo && value <= hi) {
-            return Err(Error::InvalidConfig(format!("{what} = {value} is outside [{lo}, {hi}]")));
+            return Err(Error::InvalidConfig(format!(
+                "{what} = {value} is outside [{lo}, {hi}]"
+            )));
         }
         Ok(())
     }

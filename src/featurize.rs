@@ -32,16 +32,27 @@ fn add(v: &mut [f32], salt: u8, key: &[u8], weight: f32) {
 /// Hashes `text` into a unit vector of `dim` floats (all zeros for a text with no features).
 pub fn featurize(text: &str, dim: usize) -> Result<Vec<f32>> {
     if dim == 0 || dim > crate::head::MAX_WIDTH {
-        return Err(Error::InvalidConfig(format!("featurizer dim {dim} outside 1..={}", crate::head::MAX_WIDTH)));
+        return Err(Error::InvalidConfig(format!(
+            "featurizer dim {dim} outside 1..={}",
+            crate::head::MAX_WIDTH
+        )));
     }
     let mut v = vec![0.0f32; dim];
     let lower = text.to_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     for w in &words {
         add(&mut v, 1, w.as_bytes(), 1.0);
     }
     for pair in words.windows(2) {
-        add(&mut v, 2, format!("{} {}", pair[0], pair[1]).as_bytes(), 0.7);
+        add(
+            &mut v,
+            2,
+            format!("{} {}", pair[0], pair[1]).as_bytes(),
+            0.7,
+        );
     }
     let chars: Vec<char> = lower.chars().collect();
     for tri in chars.windows(3) {

@@ -61,14 +61,22 @@ pub const MAX_HIDDEN_LAYERS: usize = 16;
 
 impl HeadConfig {
     pub fn new(dim: usize, hidden: &[usize]) -> Self {
-        HeadConfig { dim, hidden: hidden.to_vec(), activation: Activation::Relu, outputs: 1 }
+        HeadConfig {
+            dim,
+            hidden: hidden.to_vec(),
+            activation: Activation::Relu,
+            outputs: 1,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         // dim 0 is allowed: the implicit objective's exposure model may see no features and
         // then learns only a bias.
         if self.dim > MAX_WIDTH {
-            return Err(Error::InvalidConfig(format!("dim {} exceeds {MAX_WIDTH}", self.dim)));
+            return Err(Error::InvalidConfig(format!(
+                "dim {} exceeds {MAX_WIDTH}",
+                self.dim
+            )));
         }
         if self.hidden.len() > MAX_HIDDEN_LAYERS {
             return Err(Error::InvalidConfig(format!(
@@ -77,10 +85,15 @@ impl HeadConfig {
             )));
         }
         if let Some(&w) = self.hidden.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
-            return Err(Error::InvalidConfig(format!("hidden width {w} outside 1..={MAX_WIDTH}")));
+            return Err(Error::InvalidConfig(format!(
+                "hidden width {w} outside 1..={MAX_WIDTH}"
+            )));
         }
         if !(1..=2).contains(&self.outputs) {
-            return Err(Error::InvalidConfig(format!("outputs must be 1 or 2, got {}", self.outputs)));
+            return Err(Error::InvalidConfig(format!(
+                "outputs must be 1 or 2, got {}",
+                self.outputs
+            )));
         }
         Ok(())
     }
@@ -138,10 +151,16 @@ impl Head {
                 let weight = Array2::from_shape_fn((fan_out, fan_in), |_| {
                     ((rng.uniform() * 2.0 - 1.0) * bound) as f32
                 });
-                Linear { weight, bias: Array1::zeros(fan_out) }
+                Linear {
+                    weight,
+                    bias: Array1::zeros(fan_out),
+                }
             })
             .collect();
-        Ok(Head { config: config.clone(), layers })
+        Ok(Head {
+            config: config.clone(),
+            layers,
+        })
     }
 
     /// A head of the same shape with every parameter zero (gradients, optimizer moments).
@@ -151,7 +170,10 @@ impl Head {
             layers: self
                 .layers
                 .iter()
-                .map(|l| Linear { weight: Array2::zeros(l.weight.raw_dim()), bias: Array1::zeros(l.bias.len()) })
+                .map(|l| Linear {
+                    weight: Array2::zeros(l.weight.raw_dim()),
+                    bias: Array1::zeros(l.bias.len()),
+                })
                 .collect(),
         }
     }
@@ -163,7 +185,9 @@ impl Head {
             .iter()
             .flat_map(|l| {
                 [
-                    l.weight.as_slice().expect("weights are kept in standard layout"),
+                    l.weight
+                        .as_slice()
+                        .expect("weights are kept in standard layout"),
                     l.bias.as_slice().expect("biases are contiguous"),
                 ]
             })
@@ -175,7 +199,9 @@ impl Head {
             .iter_mut()
             .flat_map(|l| {
                 [
-                    l.weight.as_slice_mut().expect("weights are kept in standard layout"),
+                    l.weight
+                        .as_slice_mut()
+                        .expect("weights are kept in standard layout"),
                     l.bias.as_slice_mut().expect("biases are contiguous"),
                 ]
             })
@@ -195,7 +221,9 @@ impl Head {
 
     /// True when every parameter is finite.
     pub fn is_finite(&self) -> bool {
-        self.tensors().iter().all(|t| t.iter().all(|v| v.is_finite()))
+        self.tensors()
+            .iter()
+            .all(|t| t.iter().all(|v| v.is_finite()))
     }
 }
 
@@ -212,14 +240,22 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(cfg.layer_shapes(), vec![(8, 5), (5, 3), (3, 1)]);
-        assert_eq!(a.tensors().iter().map(|t| t.len()).sum::<usize>(), cfg.num_params());
+        assert_eq!(
+            a.tensors().iter().map(|t| t.len()).sum::<usize>(),
+            cfg.num_params()
+        );
         assert_eq!(cfg.num_params(), 8 * 5 + 5 + 5 * 3 + 3 + 3 + 1);
     }
 
     #[test]
     fn bad_configs_are_rejected() {
         assert!(HeadConfig::new(8, &[0]).validate().is_err());
-        assert!(HeadConfig { outputs: 3, ..HeadConfig::new(8, &[]) }.validate().is_err());
+        assert!(HeadConfig {
+            outputs: 3,
+            ..HeadConfig::new(8, &[])
+        }
+        .validate()
+        .is_err());
         assert!(HeadConfig::new(MAX_WIDTH + 1, &[]).validate().is_err());
         assert!(Activation::parse("swish").is_err());
     }

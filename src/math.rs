@@ -68,7 +68,8 @@ pub fn digamma(mut x: f64) -> f64 {
     }
     let inv = 1.0 / x;
     let inv2 = inv * inv;
-    acc + x.ln() - 0.5 * inv
+    acc + x.ln()
+        - 0.5 * inv
         - inv2
             * (1.0 / 12.0
                 - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))))
@@ -103,7 +104,11 @@ mod tests {
         let pi = std::f64::consts::PI;
         assert!(close(lgamma(5.0), 24f64.ln(), 1e-13));
         assert!(close(lgamma(0.5), pi.sqrt().ln(), 1e-13));
-        assert!(close(lgamma(30.0), (1..30).map(|k| (k as f64).ln()).sum(), 1e-12));
+        assert!(close(
+            lgamma(30.0),
+            (1..30).map(|k| (k as f64).ln()).sum(),
+            1e-12
+        ));
         assert!(close(digamma(1.0), -euler, 1e-12));
         assert!(close(digamma(0.5), -euler - 2.0 * 2f64.ln(), 1e-12));
         assert!(close(trigamma(1.0), pi * pi / 6.0, 1e-12));

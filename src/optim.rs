@@ -19,7 +19,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-4 }
+        AdamWConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-4,
+        }
     }
 }
 
@@ -44,7 +50,12 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(config: AdamWConfig, params: &Head) -> Self {
-        AdamW { config, step: 0, m: params.zeros_like(), v: params.zeros_like() }
+        AdamW {
+            config,
+            step: 0,
+            m: params.zeros_like(),
+            v: params.zeros_like(),
+        }
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -93,9 +104,16 @@ mod tests {
         let mut grads = head.zeros_like();
         grads.layers[0].weight.fill(0.5);
         grads.layers[0].bias.fill(-2.0);
-        let cfg = AdamWConfig { weight_decay: 0.0, ..Default::default() };
+        let cfg = AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        };
         AdamW::new(cfg, &head).step(&mut head, &grads);
-        for (a, b) in head.layers[0].weight.iter().zip(before.layers[0].weight.iter()) {
+        for (a, b) in head.layers[0]
+            .weight
+            .iter()
+            .zip(before.layers[0].weight.iter())
+        {
             assert!((a - (b - 0.01)).abs() < 1e-6);
         }
         assert!((head.layers[0].bias[0] - 0.01).abs() < 1e-6);

@@ -19,7 +19,10 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng { s: [next(), next(), next(), next()], spare_normal: None }
+        Rng {
+            s: [next(), next(), next(), next()],
+            spare_normal: None,
+        }
     }
 
     /// A generator for a named sub-stream, so that adding draws to one part of a pipeline
@@ -29,7 +32,9 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let result = (self.s[0].wrapping_add(self.s[3])).rotate_left(23).wrapping_add(self.s[0]);
+        let result = (self.s[0].wrapping_add(self.s[3]))
+            .rotate_left(23)
+            .wrapping_add(self.s[0]);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
         self.s[3] ^= self.s[1];
@@ -99,6 +104,9 @@ mod tests {
             c[r.below(3)] += 1;
             c
         });
-        assert!(counts.iter().all(|&c| (c as i64 - 20_000).abs() < 600), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (c as i64 - 20_000).abs() < 600),
+            "{counts:?}"
+        );
     }
 }

@@ -73,7 +73,14 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { protocol: Protocol::Confounded, alpha: 0.5, obs_rate: 0.3, flip: FlipRates::NONE, strength: 2.0, choice_sharpness: 3.0 }
+        SimConfig {
+            protocol: Protocol::Confounded,
+            alpha: 0.5,
+            obs_rate: 0.3,
+            flip: FlipRates::NONE,
+            strength: 1.5,
+            choice_sharpness: 3.0,
+        }
     }
 }
 
@@ -162,12 +169,24 @@ impl Simulator {
             }
         }
         if np == 0.0 || nn == 0.0 {
-            return Err(Error::InvalidData("the simulator needs both good and bad answers in its reference data".into()));
+            return Err(Error::InvalidData(
+                "the simulator needs both good and bad answers in its reference data".into(),
+            ));
         }
         let diff = pos / np - neg / nn;
         let quality_dir = &diff / diff.dot(&diff).sqrt().max(1e-12);
-        let stats = [mean_std(&emb.dot(&length_dir)), mean_std(&emb.dot(&covariate_dir)), mean_std(&emb.dot(&quality_dir))];
-        Ok(Simulator { config, length_dir, covariate_dir, quality_dir, stats })
+        let stats = [
+            mean_std(&emb.dot(&length_dir)),
+            mean_std(&emb.dot(&covariate_dir)),
+            mean_std(&emb.dot(&quality_dir)),
+        ];
+        Ok(Simulator {
+            config,
+            length_dir,
+            covariate_dir,
+            quality_dir,
+            stats,
+        })
     }
 
     fn standardised(&self, emb: ArrayView2<f32>, k: usize) -> Vec<f64> {
@@ -178,29 +197,44 @@ impl Simulator {
 
     /// Simulates one round of feedback on `emb` with true labels `scaled` in [0, 1]
     /// (binary or graded), shown in `groups` of candidates.
-    pub fn simulate(&self, emb: ArrayView2<f32>, scaled: &[f32], groups: &[Vec<usize>], rng: &mut Rng) -> Result<Simulated> {
+    pub fn simulate(
+        &self,
+        emb: ArrayView2<f32>,
+        scaled: &[f32],
+        groups: &[Vec<usize>],
+        rng: &mut Rng,
+    ) -> Result<Simulated> {
         let (n, _) = emb.dim();
         check::non_empty("rows to simulate", n)?;
         check::len("labels to simulate", n, scaled.len())?;
         check::finite("labels to simulate", scaled)?;
         check::len("embedding width", self.length_dir.len(), emb.ncols())?;
         if scaled.iter().any(|&l| !(0.0..=1.0).contains(&l)) {
-            return Err(Error::InvalidData("simulator labels must be scaled to [0, 1]".into()));
+            return Err(Error::InvalidData(
+                "simulator labels must be scaled to [0, 1]".into(),
+            ));
         }
         let mut grouped = vec![false; n];
         for g in groups {
             for &i in g {
                 if i >= n || grouped[i] {
-                    return Err(Error::InvalidData(format!("row {i} is out of range or in two groups")));
+                    return Err(Error::InvalidData(format!(
+                        "row {i} is out of range or in two groups"
+                    )));
                 }
                 grouped[i] = true;
             }
         }
         if grouped.iter().any(|g| !g) {
-            return Err(Error::InvalidData("every row must belong to exactly one group".into()));
+            return Err(Error::InvalidData(
+                "every row must belong to exactly one group".into(),
+            ));
         }
         let c = &self.config;
-        let truth: Vec<f32> = scaled.iter().map(|&l| if l > 0.5 { 1.0 } else { 0.0 }).collect();
+        let truth: Vec<f32> = scaled
+            .iter()
+            .map(|&l| if l > 0.5 { 1.0 } else { 0.0 })
+            .collect();
         let length = self.standardised(emb, 0);
         let covariate = self.standardised(emb, 1);
         let quality = self.standardised(emb, 2);
@@ -219,7 +253,10 @@ impl Simulator {
 
         let propensity: Vec<f64> = match c.protocol {
             Protocol::Label => {
-                let raw: Vec<f64> = scaled.iter().map(|&l| c.alpha.powf(5.0 - (1.0 + 4.0 * l as f64))).collect();
+                let raw: Vec<f64> = scaled
+                    .iter()
+                    .map(|&l| c.alpha.powf(5.0 - (1.0 + 4.0 * l as f64)))
+                    .collect();
                 let k = c.obs_rate / (raw.iter().sum::<f64>() / n as f64);
                 raw.iter().map(|r| (k * r).min(1.0)).collect()
             }
@@ -228,7 +265,9 @@ impl Simulator {
                     .map(|i| {
                         let shown = -0.5 * position[i];
                         match c.protocol {
-                            Protocol::Covariate => c.strength * covariate[i] + 0.5 * length[i] + shown,
+                            Protocol::Covariate => {
+                                c.strength * covariate[i] + 0.5 * length[i] + shown
+                            }
                             _ => -c.strength * quality[i] + shown,
                         }
                     })
@@ -242,7 +281,11 @@ impl Simulator {
         // impression that drives reactions also drives dwell, with noise.
         let log_dwell: Vec<f64> = (0..n)
             .map(|i| {
-                let impression = if c.protocol == Protocol::Confounded { -0.8 * quality[i] } else { 0.0 };
+                let impression = if c.protocol == Protocol::Confounded {
+                    -0.8 * quality[i]
+                } else {
+                    0.0
+                };
                 1.5 + 0.5 * length[i] + impression + 0.5 * rng.normal()
             })
             .collect();
@@ -253,17 +296,31 @@ impl Simulator {
         for i in 0..n {
             if rng.bernoulli(propensity[i]) {
                 feedback[i] = 1.0;
-                let flip = if truth[i] > 0.5 { c.flip.rho10 } else { c.flip.rho01 };
-                let noisy = if rng.bernoulli(flip) { 1.0 - truth[i] } else { truth[i] };
+                let flip = if truth[i] > 0.5 {
+                    c.flip.rho10
+                } else {
+                    c.flip.rho01
+                };
+                let noisy = if rng.bernoulli(flip) {
+                    1.0 - truth[i]
+                } else {
+                    truth[i]
+                };
                 explicit[i] = noisy;
                 observed[i] = noisy;
             }
         }
 
         let mut pairs = Vec::new();
-        for g in groups.iter().filter(|g| g.len() >= 2 && g.iter().any(|&i| feedback[i] > 0.0)) {
+        for g in groups
+            .iter()
+            .filter(|g| g.len() >= 2 && g.iter().any(|&i| feedback[i] > 0.0))
+        {
             // Softmax choice over the group by true labels; the chosen beats every other.
-            let weights: Vec<f64> = g.iter().map(|&i| (c.choice_sharpness * scaled[i] as f64).exp()).collect();
+            let weights: Vec<f64> = g
+                .iter()
+                .map(|&i| (c.choice_sharpness * scaled[i] as f64).exp())
+                .collect();
             let total: f64 = weights.iter().sum();
             let mut u = rng.uniform() * total;
             let mut chosen = g[g.len() - 1];
@@ -274,7 +331,11 @@ impl Simulator {
                 }
                 u -= weights[k];
             }
-            pairs.extend(g.iter().filter(|&&i| i != chosen).map(|&l| Pair::new(chosen, l)));
+            pairs.extend(
+                g.iter()
+                    .filter(|&&i| i != chosen)
+                    .map(|&l| Pair::new(chosen, l)),
+            );
         }
 
         let exposure = Array2::from_shape_fn((n, 4), |(i, j)| match j {
@@ -284,7 +345,15 @@ impl Simulator {
             _ => log_dwell[i] as f32,
         });
         Ok(Simulated {
-            examples: Examples { emb: emb.to_owned(), observed, feedback, explicit, propensity: vec![1.0; n], exposure, pairs },
+            examples: Examples {
+                emb: emb.to_owned(),
+                observed,
+                feedback,
+                explicit,
+                propensity: vec![1.0; n],
+                exposure,
+                pairs,
+            },
             truth,
             true_propensity: propensity.into_iter().map(|p| p as f32).collect(),
         })
@@ -299,20 +368,43 @@ mod tests {
         let mut r = Rng::new(3);
         let n = 4000;
         let emb = Array2::from_shape_fn((n, 16), |_| r.normal() as f32);
-        let y: Vec<f32> = emb.rows().into_iter().map(|x| if x[0] + 0.5 * r.normal() as f32 > 0.0 { 1.0 } else { 0.0 }).collect();
+        let y: Vec<f32> = emb
+            .rows()
+            .into_iter()
+            .map(|x| {
+                if x[0] + 0.5 * r.normal() as f32 > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let groups: Vec<Vec<usize>> = (0..n / 2).map(|g| vec![2 * g, 2 * g + 1]).collect();
-        let cfg = SimConfig { protocol, ..Default::default() };
-        (Simulator::new(cfg, emb.view(), &y, 9).unwrap(), emb, y, groups)
+        let cfg = SimConfig {
+            protocol,
+            ..Default::default()
+        };
+        (
+            Simulator::new(cfg, emb.view(), &y, 9).unwrap(),
+            emb,
+            y,
+            groups,
+        )
     }
 
     #[test]
     fn reaction_rate_matches_the_configured_rate_for_every_protocol() {
         for protocol in [Protocol::Label, Protocol::Covariate, Protocol::Confounded] {
             let (sim, emb, y, groups) = world(protocol);
-            let s = sim.simulate(emb.view(), &y, &groups, &mut Rng::new(1)).unwrap();
+            let s = sim
+                .simulate(emb.view(), &y, &groups, &mut Rng::new(1))
+                .unwrap();
             let mean_pi = s.true_propensity.iter().map(|&p| p as f64).sum::<f64>() / y.len() as f64;
             let rate = s.examples.feedback.iter().map(|&m| m as f64).sum::<f64>() / y.len() as f64;
-            assert!((mean_pi - 0.3).abs() < 0.01, "{protocol:?}: mean π {mean_pi}");
+            assert!(
+                (mean_pi - 0.3).abs() < 0.01,
+                "{protocol:?}: mean π {mean_pi}"
+            );
             assert!((rate - 0.3).abs() < 0.03, "{protocol:?}: rate {rate}");
             s.examples.validate().unwrap();
             assert!(!s.examples.pairs.is_empty());
@@ -322,11 +414,19 @@ mod tests {
     #[test]
     fn confounded_feedback_favours_answers_that_look_worse() {
         let (sim, emb, y, groups) = world(Protocol::Confounded);
-        let s = sim.simulate(emb.view(), &y, &groups, &mut Rng::new(2)).unwrap();
+        let s = sim
+            .simulate(emb.view(), &y, &groups, &mut Rng::new(2))
+            .unwrap();
         let mean_pi = |label: f32| {
-            let v: Vec<f64> = (0..y.len()).filter(|&i| y[i] == label).map(|i| s.true_propensity[i] as f64).collect();
+            let v: Vec<f64> = (0..y.len())
+                .filter(|&i| y[i] == label)
+                .map(|i| s.true_propensity[i] as f64)
+                .collect();
             v.iter().sum::<f64>() / v.len() as f64
         };
-        assert!(mean_pi(0.0) > mean_pi(1.0) + 0.1, "bad answers should get more feedback");
+        assert!(
+            mean_pi(0.0) > mean_pi(1.0) + 0.1,
+            "bad answers should get more feedback"
+        );
     }
 }

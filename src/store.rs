@@ -33,7 +33,12 @@ pub struct Weights {
 
 impl Weights {
     pub fn new(head: Head) -> Self {
-        Weights { head, exposure_head: None, objective: None, version: 0 }
+        Weights {
+            head,
+            exposure_head: None,
+            objective: None,
+            version: 0,
+        }
     }
 }
 
@@ -47,8 +52,16 @@ fn head_tensors(prefix: &str, head: &Head) -> Vec<(String, Vec<usize>, Vec<u8>)>
         .enumerate()
         .flat_map(|(i, l)| {
             [
-                (format!("{prefix}layers.{i}.weight"), l.weight.shape().to_vec(), f32_bytes(l.weight.as_slice().expect("standard layout"))),
-                (format!("{prefix}layers.{i}.bias"), vec![l.bias.len()], f32_bytes(l.bias.as_slice().expect("contiguous"))),
+                (
+                    format!("{prefix}layers.{i}.weight"),
+                    l.weight.shape().to_vec(),
+                    f32_bytes(l.weight.as_slice().expect("standard layout")),
+                ),
+                (
+                    format!("{prefix}layers.{i}.bias"),
+                    vec![l.bias.len()],
+                    f32_bytes(l.bias.as_slice().expect("contiguous")),
+                ),
             ]
         })
         .collect()
@@ -57,14 +70,20 @@ fn head_tensors(prefix: &str, head: &Head) -> Vec<(String, Vec<usize>, Vec<u8>)>
 /// Serialises weights to safetensors bytes.
 pub fn to_bytes(w: &Weights) -> Result<Vec<u8>> {
     if !w.head.is_finite() || w.exposure_head.as_ref().is_some_and(|e| !e.is_finite()) {
-        return Err(Error::NonFinite { what: "weights to save".into(), index: 0 });
+        return Err(Error::NonFinite {
+            what: "weights to save".into(),
+            index: 0,
+        });
     }
     let c = &w.head.config;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("schema_version".to_string(), SCHEMA_VERSION.to_string());
     meta.insert("dim".to_string(), c.dim.to_string());
-    meta.insert("hidden".to_string(), serde_json::to_string(&c.hidden).expect("a list of integers serialises"));
+    meta.insert(
+        "hidden".to_string(),
+        serde_json::to_string(&c.hidden).expect("a list of integers serialises"),
+    );
     meta.insert("activation".to_string(), c.activation.name().to_string());
     meta.insert("outputs".to_string(), c.outputs.to_string());
     meta.insert("version".to_string(), w.version.to_string());
@@ -78,43 +97,74 @@ pub fn to_bytes(w: &Weights) -> Result<Vec<u8>> {
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, shape, data)| (name.clone(), TensorView::new(Dtype::F32, shape.clone(), data).expect("sizes match by construction")))
+        .map(|(name, shape, data)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), data)
+                    .expect("sizes match by construction"),
+            )
+        })
         .collect();
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::CorruptWeights(format!("cannot serialise: {e}")))
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::CorruptWeights(format!("cannot serialise: {e}")))
 }
 
 fn meta_get<'a>(meta: &'a HashMap<String, String>, key: &str) -> Result<&'a str> {
-    meta.get(key).map(String::as_str).ok_or_else(|| Error::CorruptWeights(format!("metadata has no '{key}'")))
+    meta.get(key)
+        .map(String::as_str)
+        .ok_or_else(|| Error::CorruptWeights(format!("metadata has no '{key}'")))
 }
 
 fn meta_num<T: std::str::FromStr>(meta: &HashMap<String, String>, key: &str) -> Result<T> {
-    meta_get(meta, key)?.parse().map_err(|_| Error::CorruptWeights(format!("metadata '{key}' is not a number")))
+    meta_get(meta, key)?
+        .parse()
+        .map_err(|_| Error::CorruptWeights(format!("metadata '{key}' is not a number")))
 }
 
 /// Reads an f32 tensor of an exact shape.
 pub(crate) fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let t = st.tensor(name).map_err(|_| Error::CorruptWeights(format!("tensor '{name}' is missing")))?;
+    let t = st
+        .tensor(name)
+        .map_err(|_| Error::CorruptWeights(format!("tensor '{name}' is missing")))?;
     if t.dtype() != Dtype::F32 {
-        return Err(Error::CorruptWeights(format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
+        return Err(Error::CorruptWeights(format!(
+            "tensor '{name}' is {:?}, expected F32",
+            t.dtype()
+        )));
     }
     if t.shape() != shape {
-        return Err(Error::IncompatibleWeights(format!("tensor '{name}' has shape {:?}, expected {shape:?}", t.shape())));
+        return Err(Error::IncompatibleWeights(format!(
+            "tensor '{name}' has shape {:?}, expected {shape:?}",
+            t.shape()
+        )));
     }
-    let values: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let values: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::CorruptWeights(format!("tensor '{name}' has a non-finite value at {i}")));
+        return Err(Error::CorruptWeights(format!(
+            "tensor '{name}' has a non-finite value at {i}"
+        )));
     }
     Ok(values)
 }
 
 fn read_head(st: &SafeTensors<'_>, prefix: &str, config: HeadConfig) -> Result<Head> {
-    config.validate().map_err(|e| Error::CorruptWeights(format!("metadata describes an invalid head: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| Error::CorruptWeights(format!("metadata describes an invalid head: {e}")))?;
     let layers = config
         .layer_shapes()
         .iter()
         .enumerate()
         .map(|(i, &(fan_in, fan_out))| {
-            let w = read_f32(st, &format!("{prefix}layers.{i}.weight"), &[fan_out, fan_in])?;
+            let w = read_f32(
+                st,
+                &format!("{prefix}layers.{i}.weight"),
+                &[fan_out, fan_in],
+            )?;
             let b = read_f32(st, &format!("{prefix}layers.{i}.bias"), &[fan_out])?;
             Ok(Linear {
                 weight: Array2::from_shape_vec((fan_out, fan_in), w).expect("shape checked"),
@@ -127,38 +177,64 @@ fn read_head(st: &SafeTensors<'_>, prefix: &str, config: HeadConfig) -> Result<H
 
 /// Parses safetensors bytes written by [`to_bytes`] (or any tool following the same layout).
 pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::CorruptWeights(format!("not a readable safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| Error::CorruptWeights(e.to_string()))?;
-    let meta = header.metadata().clone().ok_or_else(|| Error::CorruptWeights("no __metadata__ block".into()))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::CorruptWeights(format!("not a readable safetensors file: {e}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| Error::CorruptWeights(e.to_string()))?;
+    let meta = header
+        .metadata()
+        .clone()
+        .ok_or_else(|| Error::CorruptWeights("no __metadata__ block".into()))?;
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(Error::IncompatibleWeights(format!("not a {FORMAT} weights file (metadata 'format' missing or different)")));
+        return Err(Error::IncompatibleWeights(format!(
+            "not a {FORMAT} weights file (metadata 'format' missing or different)"
+        )));
     }
     let schema: u32 = meta_num(&meta, "schema_version")?;
     if schema != SCHEMA_VERSION {
-        return Err(Error::IncompatibleWeights(format!("schema version {schema}, this build reads {SCHEMA_VERSION}")));
+        return Err(Error::IncompatibleWeights(format!(
+            "schema version {schema}, this build reads {SCHEMA_VERSION}"
+        )));
     }
     let hidden: Vec<usize> = serde_json::from_str(meta_get(&meta, "hidden")?)
         .map_err(|_| Error::CorruptWeights("metadata 'hidden' is not a list of sizes".into()))?;
     let config = HeadConfig {
         dim: meta_num(&meta, "dim")?,
         hidden,
-        activation: Activation::parse(meta_get(&meta, "activation")?).map_err(|e| Error::CorruptWeights(e.to_string()))?,
+        activation: Activation::parse(meta_get(&meta, "activation")?)
+            .map_err(|e| Error::CorruptWeights(e.to_string()))?,
         outputs: meta_num(&meta, "outputs")?,
     };
     let head = read_head(&st, "", config.clone())?;
     let exposure_head = match meta.get("exposure_dim") {
-        Some(_) => Some(read_head(&st, "exposure.", HeadConfig::new(meta_num(&meta, "exposure_dim")?, &[]))?),
+        Some(_) => Some(read_head(
+            &st,
+            "exposure.",
+            HeadConfig::new(meta_num(&meta, "exposure_dim")?, &[]),
+        )?),
         None => None,
     };
-    let objective = meta.get("objective").map(|o| ObjectiveKind::parse(o)).transpose().map_err(|e| Error::CorruptWeights(e.to_string()))?;
-    Ok(Weights { head, exposure_head, objective, version: meta_num(&meta, "version")? })
+    let objective = meta
+        .get("objective")
+        .map(|o| ObjectiveKind::parse(o))
+        .transpose()
+        .map_err(|e| Error::CorruptWeights(e.to_string()))?;
+    Ok(Weights {
+        head,
+        exposure_head,
+        objective,
+        version: meta_num(&meta, "version")?,
+    })
 }
 
 /// Like [`from_bytes`], and checks the head has the expected shape.
 pub fn from_bytes_expecting(bytes: &[u8], expected: &HeadConfig) -> Result<Weights> {
     let w = from_bytes(bytes)?;
     if &w.head.config != expected {
-        return Err(Error::IncompatibleWeights(format!("file holds a head {:?}, expected {:?}", w.head.config, expected)));
+        return Err(Error::IncompatibleWeights(format!(
+            "file holds a head {:?}, expected {:?}",
+            w.head.config, expected
+        )));
     }
     Ok(w)
 }

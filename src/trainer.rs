@@ -31,17 +31,29 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 40, batch_size: 64, optimizer: AdamWConfig::default(), patience: 5, seed: 0 }
+        TrainConfig {
+            epochs: 40,
+            batch_size: 64,
+            optimizer: AdamWConfig::default(),
+            patience: 5,
+            seed: 0,
+        }
     }
 }
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         if !(1..=100_000).contains(&self.epochs) {
-            return Err(Error::InvalidConfig(format!("epochs = {} is outside 1..=100000", self.epochs)));
+            return Err(Error::InvalidConfig(format!(
+                "epochs = {} is outside 1..=100000",
+                self.epochs
+            )));
         }
         if !(1..=1 << 20).contains(&self.batch_size) {
-            return Err(Error::InvalidConfig(format!("batch_size = {} is outside 1..=1048576", self.batch_size)));
+            return Err(Error::InvalidConfig(format!(
+                "batch_size = {} is outside 1..=1048576",
+                self.batch_size
+            )));
         }
         self.optimizer.validate()
     }
@@ -102,12 +114,20 @@ pub fn train(
     train.validate()?;
     check::non_empty("training examples", train.len())?;
     check::len("training embedding width", head.config.dim, train.dim())?;
-    check::len("head outputs for this objective", objective.kind.head_outputs(), head.config.outputs)?;
+    check::len(
+        "head outputs for this objective",
+        objective.kind.head_outputs(),
+        head.config.outputs,
+    )?;
     if let Some(v) = val {
         v.validate()?;
         check::non_empty("validation examples", v.len())?;
         check::len("validation embedding width", head.config.dim, v.dim())?;
-        check::len("validation exposure features", train.exposure.ncols(), v.exposure.ncols())?;
+        check::len(
+            "validation exposure features",
+            train.exposure.ncols(),
+            v.exposure.ncols(),
+        )?;
     }
 
     let kind = objective.kind;
@@ -120,21 +140,39 @@ pub fn train(
         None
     };
     let (imputed_train, imputed_val) = if kind == ObjectiveKind::Dr {
-        let imputer = fit_auxiliary(head, objective, ObjectiveKind::NoiseIps, flip, train, config)?;
-        (Some(probabilities(&imputer, &train.emb)), val.map(|v| probabilities(&imputer, &v.emb)))
+        let imputer = fit_auxiliary(
+            head,
+            objective,
+            ObjectiveKind::NoiseIps,
+            flip,
+            train,
+            config,
+        )?;
+        (
+            Some(probabilities(&imputer, &train.emb)),
+            val.map(|v| probabilities(&imputer, &v.emb)),
+        )
     } else {
         (None, None)
     };
     let flip_used = flip.unwrap_or(FlipRates::NONE);
     let prepared = Prepared::new(objective, train, flip_used, imputed_train.as_deref())?;
     let prepared_val = match val {
-        Some(v) if !(kind.is_pairwise() && v.pairs.is_empty()) => Some(Prepared::new(objective, v, flip_used, imputed_val.as_deref())?),
+        Some(v) if !(kind.is_pairwise() && v.pairs.is_empty()) => Some(Prepared::new(
+            objective,
+            v,
+            flip_used,
+            imputed_val.as_deref(),
+        )?),
         _ => None,
     };
 
     let mut head = head.clone();
     let mut exposure = if kind.needs_exposure_head() {
-        Some(Head::init(&HeadConfig::new(train.exposure.ncols(), &[]), config.seed ^ 0xE1)?)
+        Some(Head::init(
+            &HeadConfig::new(train.exposure.ncols(), &[]),
+            config.seed ^ 0xE1,
+        )?)
     } else {
         None
     };
@@ -143,7 +181,14 @@ pub fn train(
     let mut rng = Rng::new(config.seed);
     let ess = prepared.effective_sample_size();
 
-    let mut report = TrainReport { epochs: Vec::new(), best_epoch: 0, stopped_early: false, cancelled: false, flip, steps: 0 };
+    let mut report = TrainReport {
+        epochs: Vec::new(),
+        best_epoch: 0,
+        stopped_early: false,
+        cancelled: false,
+        flip,
+        steps: 0,
+    };
     let mut best: Option<(f64, Head, Option<Head>)> = None;
     let mut since_best = 0;
     for epoch in 1..=config.epochs {
@@ -153,19 +198,40 @@ pub fn train(
         for (rows, pairs) in &batches {
             let x = train.emb.select(Axis(0), rows);
             let (out, cache) = cpu::forward_train(&head, x.view());
-            let aux_in = exposure.as_ref().map(|_| train.exposure.select(Axis(0), rows));
-            let aux_fwd = exposure.as_ref().zip(aux_in.as_ref()).map(|(e, a)| cpu::forward_train(e, a.view()));
-            let LossGrad { loss, d_out, d_aux } = prepared.batch_loss(rows, pairs, out.view(), aux_fwd.as_ref().map(|(o, _)| o.view()))?;
+            let aux_in = exposure
+                .as_ref()
+                .map(|_| train.exposure.select(Axis(0), rows));
+            let aux_fwd = exposure
+                .as_ref()
+                .zip(aux_in.as_ref())
+                .map(|(e, a)| cpu::forward_train(e, a.view()));
+            let LossGrad { loss, d_out, d_aux } = prepared.batch_loss(
+                rows,
+                pairs,
+                out.view(),
+                aux_fwd.as_ref().map(|(o, _)| o.view()),
+            )?;
             if !loss.is_finite() {
-                return Err(Error::InvalidData(format!("loss became non-finite at epoch {epoch}; lower the learning rate")));
+                return Err(Error::InvalidData(format!(
+                    "loss became non-finite at epoch {epoch}; lower the learning rate"
+                )));
             }
             let grads = cpu::backward(&head, &cache, d_out.view());
             opt.step(&mut head, &grads);
-            if let (Some(e), Some(o), Some((_, c)), Some(d)) = (exposure.as_mut(), opt_exposure.as_mut(), aux_fwd.as_ref(), d_aux) {
+            if let (Some(e), Some(o), Some((_, c)), Some(d)) = (
+                exposure.as_mut(),
+                opt_exposure.as_mut(),
+                aux_fwd.as_ref(),
+                d_aux,
+            ) {
                 let g = cpu::backward(e, c, d.view());
                 o.step(e, &g);
             }
-            let weight = if kind.is_pairwise() { pairs.len() } else { rows.len() } as f64;
+            let weight = if kind.is_pairwise() {
+                pairs.len()
+            } else {
+                rows.len()
+            } as f64;
             loss_sum += loss * weight;
             weight_sum += weight;
         }
@@ -173,7 +239,13 @@ pub fn train(
             (Some(pv), Some(v)) => Some(full_loss(&head, exposure.as_ref(), pv, v)?),
             _ => None,
         };
-        let epoch_report = EpochReport { epoch, epochs: config.epochs, train_loss: loss_sum / weight_sum, val_loss, effective_sample_size: ess };
+        let epoch_report = EpochReport {
+            epoch,
+            epochs: config.epochs,
+            train_loss: loss_sum / weight_sum,
+            val_loss,
+            effective_sample_size: ess,
+        };
         report.epochs.push(epoch_report.clone());
         report.steps = opt.steps_taken();
         let flow = progress(&epoch_report);
@@ -203,11 +275,20 @@ pub fn train(
         head = h;
         exposure = e;
     }
-    Ok(Trained { head, exposure_head: exposure, report })
+    Ok(Trained {
+        head,
+        exposure_head: exposure,
+        report,
+    })
 }
 
 /// Minibatches of one epoch: `(rows, pairs indexed into rows)`.
-fn make_batches(prepared: &Prepared, n: usize, batch_size: usize, rng: &mut Rng) -> Vec<(Vec<usize>, Vec<(usize, usize, f32)>)> {
+fn make_batches(
+    prepared: &Prepared,
+    n: usize,
+    batch_size: usize,
+    rng: &mut Rng,
+) -> Vec<(Vec<usize>, Vec<(usize, usize, f32)>)> {
     if prepared.kind().is_pairwise() {
         let mut order: Vec<usize> = (0..prepared.pairs.len()).collect();
         rng.shuffle(&mut order);
@@ -235,21 +316,42 @@ fn make_batches(prepared: &Prepared, n: usize, batch_size: usize, rng: &mut Rng)
     } else {
         let mut order: Vec<usize> = (0..n).collect();
         rng.shuffle(&mut order);
-        order.chunks(batch_size).map(|c| (c.to_vec(), Vec::new())).collect()
+        order
+            .chunks(batch_size)
+            .map(|c| (c.to_vec(), Vec::new()))
+            .collect()
     }
 }
 
 /// The objective's loss over a whole set (no gradients used).
-pub fn full_loss(head: &Head, exposure: Option<&Head>, prepared: &Prepared, ex: &Examples) -> Result<f64> {
+pub fn full_loss(
+    head: &Head,
+    exposure: Option<&Head>,
+    prepared: &Prepared,
+    ex: &Examples,
+) -> Result<f64> {
     let rows: Vec<usize> = (0..ex.len()).collect();
     let out = cpu::forward(head, ex.emb.view())?;
-    let aux = exposure.map(|e| cpu::forward(e, ex.exposure.view())).transpose()?;
-    Ok(prepared.batch_loss(&rows, &prepared.pairs, out.view(), aux.as_ref().map(|a| a.view()))?.loss)
+    let aux = exposure
+        .map(|e| cpu::forward(e, ex.exposure.view()))
+        .transpose()?;
+    Ok(prepared
+        .batch_loss(
+            &rows,
+            &prepared.pairs,
+            out.view(),
+            aux.as_ref().map(|a| a.view()),
+        )?
+        .loss)
 }
 
 /// `σ(z)` of the head's first output for every row.
 fn probabilities(head: &Head, emb: &Array2<f32>) -> Vec<f32> {
-    cpu::forward_unchecked(head, emb.view()).column(0).iter().map(|&z| sigmoid(z as f64) as f32).collect()
+    cpu::forward_unchecked(head, emb.view())
+        .column(0)
+        .iter()
+        .map(|&z| sigmoid(z as f64) as f32)
+        .collect()
 }
 
 /// Fits a one-output head of the same shape as `like` with objective `kind` (used for the
@@ -262,21 +364,48 @@ fn fit_auxiliary(
     train_set: &Examples,
     config: &TrainConfig,
 ) -> Result<Head> {
-    let aux_cfg = HeadConfig { outputs: 1, ..like.config.clone() };
+    let aux_cfg = HeadConfig {
+        outputs: 1,
+        ..like.config.clone()
+    };
     let init = Head::init(&aux_cfg, config.seed ^ 0xA0)?;
-    let objective = ObjectiveConfig { kind, flip: Some(flip.unwrap_or(FlipRates::NONE)), ..base.clone() };
-    let cfg = TrainConfig { seed: config.seed ^ 0xA1, ..config.clone() };
-    Ok(train(&init, &objective, train_set, None, &cfg, &mut |_| ControlFlow::Continue(()))?.head)
+    let objective = ObjectiveConfig {
+        kind,
+        flip: Some(flip.unwrap_or(FlipRates::NONE)),
+        ..base.clone()
+    };
+    let cfg = TrainConfig {
+        seed: config.seed ^ 0xA1,
+        ..config.clone()
+    };
+    Ok(train(&init, &objective, train_set, None, &cfg, &mut |_| {
+        ControlFlow::Continue(())
+    })?
+    .head)
 }
 
 /// Flip rates from the anchor quantiles of a noisy-label head fitted to the explicit labels
 /// (inverse-propensity weighted, so that the anchors see the whole exposure distribution).
-fn estimate_flips(head: &Head, objective: &ObjectiveConfig, train_set: &Examples, config: &TrainConfig) -> Result<FlipRates> {
+fn estimate_flips(
+    head: &Head,
+    objective: &ObjectiveConfig,
+    train_set: &Examples,
+    config: &TrainConfig,
+) -> Result<FlipRates> {
     let labelled = train_set.feedback.iter().filter(|&&m| m > 0.5).count();
     if labelled == 0 {
-        return Err(Error::InvalidData("flip-rate estimation needs explicit labels (no exposure has feedback)".into()));
+        return Err(Error::InvalidData(
+            "flip-rate estimation needs explicit labels (no exposure has feedback)".into(),
+        ));
     }
-    let noisy = fit_auxiliary(head, objective, ObjectiveKind::NoiseIps, Some(FlipRates::NONE), train_set, config)?;
+    let noisy = fit_auxiliary(
+        head,
+        objective,
+        ObjectiveKind::NoiseIps,
+        Some(FlipRates::NONE),
+        train_set,
+        config,
+    )?;
     let probs = probabilities(&noisy, &train_set.emb);
     let (lo, hi) = objective.anchor_quantiles;
     estimate_flip_rates(&probs, lo, hi)

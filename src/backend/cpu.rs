@@ -82,7 +82,13 @@ pub fn forward_train(head: &Head, x: ArrayView2<f32>) -> (Array2<f32>, ForwardCa
             h = next;
         }
     }
-    (h, ForwardCache { inputs, pre_activations })
+    (
+        h,
+        ForwardCache {
+            inputs,
+            pre_activations,
+        },
+    )
 }
 
 /// Gradients of the loss with respect to every parameter, given `dL/d(outputs)`.
@@ -96,7 +102,11 @@ pub fn backward(head: &Head, cache: &ForwardCache, d_out: ArrayView2<f32>) -> He
         grads.layers[l].bias = delta.sum_axis(Axis(0));
         if l > 0 {
             let mut d_input = delta.dot(&head.layers[l].weight);
-            activation_backward(head.config.activation, &cache.pre_activations[l - 1], &mut d_input);
+            activation_backward(
+                head.config.activation,
+                &cache.pre_activations[l - 1],
+                &mut d_input,
+            );
             delta = d_input;
         }
     }
@@ -117,7 +127,10 @@ mod tests {
     /// Loss L = Σ c ⊙ out with fixed random c, so dL/dout = c.
     fn loss(head: &Head, x: &Array2<f32>, c: &Array2<f32>) -> f64 {
         let out = forward_unchecked(head, x.view());
-        out.iter().zip(c.iter()).map(|(a, b)| *a as f64 * *b as f64).sum()
+        out.iter()
+            .zip(c.iter())
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
     }
 
     #[test]
@@ -128,7 +141,12 @@ mod tests {
             (vec![7, 4], Activation::Tanh, 2),
             (vec![5], Activation::Relu, 2),
         ] {
-            let cfg = HeadConfig { dim: 5, hidden, activation: act, outputs };
+            let cfg = HeadConfig {
+                dim: 5,
+                hidden,
+                activation: act,
+                outputs,
+            };
             let mut head = Head::init(&cfg, 3).unwrap();
             let x = random(9, 5, 4);
             let c = random(9, outputs, 5);
@@ -165,10 +183,16 @@ mod tests {
     fn forward_rejects_bad_input() {
         let head = Head::init(&HeadConfig::new(4, &[3]), 1).unwrap();
         let wrong = Array2::<f32>::zeros((2, 5));
-        assert_eq!(forward(&head, wrong.view()).unwrap_err().code().as_str(), "dim_mismatch");
+        assert_eq!(
+            forward(&head, wrong.view()).unwrap_err().code().as_str(),
+            "dim_mismatch"
+        );
         let mut nan = Array2::<f32>::zeros((2, 4));
         nan[[1, 2]] = f32::NAN;
-        assert_eq!(forward(&head, nan.view()).unwrap_err().code().as_str(), "non_finite_input");
+        assert_eq!(
+            forward(&head, nan.view()).unwrap_err().code().as_str(),
+            "non_finite_input"
+        );
         let empty = Array2::<f32>::zeros((0, 4));
         assert_eq!(forward(&head, empty.view()).unwrap().nrows(), 0);
     }

@@ -20,7 +20,11 @@ use tacit_rm::trainer::{self, TrainConfig};
 use tacit_rm::{Error, Result};
 
 #[derive(Parser)]
-#[command(name = "tacit", version, about = "tacit-rm: a reward model that learns from implicit feedback")]
+#[command(
+    name = "tacit",
+    version,
+    about = "tacit-rm: a reward model that learns from implicit feedback"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,19 +57,25 @@ struct SimArgs {
     /// Flip rates of revealed labels, "R10,R01".
     #[arg(long, default_value = "0,0")]
     flip: String,
+    /// Logit slope of the covariate / confounded propensity.
+    #[arg(long, default_value_t = SimConfig::default().strength)]
+    strength: f64,
 }
 
 impl SimArgs {
     fn config(&self) -> Result<SimConfig> {
         let flip = parse_floats(&self.flip, "--flip")?;
         if flip.len() != 2 {
-            return Err(Error::InvalidConfig("--flip takes two rates, R10,R01".into()));
+            return Err(Error::InvalidConfig(
+                "--flip takes two rates, R10,R01".into(),
+            ));
         }
         let cfg = SimConfig {
             protocol: Protocol::parse(&self.protocol)?,
             alpha: self.alpha,
             obs_rate: self.obs_rate,
             flip: FlipRates::new(flip[0], flip[1])?,
+            strength: self.strength,
             ..SimConfig::default()
         };
         cfg.validate()?;
@@ -92,7 +102,11 @@ impl OptArgs {
         TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
-            optimizer: tacit_rm::optim::AdamWConfig { lr: self.lr, weight_decay: self.weight_decay, ..d.optimizer },
+            optimizer: tacit_rm::optim::AdamWConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                ..d.optimizer
+            },
             seed,
             ..d
         }
@@ -119,6 +133,10 @@ struct EvalArgs {
     activation: String,
     #[command(flatten)]
     opt: OptArgs,
+    /// What the app's propensity model sees: exposure, exposure+embedding, or "true" (the
+    /// simulator's own propensities, a diagnostic ceiling).
+    #[arg(long, default_value = "exposure+embedding")]
+    propensity: String,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -183,7 +201,11 @@ struct ScoreArgs {
 
 fn parse_floats(s: &str, flag: &str) -> Result<Vec<f64>> {
     s.split(',')
-        .map(|v| v.trim().parse::<f64>().map_err(|_| Error::InvalidConfig(format!("{flag}: '{v}' is not a number"))))
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|_| Error::InvalidConfig(format!("{flag}: '{v}' is not a number")))
+        })
         .collect()
 }
 
@@ -192,12 +214,19 @@ fn parse_hidden(s: &str) -> Result<Vec<usize>> {
         return Ok(Vec::new());
     }
     s.split(',')
-        .map(|v| v.trim().parse::<usize>().map_err(|_| Error::InvalidConfig(format!("--hidden: '{v}' is not a layer size"))))
+        .map(|v| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| Error::InvalidConfig(format!("--hidden: '{v}' is not a layer size")))
+        })
         .collect()
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
-    std::fs::write(path, contents).map_err(|e| Error::Io { path: path.display().to_string(), source: e })
+    std::fs::write(path, contents).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
@@ -209,6 +238,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         hidden: parse_hidden(&a.hidden)?,
         activation: Activation::parse(&a.activation)?,
         train: a.opt.config(0),
+        propensity_features: eval::PropensityFeatures::parse(&a.propensity)?,
         ..EvalConfig::default()
     };
     eprintln!(
@@ -238,27 +268,47 @@ fn run_eval(a: EvalArgs) -> Result<()> {
 
 fn run_init(a: InitArgs) -> Result<()> {
     let kind = ObjectiveKind::parse(&a.objective)?;
-    let cfg = HeadConfig { dim: a.dim, hidden: parse_hidden(&a.hidden)?, activation: Activation::parse(&a.activation)?, outputs: kind.head_outputs() };
+    let cfg = HeadConfig {
+        dim: a.dim,
+        hidden: parse_hidden(&a.hidden)?,
+        activation: Activation::parse(&a.activation)?,
+        outputs: kind.head_outputs(),
+    };
     if cfg.dim == 0 {
         return Err(Error::InvalidConfig("--dim must be at least 1".into()));
     }
-    let w = Weights { objective: Some(kind), ..Weights::new(Head::init(&cfg, a.seed)?) };
+    let w = Weights {
+        objective: Some(kind),
+        ..Weights::new(Head::init(&cfg, a.seed)?)
+    };
     store::save(&a.out, &w)?;
-    eprintln!("wrote {} ({} parameters)", a.out.display(), cfg.num_params());
+    eprintln!(
+        "wrote {} ({} parameters)",
+        a.out.display(),
+        cfg.num_params()
+    );
     Ok(())
 }
 
 /// Examples from a feedback file, or simulated from a labelled data set (with propensities
 /// from the propensity model, as an app would have them).
 fn load_examples(path: &Path, sim: &SimArgs, seed: u64) -> Result<Examples> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
     if feedback::file::is_feedback_file(&bytes) {
         return feedback::file::read(&bytes);
     }
     let ds = Dataset::from_bytes(&bytes)?;
     let truth = ds.binary_labels();
     let simulator = Simulator::new(sim.config()?, ds.emb.view(), &truth, seed)?;
-    let mut s = simulator.simulate(ds.emb.view(), &ds.scaled_labels(), &ds.groups(), &mut Rng::new(seed))?;
+    let mut s = simulator.simulate(
+        ds.emb.view(),
+        &ds.scaled_labels(),
+        &ds.groups(),
+        &mut Rng::new(seed),
+    )?;
     let model = PropensityModel::fit(s.examples.exposure.view(), &s.examples.feedback, 1.0)?;
     s.examples.propensity = model.predict(s.examples.exposure.view())?;
     Ok(s.examples)
@@ -273,17 +323,30 @@ fn run_train(a: TrainArgs) -> Result<()> {
             (w.head, w.version)
         }
         None => {
-            let cfg = HeadConfig { dim: examples.dim(), hidden: parse_hidden(&a.hidden)?, activation: Activation::Relu, outputs: kind.head_outputs() };
+            let cfg = HeadConfig {
+                dim: examples.dim(),
+                hidden: parse_hidden(&a.hidden)?,
+                activation: Activation::Relu,
+                outputs: kind.head_outputs(),
+            };
             (Head::init(&cfg, a.seed)?, 0)
         }
     };
     let objective = ObjectiveConfig::new(kind);
     let cfg = a.opt.config(a.seed);
     let trained = trainer::train(&head, &objective, &examples, None, &cfg, &mut |e| {
-        eprintln!("epoch {:>3}/{}  loss {:.5}  ess {:.1}", e.epoch, e.epochs, e.train_loss, e.effective_sample_size);
+        eprintln!(
+            "epoch {:>3}/{}  loss {:.5}  ess {:.1}",
+            e.epoch, e.epochs, e.train_loss, e.effective_sample_size
+        );
         ControlFlow::Continue(())
     })?;
-    let w = Weights { head: trained.head, exposure_head: trained.exposure_head, objective: Some(kind), version };
+    let w = Weights {
+        head: trained.head,
+        exposure_head: trained.exposure_head,
+        objective: Some(kind),
+        version,
+    };
     store::save(&a.out, &w)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
@@ -291,11 +354,23 @@ fn run_train(a: TrainArgs) -> Result<()> {
 
 fn run_score(a: ScoreArgs) -> Result<()> {
     let w = store::load(&a.weights)?;
-    let bytes = std::fs::read(&a.data).map_err(|e| Error::Io { path: a.data.display().to_string(), source: e })?;
-    let emb = if feedback::file::is_feedback_file(&bytes) { feedback::file::read(&bytes)?.emb } else { Dataset::from_bytes(&bytes)?.emb };
+    let bytes = std::fs::read(&a.data).map_err(|e| Error::Io {
+        path: a.data.display().to_string(),
+        source: e,
+    })?;
+    let emb = if feedback::file::is_feedback_file(&bytes) {
+        feedback::file::read(&bytes)?.emb
+    } else {
+        Dataset::from_bytes(&bytes)?.emb
+    };
     let scores = trainer::score(&w.head, emb.view())?;
     match a.out {
-        Some(path) => write_file(&path, serde_json::to_string(&scores).expect("floats serialise").as_bytes())?,
+        Some(path) => write_file(
+            &path,
+            serde_json::to_string(&scores)
+                .expect("floats serialise")
+                .as_bytes(),
+        )?,
         None => scores.iter().for_each(|s| println!("{s}")),
     }
     Ok(())

@@ -28,7 +28,10 @@ pub fn auroc(scores: &[f32], labels: &[f32]) -> Option<f64> {
     if n_pos == 0.0 || n_neg == 0.0 {
         return None;
     }
-    let rank_sum: f64 = (0..labels.len()).filter(|&i| labels[i] > 0.5).map(|i| ranks[i]).sum();
+    let rank_sum: f64 = (0..labels.len())
+        .filter(|&i| labels[i] > 0.5)
+        .map(|i| ranks[i])
+        .sum();
     Some((rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
 }
 
@@ -88,12 +91,21 @@ pub fn evaluate(scores: &[f32], labels: &[f32], groups: &[Vec<usize>]) -> Metric
         auroc: auroc(scores, labels).unwrap_or(f64::NAN),
         pair_acc: pair_accuracy(scores, labels, groups),
         mae: p.iter().zip(&y).map(|(p, y)| (p - y).abs()).sum::<f64>() / n,
-        r2: if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN },
+        r2: if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else {
+            f64::NAN
+        },
         pearson: pearson(&p, &y),
-        nll: p.iter().zip(&y).map(|(&p, &y)| {
-            let p = p.clamp(1e-7, 1.0 - 1e-7);
-            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
-        }).sum::<f64>() / n,
+        nll: p
+            .iter()
+            .zip(&y)
+            .map(|(&p, &y)| {
+                let p = p.clamp(1e-7, 1.0 - 1e-7);
+                -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+            })
+            .sum::<f64>()
+            / n,
     }
 }
 
@@ -111,7 +123,13 @@ mod tests {
             for j in 0..6 {
                 if y[i] == 1.0 && y[j] == 0.0 {
                     total += 1.0;
-                    wins += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                    wins += if s[i] > s[j] {
+                        1.0
+                    } else if s[i] == s[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

@@ -40,16 +40,21 @@ impl Method {
         if name == "oracle" {
             return Ok(Method::Oracle);
         }
-        ObjectiveKind::parse(name).map(Method::Objective).map_err(|_| {
-            let mut expected = ObjectiveKind::NAMES.to_vec();
-            expected.push("oracle");
-            Error::unknown("method", name, &expected)
-        })
+        ObjectiveKind::parse(name)
+            .map(Method::Objective)
+            .map_err(|_| {
+                let mut expected = ObjectiveKind::NAMES.to_vec();
+                expected.push("oracle");
+                Error::unknown("method", name, &expected)
+            })
     }
 
     /// Every objective plus the oracle.
     pub fn all() -> Vec<Method> {
-        let mut v: Vec<Method> = ObjectiveKind::ALL.iter().map(|&k| Method::Objective(k)).collect();
+        let mut v: Vec<Method> = ObjectiveKind::ALL
+            .iter()
+            .map(|&k| Method::Objective(k))
+            .collect();
         v.push(Method::Oracle);
         v
     }
@@ -59,9 +64,14 @@ impl Method {
         if list.trim() == "all" {
             return Ok(Self::all());
         }
-        let methods = list.split(',').map(|s| Method::parse(s.trim())).collect::<Result<Vec<_>>>()?;
+        let methods = list
+            .split(',')
+            .map(|s| Method::parse(s.trim()))
+            .collect::<Result<Vec<_>>>()?;
         if methods.is_empty() {
-            return Err(Error::Empty { what: "method list".into() });
+            return Err(Error::Empty {
+                what: "method list".into(),
+            });
         }
         Ok(methods)
     }
@@ -78,6 +88,8 @@ pub struct EvalConfig {
     pub train: TrainConfig,
     /// Ridge strength of the propensity model.
     pub propensity_l2: f64,
+    /// What the app's propensity model sees.
+    pub propensity_features: PropensityFeatures,
     /// Fractions of pair groups for train / validation / test.
     pub splits: [f64; 3],
 }
@@ -91,8 +103,50 @@ impl Default for EvalConfig {
             hidden: Vec::new(),
             activation: Activation::Relu,
             train: TrainConfig::default(),
-            propensity_l2: 1.0,
+            propensity_l2: 30.0,
+            propensity_features: PropensityFeatures::ExposureAndEmbedding,
             splits: [0.6, 0.2, 0.2],
+        }
+    }
+}
+
+/// Inputs of the propensity model `P(reaction | exposure)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PropensityFeatures {
+    /// Position, number of candidates, length, dwell.
+    Exposure,
+    /// Those plus the response embedding: an app knows which answers got *any* reaction,
+    /// so it can learn which kinds of answers draw reactions, whatever their sign.
+    ExposureAndEmbedding,
+    /// The simulator's true propensities: a diagnostic ceiling no app has.
+    True,
+}
+
+impl PropensityFeatures {
+    pub const NAMES: [&'static str; 3] = ["exposure", "exposure+embedding", "true"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "exposure" => Ok(PropensityFeatures::Exposure),
+            "exposure+embedding" => Ok(PropensityFeatures::ExposureAndEmbedding),
+            "true" => Ok(PropensityFeatures::True),
+            other => Err(Error::unknown(
+                "propensity feature set",
+                other,
+                &Self::NAMES,
+            )),
+        }
+    }
+
+    /// The model's input matrix for a set of examples.
+    pub fn matrix(self, ex: &Examples) -> ndarray::Array2<f32> {
+        match self {
+            PropensityFeatures::Exposure | PropensityFeatures::True => ex.exposure.clone(),
+            PropensityFeatures::ExposureAndEmbedding => {
+                ndarray::concatenate(ndarray::Axis(1), &[ex.exposure.view(), ex.emb.view()])
+                    .expect("same number of rows")
+            }
         }
     }
 }
@@ -108,8 +162,15 @@ impl Summary {
     pub fn of(values: &[f64]) -> Self {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
-        let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-        Summary { mean, std: var.sqrt() }
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Summary {
+            mean,
+            std: var.sqrt(),
+        }
     }
 }
 
@@ -149,24 +210,67 @@ fn local_groups(ds: &Dataset) -> Vec<Vec<usize>> {
 
 fn prepare_seed(ds: &Dataset, cfg: &EvalConfig, seed: u64) -> Result<SeedData> {
     let parts = ds.split(&cfg.splits, seed);
-    let (train_ds, val_ds, test_ds) = (ds.select(&parts[0]), ds.select(&parts[1]), ds.select(&parts[2]));
-    for (name, d) in [("train", &train_ds), ("validation", &val_ds), ("test", &test_ds)] {
+    let (train_ds, val_ds, test_ds) = (
+        ds.select(&parts[0]),
+        ds.select(&parts[1]),
+        ds.select(&parts[2]),
+    );
+    for (name, d) in [
+        ("train", &train_ds),
+        ("validation", &val_ds),
+        ("test", &test_ds),
+    ] {
         if d.is_empty() {
-            return Err(Error::Empty { what: format!("{name} split (data set too small for the split fractions)") });
+            return Err(Error::Empty {
+                what: format!("{name} split (data set too small for the split fractions)"),
+            });
         }
     }
-    let sim = Simulator::new(cfg.sim, train_ds.emb.view(), &train_ds.binary_labels(), seed)?;
+    let sim = Simulator::new(
+        cfg.sim,
+        train_ds.emb.view(),
+        &train_ds.binary_labels(),
+        seed,
+    )?;
     let mut rng = Rng::new(seed ^ 0xFEED);
     let scaled = |d: &Dataset| scaled_within(ds, d);
-    let mut train = sim.simulate(train_ds.emb.view(), &scaled(&train_ds), &local_groups(&train_ds), &mut rng)?;
-    let mut val = sim.simulate(val_ds.emb.view(), &scaled(&val_ds), &local_groups(&val_ds), &mut rng)?;
+    let mut train = sim.simulate(
+        train_ds.emb.view(),
+        &scaled(&train_ds),
+        &local_groups(&train_ds),
+        &mut rng,
+    )?;
+    let mut val = sim.simulate(
+        val_ds.emb.view(),
+        &scaled(&val_ds),
+        &local_groups(&val_ds),
+        &mut rng,
+    )?;
     // The app's propensity model: fitted on the training exposures' reaction mask.
-    let model = PropensityModel::fit(train.examples.exposure.view(), &train.examples.feedback, cfg.propensity_l2)?;
-    train.examples.propensity = model.predict(train.examples.exposure.view())?;
-    val.examples.propensity = model.predict(val.examples.exposure.view())?;
+    match cfg.propensity_features {
+        PropensityFeatures::True => {
+            train.examples.propensity = train.true_propensity.clone();
+            val.examples.propensity = val.true_propensity.clone();
+        }
+        features => {
+            let model = PropensityModel::fit(
+                features.matrix(&train.examples).view(),
+                &train.examples.feedback,
+                cfg.propensity_l2,
+            )?;
+            train.examples.propensity = model.predict(features.matrix(&train.examples).view())?;
+            val.examples.propensity = model.predict(features.matrix(&val.examples).view())?;
+        }
+    }
     let test_truth = test_ds.binary_labels();
     let test_groups = local_groups(&test_ds);
-    Ok(SeedData { train, val, test_emb: test_ds.emb, test_truth, test_groups })
+    Ok(SeedData {
+        train,
+        val,
+        test_emb: test_ds.emb,
+        test_truth,
+        test_groups,
+    })
 }
 
 /// Labels of a subset scaled with the whole data set's range (a split may miss a grade).
@@ -186,22 +290,51 @@ fn run_method(method: Method, data: &SeedData, cfg: &EvalConfig, seed: u64) -> R
         ),
         Method::Objective(k) => (k, data.train.examples.clone(), data.val.examples.clone()),
     };
-    let head_cfg = HeadConfig { dim: train.dim(), hidden: cfg.hidden.clone(), activation: cfg.activation, outputs: kind.head_outputs() };
+    let head_cfg = HeadConfig {
+        dim: train.dim(),
+        hidden: cfg.hidden.clone(),
+        activation: cfg.activation,
+        outputs: kind.head_outputs(),
+    };
     let head = Head::init(&head_cfg, seed)?;
-    let objective = ObjectiveConfig { kind, flip: Some(cfg.sim.flip), ..ObjectiveConfig::default() };
-    let train_cfg = TrainConfig { seed, ..cfg.train.clone() };
-    let trained = trainer::train(&head, &objective, &train, Some(&val), &train_cfg, &mut |_| ControlFlow::Continue(()))?;
+    let objective = ObjectiveConfig {
+        kind,
+        flip: Some(cfg.sim.flip),
+        ..ObjectiveConfig::default()
+    };
+    let train_cfg = TrainConfig {
+        seed,
+        ..cfg.train.clone()
+    };
+    let trained = trainer::train(
+        &head,
+        &objective,
+        &train,
+        Some(&val),
+        &train_cfg,
+        &mut |_| ControlFlow::Continue(()),
+    )?;
     let scores = trainer::score(&trained.head, data.test_emb.view())?;
-    Ok(metrics::evaluate(&scores, &data.test_truth, &data.test_groups))
+    Ok(metrics::evaluate(
+        &scores,
+        &data.test_truth,
+        &data.test_groups,
+    ))
 }
 
 /// Runs the whole evaluation. `on_result` hears of each (seed, method) as it finishes.
-pub fn run(ds: &Dataset, cfg: &EvalConfig, on_result: &mut dyn FnMut(usize, Method, &Metrics)) -> Result<EvalResult> {
+pub fn run(
+    ds: &Dataset,
+    cfg: &EvalConfig,
+    on_result: &mut dyn FnMut(usize, Method, &Metrics),
+) -> Result<EvalResult> {
     if cfg.seeds == 0 {
         return Err(Error::InvalidConfig("seeds must be at least 1".into()));
     }
     if cfg.methods.is_empty() {
-        return Err(Error::Empty { what: "method list".into() });
+        return Err(Error::Empty {
+            what: "method list".into(),
+        });
     }
     cfg.sim.validate()?;
     cfg.train.validate()?;
@@ -218,16 +351,26 @@ pub fn run(ds: &Dataset, cfg: &EvalConfig, on_result: &mut dyn FnMut(usize, Meth
             per_method[m].push(result);
         }
     }
-    let naive_idx = cfg.methods.iter().position(|&m| m == Method::Objective(ObjectiveKind::Naive));
+    let naive_idx = cfg
+        .methods
+        .iter()
+        .position(|&m| m == Method::Objective(ObjectiveKind::Naive));
     let rows: Vec<(String, MethodResult)> = cfg
         .methods
         .iter()
         .zip(&per_method)
         .map(|(method, runs)| {
-            let col = |f: &dyn Fn(&Metrics) -> f64| Summary::of(&runs.iter().map(f).collect::<Vec<_>>());
+            let col =
+                |f: &dyn Fn(&Metrics) -> f64| Summary::of(&runs.iter().map(f).collect::<Vec<_>>());
             let pair: Vec<f64> = runs.iter().filter_map(|r| r.pair_acc).collect();
             let gain = naive_idx.map(|ni| {
-                Summary::of(&runs.iter().zip(&per_method[ni]).map(|(a, b)| a.auroc - b.auroc).collect::<Vec<_>>())
+                Summary::of(
+                    &runs
+                        .iter()
+                        .zip(&per_method[ni])
+                        .map(|(a, b)| a.auroc - b.auroc)
+                        .collect::<Vec<_>>(),
+                )
             });
             (
                 method.name().to_string(),
@@ -245,11 +388,24 @@ pub fn run(ds: &Dataset, cfg: &EvalConfig, on_result: &mut dyn FnMut(usize, Meth
         })
         .collect();
     let mut config = serde_json::to_value(cfg).expect("config serialises");
-    config["methods"] = serde_json::Value::from(cfg.methods.iter().map(|m| m.name()).collect::<Vec<_>>());
+    config["methods"] =
+        serde_json::Value::from(cfg.methods.iter().map(|m| m.name()).collect::<Vec<_>>());
     config["rows"] = serde_json::Value::from(ds.len());
     config["dim"] = serde_json::Value::from(ds.dim());
-    let methods = rows.iter().map(|(n, r)| (n.clone(), serde_json::to_value(r).expect("results serialise"))).collect();
-    Ok(EvalResult { config, methods, rows })
+    let methods = rows
+        .iter()
+        .map(|(n, r)| {
+            (
+                n.clone(),
+                serde_json::to_value(r).expect("results serialise"),
+            )
+        })
+        .collect();
+    Ok(EvalResult {
+        config,
+        methods,
+        rows,
+    })
 }
 
 impl EvalResult {
@@ -276,7 +432,10 @@ impl EvalResult {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(&serde_json::json!({ "config": self.config, "methods": self.methods })).expect("json")
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "config": self.config, "methods": self.methods }),
+        )
+        .expect("json")
     }
 
     pub fn method(&self, name: &str) -> Option<&MethodResult> {

@@ -16,7 +16,8 @@ pub enum Event {
 }
 
 impl Event {
-    pub const NAMES: [&'static str; 5] = ["copy", "click", "thumbs_up", "thumbs_down", "regenerate"];
+    pub const NAMES: [&'static str; 5] =
+        ["copy", "click", "thumbs_up", "thumbs_down", "regenerate"];
 
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
@@ -77,8 +78,14 @@ pub fn exposure_features(obs: &Observation) -> Result<[f32; 4]> {
             obs.shown.position, obs.shown.candidates
         )));
     }
-    if !(obs.dwell_ms.is_finite() && obs.dwell_ms >= 0.0 && obs.length.is_finite() && obs.length >= 0.0) {
-        return Err(Error::InvalidData("dwell_ms and length must be finite and ≥ 0".into()));
+    if !(obs.dwell_ms.is_finite()
+        && obs.dwell_ms >= 0.0
+        && obs.length.is_finite()
+        && obs.length >= 0.0)
+    {
+        return Err(Error::InvalidData(
+            "dwell_ms and length must be finite and ≥ 0".into(),
+        ));
     }
     Ok([
         obs.shown.position as f32,
@@ -94,7 +101,15 @@ mod tests {
 
     #[test]
     fn events_map_to_labels() {
-        let mut o = Observation { shown: Shown { position: 1, candidates: 3 }, events: vec![], dwell_ms: 5400.0, length: 120.0 };
+        let mut o = Observation {
+            shown: Shown {
+                position: 1,
+                candidates: 3,
+            },
+            events: vec![],
+            dwell_ms: 5400.0,
+            length: 120.0,
+        };
         assert_eq!(label_of(&o), (0.0, 0.0, 0.0));
         o.events = vec![Event::Copy];
         assert_eq!(label_of(&o), (1.0, 1.0, 1.0));
@@ -102,7 +117,10 @@ mod tests {
         assert_eq!(label_of(&o), (0.0, 1.0, 0.0));
         assert!(exposure_features(&o).unwrap().iter().all(|v| v.is_finite()));
         o.shown.position = 3;
-        assert_eq!(exposure_features(&o).unwrap_err().code().as_str(), "invalid_data");
+        assert_eq!(
+            exposure_features(&o).unwrap_err().code().as_str(),
+            "invalid_data"
+        );
         assert!(Event::parse("like").is_err());
     }
 }

@@ -19,7 +19,10 @@ pub struct FlipRates {
 }
 
 impl FlipRates {
-    pub const NONE: FlipRates = FlipRates { rho10: 0.0, rho01: 0.0 };
+    pub const NONE: FlipRates = FlipRates {
+        rho10: 0.0,
+        rho01: 0.0,
+    };
 
     pub fn new(rho10: f64, rho01: f64) -> Result<Self> {
         check::in_range("rho10", rho10, 0.0, 0.49)?;
@@ -33,13 +36,18 @@ pub fn estimate_flip_rates(noisy_probs: &[f32], lo: f64, hi: f64) -> Result<Flip
     check::non_empty("noisy-label predictions", noisy_probs.len())?;
     check::finite("noisy-label predictions", noisy_probs)?;
     if !(0.0..0.5).contains(&lo) || !(0.5..=1.0).contains(&hi) {
-        return Err(Error::InvalidConfig(format!("anchor quantiles ({lo}, {hi}) must satisfy 0 ≤ lo < 0.5 ≤ hi ≤ 1")));
+        return Err(Error::InvalidConfig(format!(
+            "anchor quantiles ({lo}, {hi}) must satisfy 0 ≤ lo < 0.5 ≤ hi ≤ 1"
+        )));
     }
     let mut sorted: Vec<f64> = noisy_probs.iter().map(|&p| p as f64).collect();
     sorted.sort_by(f64::total_cmp);
     let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
     // Clamp into the range where the noise-corrected loss stays defined.
-    Ok(FlipRates { rho01: q(lo).clamp(0.0, 0.45), rho10: (1.0 - q(hi)).clamp(0.0, 0.45) })
+    Ok(FlipRates {
+        rho01: q(lo).clamp(0.0, 0.45),
+        rho10: (1.0 - q(hi)).clamp(0.0, 0.45),
+    })
 }
 
 #[cfg(test)]

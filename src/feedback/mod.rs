@@ -27,7 +27,12 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(winner: usize, loser: usize) -> Self {
-        Pair { winner, loser, logp_new: None, logp_old: None }
+        Pair {
+            winner,
+            loser,
+            logp_new: None,
+            logp_old: None,
+        }
     }
 }
 
@@ -110,19 +115,37 @@ impl Examples {
         }
         check::len("exposure rows", n, self.exposure.nrows())?;
         check::finite_iter("exposure", self.exposure.iter())?;
-        for (name, v) in [("observed", &self.observed), ("feedback", &self.feedback), ("explicit", &self.explicit)] {
+        for (name, v) in [
+            ("observed", &self.observed),
+            ("feedback", &self.feedback),
+            ("explicit", &self.explicit),
+        ] {
             if let Some(i) = v.iter().position(|&x| x != 0.0 && x != 1.0) {
-                return Err(Error::InvalidData(format!("{name}[{i}] = {} is not 0 or 1", v[i])));
+                return Err(Error::InvalidData(format!(
+                    "{name}[{i}] = {} is not 0 or 1",
+                    v[i]
+                )));
             }
         }
         if let Some(i) = self.propensity.iter().position(|&p| !(p > 0.0 && p <= 1.0)) {
-            return Err(Error::InvalidData(format!("propensity[{i}] = {} is outside (0, 1]", self.propensity[i])));
+            return Err(Error::InvalidData(format!(
+                "propensity[{i}] = {} is outside (0, 1]",
+                self.propensity[i]
+            )));
         }
         if let Some(i) = (0..n).find(|&i| self.observed[i] > self.feedback[i]) {
-            return Err(Error::InvalidData(format!("row {i} has a positive action but no feedback")));
+            return Err(Error::InvalidData(format!(
+                "row {i} has a positive action but no feedback"
+            )));
         }
-        if let Some(p) = self.pairs.iter().find(|p| p.winner >= n || p.loser >= n || p.winner == p.loser) {
-            return Err(Error::InvalidData(format!("pair {p:?} does not name two distinct rows of {n}")));
+        if let Some(p) = self
+            .pairs
+            .iter()
+            .find(|p| p.winner >= n || p.loser >= n || p.winner == p.loser)
+        {
+            return Err(Error::InvalidData(format!(
+                "pair {p:?} does not name two distinct rows of {n}"
+            )));
         }
         for p in &self.pairs {
             for lp in p.logp_new.iter().chain(p.logp_old.iter()) {
@@ -150,7 +173,11 @@ impl Examples {
                 .pairs
                 .iter()
                 .filter(|p| position[p.winner] != usize::MAX && position[p.loser] != usize::MAX)
-                .map(|p| Pair { winner: position[p.winner], loser: position[p.loser], ..*p })
+                .map(|p| Pair {
+                    winner: position[p.winner],
+                    loser: position[p.loser],
+                    ..*p
+                })
                 .collect(),
         }
     }
@@ -169,27 +196,47 @@ pub mod file {
     use crate::error::{Error, Result};
 
     fn floats(st: &SafeTensors<'_>, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        let Ok(t) = st.tensor(name) else { return Ok(None) };
+        let Ok(t) = st.tensor(name) else {
+            return Ok(None);
+        };
         let values = match t.dtype() {
-            Dtype::F32 => t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::I32 => t.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
-            other => return Err(Error::InvalidData(format!("tensor '{name}' has dtype {other:?}; expected F32 or I32"))),
+            Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::I32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+                .collect(),
+            other => {
+                return Err(Error::InvalidData(format!(
+                    "tensor '{name}' has dtype {other:?}; expected F32 or I32"
+                )))
+            }
         };
         Ok(Some((t.shape().to_vec(), values)))
     }
 
     /// Whether the bytes look like a feedback file (they hold an `observed` tensor).
     pub fn is_feedback_file(bytes: &[u8]) -> bool {
-        SafeTensors::deserialize(bytes).map(|st| st.tensor("observed").is_ok()).unwrap_or(false)
+        SafeTensors::deserialize(bytes)
+            .map(|st| st.tensor("observed").is_ok())
+            .unwrap_or(false)
     }
 
     /// Reads `emb` [N,d], `observed` [N], optional `feedback`, `explicit`, `propensity` [N],
     /// `exposure` [N,k], `pair_winner`/`pair_loser` [P] (I32 row indices).
     pub fn read(bytes: &[u8]) -> Result<Examples> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::InvalidData(format!("not a readable safetensors file: {e}")))?;
-        let (shape, emb) = floats(&st, "emb")?.ok_or_else(|| Error::InvalidData("feedback file needs 'emb' [N, d]".into()))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::InvalidData(format!("not a readable safetensors file: {e}")))?;
+        let (shape, emb) = floats(&st, "emb")?
+            .ok_or_else(|| Error::InvalidData("feedback file needs 'emb' [N, d]".into()))?;
         if shape.len() != 2 {
-            return Err(Error::InvalidData(format!("'emb' must be 2-D, has shape {shape:?}")));
+            return Err(Error::InvalidData(format!(
+                "'emb' must be 2-D, has shape {shape:?}"
+            )));
         }
         let n = shape[0];
         let emb = Array2::from_shape_vec((shape[0], shape[1]), emb).expect("shape from header");
@@ -197,10 +244,15 @@ pub mod file {
             match floats(&st, name)? {
                 None => Ok(None),
                 Some((s, v)) if s == [n] => Ok(Some(v)),
-                Some((s, _)) => Err(Error::DimMismatch { what: format!("'{name}' (shape {s:?}) length"), expected: n, got: s.first().copied().unwrap_or(0) }),
+                Some((s, _)) => Err(Error::DimMismatch {
+                    what: format!("'{name}' (shape {s:?}) length"),
+                    expected: n,
+                    got: s.first().copied().unwrap_or(0),
+                }),
             }
         };
-        let observed = vector("observed")?.ok_or_else(|| Error::InvalidData("feedback file needs 'observed' [N]".into()))?;
+        let observed = vector("observed")?
+            .ok_or_else(|| Error::InvalidData("feedback file needs 'observed' [N]".into()))?;
         let mut ex = Examples::implicit_only(emb, observed);
         if let Some(m) = vector("feedback")? {
             ex.feedback = m;
@@ -213,15 +265,25 @@ pub mod file {
         }
         if let Some((s, v)) = floats(&st, "exposure")? {
             if s.len() != 2 || s[0] != n {
-                return Err(Error::InvalidData(format!("'exposure' must be [{n}, k], has shape {s:?}")));
+                return Err(Error::InvalidData(format!(
+                    "'exposure' must be [{n}, k], has shape {s:?}"
+                )));
             }
             ex.exposure = Array2::from_shape_vec((s[0], s[1]), v).expect("shape from header");
         }
         if let (Some(w), Some(l)) = (floats(&st, "pair_winner")?, floats(&st, "pair_loser")?) {
             if w.1.len() != l.1.len() {
-                return Err(Error::DimMismatch { what: "pair_loser length".into(), expected: w.1.len(), got: l.1.len() });
+                return Err(Error::DimMismatch {
+                    what: "pair_loser length".into(),
+                    expected: w.1.len(),
+                    got: l.1.len(),
+                });
             }
-            ex.pairs = w.1.iter().zip(&l.1).map(|(&a, &b)| Pair::new(a.max(0.0) as usize, b.max(0.0) as usize)).collect();
+            ex.pairs =
+                w.1.iter()
+                    .zip(&l.1)
+                    .map(|(&a, &b)| Pair::new(a.max(0.0) as usize, b.max(0.0) as usize))
+                    .collect();
         }
         ex.validate()?;
         Ok(ex)
@@ -233,19 +295,49 @@ pub mod file {
         let i = |v: Vec<i32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let n = ex.len();
         let mut owned: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = vec![
-            ("emb", Dtype::F32, vec![n, ex.dim()], f(ex.emb.as_standard_layout().as_slice().expect("standard"))),
+            (
+                "emb",
+                Dtype::F32,
+                vec![n, ex.dim()],
+                f(ex.emb.as_standard_layout().as_slice().expect("standard")),
+            ),
             ("observed", Dtype::F32, vec![n], f(&ex.observed)),
             ("feedback", Dtype::F32, vec![n], f(&ex.feedback)),
             ("explicit", Dtype::F32, vec![n], f(&ex.explicit)),
             ("propensity", Dtype::F32, vec![n], f(&ex.propensity)),
-            ("exposure", Dtype::F32, vec![n, ex.exposure.ncols()], f(ex.exposure.as_standard_layout().as_slice().expect("standard"))),
+            (
+                "exposure",
+                Dtype::F32,
+                vec![n, ex.exposure.ncols()],
+                f(ex.exposure
+                    .as_standard_layout()
+                    .as_slice()
+                    .expect("standard")),
+            ),
         ];
         if !ex.pairs.is_empty() {
-            owned.push(("pair_winner", Dtype::I32, vec![ex.pairs.len()], i(ex.pairs.iter().map(|p| p.winner as i32).collect())));
-            owned.push(("pair_loser", Dtype::I32, vec![ex.pairs.len()], i(ex.pairs.iter().map(|p| p.loser as i32).collect())));
+            owned.push((
+                "pair_winner",
+                Dtype::I32,
+                vec![ex.pairs.len()],
+                i(ex.pairs.iter().map(|p| p.winner as i32).collect()),
+            ));
+            owned.push((
+                "pair_loser",
+                Dtype::I32,
+                vec![ex.pairs.len()],
+                i(ex.pairs.iter().map(|p| p.loser as i32).collect()),
+            ));
         }
-        let views: Vec<(String, TensorView<'_>)> =
-            owned.iter().map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).expect("sizes match"))).collect();
+        let views: Vec<(String, TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, d, s, b)| {
+                (
+                    n.to_string(),
+                    TensorView::new(*d, s.clone(), b).expect("sizes match"),
+                )
+            })
+            .collect();
         safetensors::serialize(views, None).map_err(|e| Error::InvalidData(e.to_string()))
     }
 }

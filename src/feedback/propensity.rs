@@ -75,7 +75,11 @@ impl PropensityModel {
                 break;
             }
         }
-        Ok(PropensityModel { mean, scale, coef: beta.to_vec() })
+        Ok(PropensityModel {
+            mean,
+            scale,
+            coef: beta.to_vec(),
+        })
     }
 
     pub fn num_features(&self) -> usize {
@@ -84,7 +88,11 @@ impl PropensityModel {
 
     /// `π̂` for each row, in (0, 1). Clipping is the objective's job.
     pub fn predict(&self, features: ArrayView2<f32>) -> Result<Vec<f32>> {
-        check::len("exposure feature count", self.num_features(), features.ncols())?;
+        check::len(
+            "exposure feature count",
+            self.num_features(),
+            features.ncols(),
+        )?;
         check::finite_iter("exposure features", features.iter())?;
         let k = self.num_features();
         Ok(features
@@ -92,7 +100,11 @@ impl PropensityModel {
             .into_iter()
             .map(|row| {
                 let logit = self.coef[k]
-                    + row.iter().enumerate().map(|(j, &v)| self.coef[j] * (v as f64 - self.mean[j]) / self.scale[j]).sum::<f64>();
+                    + row
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &v)| self.coef[j] * (v as f64 - self.mean[j]) / self.scale[j])
+                        .sum::<f64>();
                 sigmoid(logit) as f32
             })
             .collect())
@@ -138,15 +150,27 @@ mod tests {
         let mut r = Rng::new(11);
         let n = 20_000;
         let feats = Array2::from_shape_fn((n, 3), |_| r.normal() as f32);
-        let truth: Vec<f64> = feats.rows().into_iter().map(|x| sigmoid(-1.0 + 1.5 * x[0] as f64 - 0.7 * x[2] as f64)).collect();
+        let truth: Vec<f64> = feats
+            .rows()
+            .into_iter()
+            .map(|x| sigmoid(-1.0 + 1.5 * x[0] as f64 - 0.7 * x[2] as f64))
+            .collect();
         let reacted: Vec<f32> = truth.iter().map(|&p| r.bernoulli(p) as u8 as f32).collect();
         let model = PropensityModel::fit(feats.view(), &reacted, 1e-3).unwrap();
         let pred = model.predict(feats.view()).unwrap();
-        let mae = pred.iter().zip(&truth).map(|(&p, &t)| (p as f64 - t).abs()).sum::<f64>() / n as f64;
+        let mae = pred
+            .iter()
+            .zip(&truth)
+            .map(|(&p, &t)| (p as f64 - t).abs())
+            .sum::<f64>()
+            / n as f64;
         assert!(mae < 0.02, "mean abs error {mae}");
         let mean_pred = pred.iter().map(|&p| p as f64).sum::<f64>() / n as f64;
         let rate = reacted.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        assert!((mean_pred - rate).abs() < 1e-6, "calibration in the large: {mean_pred} vs {rate}");
+        assert!(
+            (mean_pred - rate).abs() < 1e-6,
+            "calibration in the large: {mean_pred} vs {rate}"
+        );
     }
 
     #[test]

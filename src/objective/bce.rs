@@ -48,10 +48,19 @@ pub fn mask_clipped_gradient(z: f64, limit: f64, grad: f64) -> f64 {
 
 /// Mean over the batch of `w·(sp(z) − t·z)` and its gradient, with the non-negative
 /// correction applied to the two class-wise partial risks when `nonneg` is set.
-pub fn loss(z: &[f32], w: &[f32], t: &[f32], nonneg_enabled: bool, logit_limit: f64) -> (f64, Vec<f32>) {
+pub fn loss(
+    z: &[f32],
+    w: &[f32],
+    t: &[f32],
+    nonneg_enabled: bool,
+    logit_limit: f64,
+) -> (f64, Vec<f32>) {
     let n = z.len();
     let inv_n = 1.0 / n.max(1) as f64;
-    let mut risks = PartialRisks { positive: 0.0, negative: 0.0 };
+    let mut risks = PartialRisks {
+        positive: 0.0,
+        negative: 0.0,
+    };
     let mut parts = Vec::with_capacity(n);
     for i in 0..n {
         let (zc, _) = clip_logit(z[i] as f64, logit_limit);
@@ -81,7 +90,10 @@ mod tests {
 
     #[test]
     fn corrected_targets_are_unbiased_over_flips() {
-        let flip = FlipRates { rho10: 0.2, rho01: 0.1 };
+        let flip = FlipRates {
+            rho10: 0.2,
+            rho01: 0.1,
+        };
         let t1 = noise_corrected_target(1.0, flip);
         let t0 = noise_corrected_target(0.0, flip);
         // y = 1: ỹ = 1 w.p. 1−ρ₁₀; y = 0: ỹ = 1 w.p. ρ₀₁.
@@ -95,7 +107,10 @@ mod tests {
         let w = [1.0f32, 2.0, 0.5];
         let t = [1.0f32, 0.0, 3.0];
         let (l, _) = loss(&z, &w, &t, false, 15.0);
-        let direct: f64 = (0..3).map(|i| w[i] as f64 * (softplus(z[i] as f64) - t[i] as f64 * z[i] as f64)).sum::<f64>() / 3.0;
+        let direct: f64 = (0..3)
+            .map(|i| w[i] as f64 * (softplus(z[i] as f64) - t[i] as f64 * z[i] as f64))
+            .sum::<f64>()
+            / 3.0;
         assert!((l - direct).abs() < 1e-12);
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check, Result};
 use crate::math::{digamma, lgamma, sigmoid, softplus, trigamma};
 
+use super::bce::{clip_logit, mask_clipped_gradient};
 use super::nonneg::{self, PartialRisks};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -30,7 +31,12 @@ pub struct BetaParams {
 
 impl Default for BetaParams {
     fn default() -> Self {
-        BetaParams { lambda: 0.01, alpha0: 1.0, beta0: 1.0, tau_min: 0.5 }
+        BetaParams {
+            lambda: 0.01,
+            alpha0: 1.0,
+            beta0: 1.0,
+            tau_min: 0.5,
+        }
     }
 }
 
@@ -53,7 +59,10 @@ pub fn beta_params(s: f64, u: f64, p: &BetaParams) -> (f64, f64) {
 /// `KL(Beta(a,b) ‖ Beta(a0,b0))` in closed form.
 pub fn kl(a: f64, b: f64, a0: f64, b0: f64) -> f64 {
     let ln_beta = |x: f64, y: f64| lgamma(x) + lgamma(y) - lgamma(x + y);
-    ln_beta(a0, b0) - ln_beta(a, b) + (a - a0) * digamma(a) + (b - b0) * digamma(b) + (a0 - a + b0 - b) * digamma(a + b)
+    ln_beta(a0, b0) - ln_beta(a, b)
+        + (a - a0) * digamma(a)
+        + (b - b0) * digamma(b)
+        + (a0 - a + b0 - b) * digamma(a + b)
 }
 
 /// Conjugate in-context update: `k` wins out of `n` demonstrations.
@@ -63,7 +72,17 @@ pub fn posterior(a: f64, b: f64, wins: u32, trials: u32) -> (f64, f64) {
 }
 
 /// Mean loss over the batch and gradients with respect to `s` and `u`.
-pub fn loss(s: &[f32], u: &[f32], w: &[f32], t: &[f32], p: &BetaParams, nonneg_enabled: bool) -> (f64, Vec<f32>, Vec<f32>) {
+/// The mean logit `s` is clipped to `±logit_limit` like every other objective's logit, which
+/// keeps both Beta parameters away from 0 (and the digammas finite).
+pub fn loss(
+    s: &[f32],
+    u: &[f32],
+    w: &[f32],
+    t: &[f32],
+    p: &BetaParams,
+    nonneg_enabled: bool,
+    logit_limit: f64,
+) -> (f64, Vec<f32>, Vec<f32>) {
     let n = s.len();
     let inv_n = 1.0 / n.max(1) as f64;
     struct Row {
@@ -76,11 +95,15 @@ pub fn loss(s: &[f32], u: &[f32], w: &[f32], t: &[f32], p: &BetaParams, nonneg_e
         dkl: (f64, f64),
         coef: (f64, f64),
     }
-    let mut risks = PartialRisks { positive: 0.0, negative: 0.0 };
+    let mut risks = PartialRisks {
+        positive: 0.0,
+        negative: 0.0,
+    };
     let mut kl_total = 0.0;
     let mut rows = Vec::with_capacity(n);
     for i in 0..n {
-        let (si, ui) = (s[i] as f64, u[i] as f64);
+        let (si, _) = clip_logit(s[i] as f64, logit_limit);
+        let (ui, _) = clip_logit(u[i] as f64, logit_limit);
         let (a, b) = beta_params(si, ui, p);
         let (psi_a, psi_b, psi_ab) = (digamma(a), digamma(b), digamma(a + b));
         let (tri_a, tri_b, tri_ab) = (trigamma(a), trigamma(b), trigamma(a + b));
@@ -96,14 +119,17 @@ pub fn loss(s: &[f32], u: &[f32], w: &[f32], t: &[f32], p: &BetaParams, nonneg_e
             sig_u: sigmoid(ui),
             dpos: (tri_ab - tri_a, tri_ab),
             dneg: (tri_ab, tri_ab - tri_b),
-            dkl: ((a - p.alpha0) * tri_a + rest * tri_ab, (b - p.beta0) * tri_b + rest * tri_ab),
+            dkl: (
+                (a - p.alpha0) * tri_a + rest * tri_ab,
+                (b - p.beta0) * tri_b + rest * tri_ab,
+            ),
             coef,
         });
     }
     let c = nonneg::correct(risks, nonneg_enabled);
     let mut ds = Vec::with_capacity(n);
     let mut du = Vec::with_capacity(n);
-    for r in &rows {
+    for (i, r) in rows.iter().enumerate() {
         let cp = c.positive_scale * r.coef.0;
         let cn = c.negative_scale * r.coef.1;
         let da = inv_n * (cp * r.dpos.0 + cn * r.dneg.0 + p.lambda * r.dkl.0);
@@ -111,8 +137,8 @@ pub fn loss(s: &[f32], u: &[f32], w: &[f32], t: &[f32], p: &BetaParams, nonneg_e
         // a = μτ, b = (1−μ)τ; μ = σ(s), τ = softplus(u) + τ_min.
         let d_mu = r.tau * (da - db);
         let d_tau = r.mu * da + (1.0 - r.mu) * db;
-        ds.push((d_mu * r.mu * (1.0 - r.mu)) as f32);
-        du.push((d_tau * r.sig_u) as f32);
+        ds.push(mask_clipped_gradient(s[i] as f64, logit_limit, d_mu * r.mu * (1.0 - r.mu)) as f32);
+        du.push(mask_clipped_gradient(u[i] as f64, logit_limit, d_tau * r.sig_u) as f32);
     }
     (c.loss + p.lambda * kl_total, ds, du)
 }

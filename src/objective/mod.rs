@@ -56,7 +56,17 @@ impl ObjectiveKind {
         ObjectiveKind::Pairwise,
         ObjectiveKind::Beta,
     ];
-    pub const NAMES: [&'static str; 9] = ["naive", "ips", "snips", "noise", "noise-ips", "dr", "implicit", "pairwise", "beta"];
+    pub const NAMES: [&'static str; 9] = [
+        "naive",
+        "ips",
+        "snips",
+        "noise",
+        "noise-ips",
+        "dr",
+        "implicit",
+        "pairwise",
+        "beta",
+    ];
 
     pub fn name(self) -> &'static str {
         Self::NAMES[Self::ALL.iter().position(|&k| k == self).expect("listed")]
@@ -86,7 +96,10 @@ impl ObjectiveKind {
 
     /// Whether the objective uses flip rates of explicit labels.
     pub fn needs_flip_rates(self) -> bool {
-        matches!(self, ObjectiveKind::Noise | ObjectiveKind::NoiseIps | ObjectiveKind::Dr)
+        matches!(
+            self,
+            ObjectiveKind::Noise | ObjectiveKind::NoiseIps | ObjectiveKind::Dr
+        )
     }
 
     /// Whether minibatches are drawn over pairs rather than rows.
@@ -137,7 +150,10 @@ impl Default for ObjectiveConfig {
 
 impl ObjectiveConfig {
     pub fn new(kind: ObjectiveKind) -> Self {
-        ObjectiveConfig { kind, ..Default::default() }
+        ObjectiveConfig {
+            kind,
+            ..Default::default()
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -184,7 +200,12 @@ pub struct LossGrad {
 impl Prepared {
     /// Builds the per-example quantities. `flip` is the resolved flip rates (configured or
     /// estimated); `imputed` the imputation head's `ŷ` for `dr`.
-    pub fn new(config: &ObjectiveConfig, ex: &Examples, flip: FlipRates, imputed: Option<&[f32]>) -> Result<Self> {
+    pub fn new(
+        config: &ObjectiveConfig,
+        ex: &Examples,
+        flip: FlipRates,
+        imputed: Option<&[f32]>,
+    ) -> Result<Self> {
         config.validate()?;
         ex.validate()?;
         check::non_empty("training examples", ex.len())?;
@@ -195,7 +216,9 @@ impl Prepared {
         let corrected = |i: usize| bce::noise_corrected_target(ex.explicit[i] as f64, flip);
         let mut w = vec![1.0f32; n];
         let mut t = vec![0.0f32; n];
-        let mask_weight: Vec<f32> = (0..n).map(|i| (ex.feedback[i] as f64 * inv_pi(i)) as f32).collect();
+        let mask_weight: Vec<f32> = (0..n)
+            .map(|i| (ex.feedback[i] as f64 * inv_pi(i)) as f32)
+            .collect();
         let mut importance = vec![1.0f32; n];
         match kind {
             ObjectiveKind::Naive | ObjectiveKind::Implicit => t.copy_from_slice(&ex.observed),
@@ -220,12 +243,14 @@ impl Prepared {
                 importance.copy_from_slice(&mask_weight);
             }
             ObjectiveKind::Dr => {
-                let imputed = imputed.ok_or_else(|| Error::InvalidConfig("dr needs imputed targets".into()))?;
+                let imputed = imputed
+                    .ok_or_else(|| Error::InvalidConfig("dr needs imputed targets".into()))?;
                 check::len("imputed targets", n, imputed.len())?;
                 check::finite("imputed targets", imputed)?;
                 for i in 0..n {
                     let y_hat = imputed[i] as f64;
-                    t[i] = (y_hat + ex.feedback[i] as f64 * (corrected(i) - y_hat) * inv_pi(i)) as f32;
+                    t[i] =
+                        (y_hat + ex.feedback[i] as f64 * (corrected(i) - y_hat) * inv_pi(i)) as f32;
                 }
                 importance.copy_from_slice(&mask_weight);
             }
@@ -233,7 +258,9 @@ impl Prepared {
         }
         let pairs = if kind == ObjectiveKind::Pairwise {
             if ex.pairs.is_empty() {
-                return Err(Error::Empty { what: "pairs for the pairwise objective".into() });
+                return Err(Error::Empty {
+                    what: "pairs for the pairwise objective".into(),
+                });
             }
             ex.pairs
                 .iter()
@@ -256,9 +283,19 @@ impl Prepared {
             importance = pairs.iter().map(|p| p.2).collect();
         }
         if kind == ObjectiveKind::Snips && mask_weight.iter().all(|&m| m == 0.0) {
-            return Err(Error::InvalidData("snips needs at least one exposure with feedback".into()));
+            return Err(Error::InvalidData(
+                "snips needs at least one exposure with feedback".into(),
+            ));
         }
-        Ok(Prepared { config: config.clone(), w, t, mask_weight, observed: ex.observed.clone(), pairs, importance })
+        Ok(Prepared {
+            config: config.clone(),
+            w,
+            t,
+            mask_weight,
+            observed: ex.observed.clone(),
+            pairs,
+            importance,
+        })
     }
 
     pub fn kind(&self) -> ObjectiveKind {
@@ -291,25 +328,49 @@ impl Prepared {
         let column = |g: Vec<f32>| Array2::from_shape_vec((b, 1), g).expect("one value per row");
         match self.kind() {
             ObjectiveKind::Implicit => {
-                let aux = aux.ok_or_else(|| Error::InvalidConfig("implicit needs exposure logits".into()))?;
+                let aux = aux
+                    .ok_or_else(|| Error::InvalidConfig("implicit needs exposure logits".into()))?;
                 check::len("exposure logits", b, aux.nrows())?;
                 let a: Vec<f32> = aux.column(0).to_vec();
                 let (loss, dz, da) = strata::loss(&z, &a, &gather(&self.observed), cfg.logit_clip);
-                Ok(LossGrad { loss, d_out: column(dz), d_aux: Some(column(da)) })
+                Ok(LossGrad {
+                    loss,
+                    d_out: column(dz),
+                    d_aux: Some(column(da)),
+                })
             }
             ObjectiveKind::Pairwise => {
                 check::non_empty("pairs in batch", pairs.len())?;
                 if pairs.iter().any(|&(w, l, _)| w >= b || l >= b) {
-                    return Err(Error::InvalidData("batch pair refers to a row outside the batch".into()));
+                    return Err(Error::InvalidData(
+                        "batch pair refers to a row outside the batch".into(),
+                    ));
                 }
                 let (loss, dz) = pairwise::loss(&z, pairs);
-                Ok(LossGrad { loss, d_out: column(dz), d_aux: None })
+                Ok(LossGrad {
+                    loss,
+                    d_out: column(dz),
+                    d_aux: None,
+                })
             }
             ObjectiveKind::Beta => {
                 let u: Vec<f32> = out.column(1).to_vec();
-                let (loss, ds, du) = beta::loss(&z, &u, &gather(&self.w), &gather(&self.t), &cfg.beta, cfg.nonneg);
-                let d_out = Array2::from_shape_fn((b, 2), |(i, j)| if j == 0 { ds[i] } else { du[i] });
-                Ok(LossGrad { loss, d_out, d_aux: None })
+                let (loss, ds, du) = beta::loss(
+                    &z,
+                    &u,
+                    &gather(&self.w),
+                    &gather(&self.t),
+                    &cfg.beta,
+                    cfg.nonneg,
+                    cfg.logit_clip,
+                );
+                let d_out =
+                    Array2::from_shape_fn((b, 2), |(i, j)| if j == 0 { ds[i] } else { du[i] });
+                Ok(LossGrad {
+                    loss,
+                    d_out,
+                    d_aux: None,
+                })
             }
             kind => {
                 let mut t = gather(&self.t);
@@ -317,13 +378,21 @@ impl Prepared {
                     // Self-normalisation: divide by the batch mean of the reaction-mask weights
                     // m/π̂, whose expectation is 1. (The mean of o/π̂ would estimate the
                     // positive rate instead, and force every batch to look all-positive.)
-                    let norm = rows.iter().map(|&i| self.mask_weight[i] as f64).sum::<f64>() / b as f64;
+                    let norm = rows
+                        .iter()
+                        .map(|&i| self.mask_weight[i] as f64)
+                        .sum::<f64>()
+                        / b as f64;
                     if norm > 0.0 {
                         t.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
                     }
                 }
                 let (loss, dz) = bce::loss(&z, &gather(&self.w), &t, cfg.nonneg, cfg.logit_clip);
-                Ok(LossGrad { loss, d_out: column(dz), d_aux: None })
+                Ok(LossGrad {
+                    loss,
+                    d_out: column(dz),
+                    d_aux: None,
+                })
             }
         }
     }

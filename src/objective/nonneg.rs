@@ -25,7 +25,11 @@ pub struct Corrected {
 
 pub fn correct(risks: PartialRisks, enabled: bool) -> Corrected {
     if !enabled {
-        return Corrected { loss: risks.positive + risks.negative, positive_scale: 1.0, negative_scale: 1.0 };
+        return Corrected {
+            loss: risks.positive + risks.negative,
+            positive_scale: 1.0,
+            negative_scale: 1.0,
+        };
     }
     let keep = |r: f64| if r < 0.0 { 0.0 } else { 1.0 };
     Corrected {
@@ -41,9 +45,24 @@ mod tests {
 
     #[test]
     fn clamps_only_negative_parts() {
-        let c = correct(PartialRisks { positive: 0.4, negative: -2.0 }, true);
-        assert_eq!((c.loss, c.positive_scale, c.negative_scale), (0.4, 1.0, 0.0));
-        let u = correct(PartialRisks { positive: 0.4, negative: -2.0 }, false);
+        let c = correct(
+            PartialRisks {
+                positive: 0.4,
+                negative: -2.0,
+            },
+            true,
+        );
+        assert_eq!(
+            (c.loss, c.positive_scale, c.negative_scale),
+            (0.4, 1.0, 0.0)
+        );
+        let u = correct(
+            PartialRisks {
+                positive: 0.4,
+                negative: -2.0,
+            },
+            false,
+        );
         assert!((u.loss + 1.6).abs() < 1e-12);
     }
 }

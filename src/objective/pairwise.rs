@@ -18,7 +18,10 @@ pub struct OcrmParams {
 
 impl Default for OcrmParams {
     fn default() -> Self {
-        OcrmParams { alpha: 0.1, beta: 1.0 }
+        OcrmParams {
+            alpha: 0.1,
+            beta: 1.0,
+        }
     }
 }
 
@@ -33,7 +36,9 @@ pub fn log_skewed_ratio(lp_new: f64, lp_old: f64, alpha: f64) -> f64 {
 
 /// Pair weight `exp(β·(log ρ_α(w) + log ρ_α(l)))`, computed in log space.
 pub fn ocrm_weight(lp_new: [f64; 2], lp_old: [f64; 2], p: OcrmParams) -> f64 {
-    let log_w = p.beta * (log_skewed_ratio(lp_new[0], lp_old[0], p.alpha) + log_skewed_ratio(lp_new[1], lp_old[1], p.alpha));
+    let log_w = p.beta
+        * (log_skewed_ratio(lp_new[0], lp_old[0], p.alpha)
+            + log_skewed_ratio(lp_new[1], lp_old[1], p.alpha));
     log_w.exp()
 }
 
