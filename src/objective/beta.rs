@@ -49,6 +49,9 @@ impl BetaParams {
     }
 }
 
+/// Largest magnitude of the mean logit the loss lets through.
+pub const MAX_MEAN_LOGIT: f64 = 15.0;
+
 /// `(a, b)` of the Beta from the two head outputs.
 pub fn beta_params(s: f64, u: f64, p: &BetaParams) -> (f64, f64) {
     let mu = sigmoid(s);
@@ -72,8 +75,9 @@ pub fn posterior(a: f64, b: f64, wins: u32, trials: u32) -> (f64, f64) {
 }
 
 /// Mean loss over the batch and gradients with respect to `s` and `u`.
-/// The mean logit `s` is clipped to `±logit_limit` like every other objective's logit, which
-/// keeps both Beta parameters away from 0 (and the digammas finite).
+/// The mean logit `s` is clipped like every other objective's logit, but never beyond
+/// [`MAX_MEAN_LOGIT`]: that keeps both Beta parameters ≥ `τ_min·σ(−15)` and the trigamma
+/// terms of the gradient within f32 range.
 pub fn loss(
     s: &[f32],
     u: &[f32],
@@ -85,6 +89,7 @@ pub fn loss(
 ) -> (f64, Vec<f32>, Vec<f32>) {
     let n = s.len();
     let inv_n = 1.0 / n.max(1) as f64;
+    let logit_limit = logit_limit.min(MAX_MEAN_LOGIT);
     struct Row {
         mu: f64,
         tau: f64,
