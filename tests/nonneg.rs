@@ -27,12 +27,28 @@ fn adversarial() -> Examples {
 
 fn losses(kind: ObjectiveKind, nonneg: bool) -> Vec<f64> {
     let ex = adversarial();
-    let hc = HeadConfig { outputs: kind.head_outputs(), ..HeadConfig::new(8, &[32]) };
+    let hc = HeadConfig {
+        outputs: kind.head_outputs(),
+        ..HeadConfig::new(8, &[32])
+    };
     let head = Head::init(&hc, 1).unwrap();
     // A generous logit clip, so that only the correction can stop the descent.
-    let obj = ObjectiveConfig { kind, nonneg, logit_clip: 100.0, flip: Some(FlipRates::NONE), ..ObjectiveConfig::default() };
-    let cfg = TrainConfig { epochs: 150, batch_size: 64, ..TrainConfig::default() };
-    let trained = train(&head, &obj, &ex, None, &cfg, &mut |_| ControlFlow::Continue(())).unwrap();
+    let obj = ObjectiveConfig {
+        kind,
+        nonneg,
+        logit_clip: 100.0,
+        flip: Some(FlipRates::NONE),
+        ..ObjectiveConfig::default()
+    };
+    let cfg = TrainConfig {
+        epochs: 150,
+        batch_size: 64,
+        ..TrainConfig::default()
+    };
+    let trained = train(&head, &obj, &ex, None, &cfg, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     trained.report.epochs.iter().map(|e| e.train_loss).collect()
 }
 
@@ -40,17 +56,39 @@ fn losses(kind: ObjectiveKind, nonneg: bool) -> Vec<f64> {
 fn uncorrected_ips_runs_away_and_the_correction_bounds_it() {
     let raw = losses(ObjectiveKind::Ips, false);
     let last = *raw.last().unwrap();
-    assert!(last < -20.0, "uncorrected IPS loss should run toward −∞, ended at {last}");
-    assert!(raw.windows(10).last().unwrap().iter().all(|&l| l <= raw[raw.len() - 10] + 1e-9), "and still be falling");
+    assert!(
+        last < -20.0,
+        "uncorrected IPS loss should run toward −∞, ended at {last}"
+    );
+    assert!(
+        raw.windows(10)
+            .last()
+            .unwrap()
+            .iter()
+            .all(|&l| l <= raw[raw.len() - 10] + 1e-9),
+        "and still be falling"
+    );
 
     let corrected = losses(ObjectiveKind::Ips, true);
-    assert!(corrected.iter().all(|&l| (0.0..10.0).contains(&l)), "corrected loss must stay in [0, 10): {corrected:?}");
+    assert!(
+        corrected.iter().all(|&l| (0.0..10.0).contains(&l)),
+        "corrected loss must stay in [0, 10): {corrected:?}"
+    );
 }
 
 #[test]
 fn correction_also_bounds_the_beta_objective() {
     let corrected = losses(ObjectiveKind::Beta, true);
-    assert!(corrected.iter().all(|&l| l.is_finite() && l >= 0.0 && l < 10.0), "{corrected:?}");
+    assert!(
+        corrected
+            .iter()
+            .all(|&l| l.is_finite() && l >= 0.0 && l < 10.0),
+        "{corrected:?}"
+    );
     let raw = losses(ObjectiveKind::Beta, false);
-    assert!(*raw.last().unwrap() < -5.0, "uncorrected beta should run away: {:?}", raw.last());
+    assert!(
+        *raw.last().unwrap() < -5.0,
+        "uncorrected beta should run away: {:?}",
+        raw.last()
+    );
 }

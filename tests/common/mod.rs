@@ -9,8 +9,13 @@ use tacit_rm::rng::Rng;
 /// The real fixture in `../shared/data` (never copied into the repo). Its absence is a
 /// failure, not a skip: CI always has `../shared` beside the checkout.
 pub fn fixture() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/hh_harmless_dev512.safetensors");
-    assert!(p.exists(), "fixture {} is missing: the tests need ../shared beside the checkout", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/hh_harmless_dev512.safetensors");
+    assert!(
+        p.exists(),
+        "fixture {} is missing: the tests need ../shared beside the checkout",
+        p.display()
+    );
     p
 }
 

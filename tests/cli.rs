@@ -1,0 +1,155 @@
+//! The `tacit` binary end to end: init → train → score, eval JSON, and error exits.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn tacit(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tacit"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tacit-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn init_train_score_round_trip() {
+    let fixture = common::fixture();
+    let fixture = fixture.to_str().unwrap();
+    let init = tmp("init.safetensors");
+    let out = tacit(&[
+        "init",
+        "--dim",
+        "384",
+        "--hidden",
+        "16",
+        "--out",
+        init.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = tacit_rm::store::load(&init).unwrap();
+    assert_eq!(w.head.config.hidden, vec![16]);
+
+    let trained = tmp("trained.safetensors");
+    let out = tacit(&[
+        "train",
+        "--data",
+        fixture,
+        "--init",
+        init.to_str().unwrap(),
+        "--objective",
+        "noise-ips",
+        "--epochs",
+        "3",
+        "--out",
+        trained.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("epoch   3/3"));
+    let t = tacit_rm::store::load(&trained).unwrap();
+    assert_ne!(t.head, w.head);
+    assert_eq!(t.objective.map(|o| o.name()), Some("noise-ips"));
+
+    let scores = tmp("scores.json");
+    let out = tacit(&[
+        "score",
+        "--weights",
+        trained.to_str().unwrap(),
+        "--data",
+        fixture,
+        "--out",
+        scores.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let s: Vec<f32> = serde_json::from_str(&std::fs::read_to_string(&scores).unwrap()).unwrap();
+    let ds = tacit_rm::data::Dataset::load(&common::fixture()).unwrap();
+    assert_eq!(
+        s,
+        tacit_rm::trainer::score(&t.head, ds.emb.view()).unwrap(),
+        "CLI scores equal library scores"
+    );
+}
+
+#[test]
+fn eval_writes_json_and_markdown() {
+    let json = tmp("eval.json");
+    let md = tmp("eval.md");
+    let fixture = common::fixture();
+    let out = tacit(&[
+        "eval",
+        "--data",
+        fixture.to_str().unwrap(),
+        "--protocol",
+        "label",
+        "--seeds",
+        "2",
+        "--methods",
+        "naive,ips,oracle",
+        "--json",
+        json.to_str().unwrap(),
+        "--markdown",
+        md.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["config"]["sim"]["protocol"], "label");
+    assert_eq!(
+        v["methods"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["naive", "ips", "oracle"]
+    );
+    let auroc = v["methods"]["oracle"]["auroc"]["mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auroc));
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(table.starts_with("| method | AUROC") && table.contains("| oracle |"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), table.trim());
+}
+
+#[test]
+fn errors_exit_2_with_a_code() {
+    let fixture = common::fixture();
+    let out = tacit(&[
+        "eval",
+        "--data",
+        fixture.to_str().unwrap(),
+        "--methods",
+        "naive,nope",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[unknown_name]"));
+    let out = tacit(&[
+        "score",
+        "--weights",
+        fixture.to_str().unwrap(),
+        "--data",
+        fixture.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error[incompatible_weights]"),
+        "a data file is not weights"
+    );
+    let out = tacit(&["eval", "--data", "/nonexistent.safetensors"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[io]"));
+    let out = tacit(&["eval", "--data", fixture.to_str().unwrap(), "--flip", "0.1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[invalid_config]"));
+}
