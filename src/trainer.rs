@@ -282,13 +282,11 @@ pub fn train(
     })
 }
 
-/// Minibatches of one epoch: `(rows, pairs indexed into rows)`.
-fn make_batches(
-    prepared: &Prepared,
-    n: usize,
-    batch_size: usize,
-    rng: &mut Rng,
-) -> Vec<(Vec<usize>, Vec<(usize, usize, f32)>)> {
+/// A minibatch: example rows, and pairs `(winner, loser, weight)` indexed into those rows.
+type Batch = (Vec<usize>, Vec<(usize, usize, f32)>);
+
+/// Minibatches of one epoch.
+fn make_batches(prepared: &Prepared, n: usize, batch_size: usize, rng: &mut Rng) -> Vec<Batch> {
     if prepared.kind().is_pairwise() {
         let mut order: Vec<usize> = (0..prepared.pairs.len()).collect();
         rng.shuffle(&mut order);

@@ -82,7 +82,7 @@ fn correction_also_bounds_the_beta_objective() {
     assert!(
         corrected
             .iter()
-            .all(|&l| l.is_finite() && l >= 0.0 && l < 10.0),
+            .all(|&l| l.is_finite() && (0.0..10.0).contains(&l)),
         "{corrected:?}"
     );
     let raw = losses(ObjectiveKind::Beta, false);

@@ -223,8 +223,8 @@ impl Prepared {
         match kind {
             ObjectiveKind::Naive | ObjectiveKind::Implicit => t.copy_from_slice(&ex.observed),
             ObjectiveKind::Ips | ObjectiveKind::Snips | ObjectiveKind::Beta => {
-                for i in 0..n {
-                    t[i] = (ex.observed[i] as f64 * inv_pi(i)) as f32;
+                for (i, ti) in t.iter_mut().enumerate() {
+                    *ti = (ex.observed[i] as f64 * inv_pi(i)) as f32;
                 }
                 importance.copy_from_slice(&mask_weight);
             }

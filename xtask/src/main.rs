@@ -1,1 +1,211 @@
-fn main() {}
+//! The project's task runner (`cargo xtask <command>`, as wgpu does).
+//!
+//! - `setup`: installs what a fresh machine needs, skipping what is already there.
+//! - `test`:  setup, then formatting, clippy (native and wasm32) and the whole test suite.
+//! - `demo`:  setup, then the main job. Until the demo app exists: `tacit eval` on the dev
+//!   fixture under the confounded protocol. Extra arguments are passed to `tacit eval`.
+//! - `results`: regenerates the README's results tables (all three protocols) into `results/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The fixture shared beside the checkout (DESIGN §4: read it there, never copy it).
+const FIXTURE: &str = "../shared/data/hh_harmless_dev512.safetensors";
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const PROTOCOLS: [&str; 3] = ["label", "covariate", "confounded"];
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("$ {}", describe(cmd));
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(cmd)))
+    }
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Idempotent set-up of a fresh machine.
+fn setup() -> Result {
+    let have = |what: &str, list: &[&str]| {
+        output(Command::new("rustup").args(list))
+            .is_some_and(|s| s.lines().any(|l| l.starts_with(what)))
+    };
+    if output(Command::new("rustup").arg("--version")).is_none() {
+        return Err(
+            "rustup is required (the toolchain is managed by rustup on these machines)".into(),
+        );
+    }
+    for component in ["rustfmt", "clippy"] {
+        if !have(component, &["component", "list", "--installed"]) {
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    if !have(WASM_TARGET, &["target", "list", "--installed"]) {
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    }
+    let fixture = root().join(FIXTURE);
+    if !fixture.exists() {
+        return Err(format!(
+            "the dev fixture {} is missing: check out the repo with ../shared beside it",
+            fixture.display()
+        ));
+    }
+    eprintln!("setup: toolchain components, {WASM_TARGET} target and the dev fixture are in place");
+    Ok(())
+}
+
+fn test() -> Result {
+    setup()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The library is what ships to the browser: it must build and lint clean for wasm32.
+    run(cargo().args([
+        "clippy",
+        "--lib",
+        "--target",
+        WASM_TARGET,
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_tests(cargo().args(["test", "--workspace"]))
+}
+
+/// Runs cargo's test harness, echoing its output, and closes with one summary line over
+/// every test binary (`tests: N passed, N failed, N skipped`), so a reader (or CI) sees the
+/// totals rather than the last binary's count.
+fn run_tests(cmd: &mut Command) -> Result {
+    use std::io::{BufRead, BufReader};
+    eprintln!("$ {}", describe(cmd));
+    let mut child = cmd
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
+    let (mut passed, mut failed, mut skipped) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+            skipped += count("ignored");
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    println!("tests: {passed} passed, {failed} failed, {skipped} skipped");
+    if status.success() && failed == 0 && passed > 0 {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(cmd)))
+    }
+}
+
+fn demo(extra: &[String]) -> Result {
+    setup()?;
+    run(cargo().args(["build", "--release", "--bin", "tacit"]))?;
+    let mut cmd = Command::new(root().join("target/release/tacit"));
+    cmd.args([
+        "eval",
+        "--data",
+        FIXTURE,
+        "--protocol",
+        "confounded",
+        "--verbose",
+    ]);
+    cmd.args(extra);
+    run(&mut cmd)
+}
+
+fn results() -> Result {
+    setup()?;
+    run(cargo().args(["build", "--release", "--bin", "tacit"]))?;
+    let dir = root().join("results");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for protocol in PROTOCOLS {
+        let json = format!("results/eval-{protocol}.json");
+        let md = format!("results/eval-{protocol}.md");
+        run(Command::new(root().join("target/release/tacit")).args([
+            "eval",
+            "--data",
+            FIXTURE,
+            "--protocol",
+            protocol,
+            "--seeds",
+            "10",
+            "--json",
+            &json,
+            "--markdown",
+            &md,
+        ]))?;
+    }
+    eprintln!("wrote results/eval-{{{}}}.{{json,md}}", PROTOCOLS.join(","));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(),
+        Some("demo") => demo(&args[1..]),
+        Some("results") => results(),
+        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
