@@ -117,6 +117,13 @@ impl Dataset {
                     got: p.nrows(),
                 });
             }
+            if p.ncols() != emb.ncols() {
+                return Err(Error::DimMismatch {
+                    what: "prompt_emb width".into(),
+                    expected: emb.ncols(),
+                    got: p.ncols(),
+                });
+            }
         }
         let pair_id = vector(&st, "pair_id", n)?.map(|v| v.into_iter().map(|x| x as i64).collect());
         let ds = Dataset {

@@ -24,7 +24,8 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub optimizer: AdamWConfig,
-    /// Stop after this many epochs without a better validation loss (needs a validation set).
+    /// Stop after this many epochs without a better validation loss (needs a validation set;
+    /// 0 disables early stopping, and the best validation epoch is still the one kept).
     pub patience: usize,
     pub seed: u64,
 }
@@ -140,18 +141,18 @@ pub fn train(
         None
     };
     let (imputed_train, imputed_val) = if kind == ObjectiveKind::Dr {
-        let imputer = fit_auxiliary(
+        let others: Vec<&Examples> = val.into_iter().collect();
+        let flip = flip.unwrap_or(FlipRates::NONE);
+        let (on_train, mut on_val) = cross_fit(
             head,
             objective,
             ObjectiveKind::NoiseIps,
             flip,
             train,
+            &others,
             config,
         )?;
-        (
-            Some(probabilities(&imputer, &train.emb)),
-            val.map(|v| probabilities(&imputer, &v.emb)),
-        )
+        (Some(on_train), on_val.pop())
     } else {
         (None, None)
     };
@@ -266,7 +267,11 @@ pub fn train(
             report.cancelled = true;
             break;
         }
-        if val_loss.is_some() && since_best >= config.patience && epoch < config.epochs {
+        if val_loss.is_some()
+            && config.patience > 0
+            && since_best >= config.patience
+            && epoch < config.epochs
+        {
             report.stopped_early = true;
             break;
         }
@@ -352,38 +357,76 @@ fn probabilities(head: &Head, emb: &Array2<f32>) -> Vec<f32> {
         .collect()
 }
 
-/// Fits a one-output head of the same shape as `like` with objective `kind` (used for the
-/// noisy-label head and the `dr` imputation head).
-fn fit_auxiliary(
+/// Out-of-fold predictions `σ(z)` of a one-output auxiliary head (the noisy-label head of
+/// the flip-rate anchors, the `dr` imputation head), by 2-fold cross-fitting: each half is
+/// scored by a head fitted on the other half, early-stopped on the half it scores. In-sample
+/// predictions would let a flexible head memorise the labels it is meant to smooth (anchors
+/// at exactly 0 and 1, so flip rates estimated as 0). Also returns the mean of both heads'
+/// predictions on each of `others`.
+fn cross_fit(
     like: &Head,
     base: &ObjectiveConfig,
     kind: ObjectiveKind,
-    flip: Option<FlipRates>,
+    flip: FlipRates,
     train_set: &Examples,
+    others: &[&Examples],
     config: &TrainConfig,
-) -> Result<Head> {
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let n = train_set.len();
+    if n < 2 {
+        return Err(Error::InvalidData(
+            "cross-fitting an auxiliary head needs at least 2 examples".into(),
+        ));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(config.seed ^ 0xC5).shuffle(&mut order);
+    let folds = [&order[..n / 2], &order[n / 2..]];
     let aux_cfg = HeadConfig {
         outputs: 1,
         ..like.config.clone()
     };
-    let init = Head::init(&aux_cfg, config.seed ^ 0xA0)?;
     let objective = ObjectiveConfig {
         kind,
-        flip: Some(flip.unwrap_or(FlipRates::NONE)),
+        flip: Some(flip),
         ..base.clone()
     };
-    let cfg = TrainConfig {
-        seed: config.seed ^ 0xA1,
-        ..config.clone()
-    };
-    Ok(train(&init, &objective, train_set, None, &cfg, &mut |_| {
-        ControlFlow::Continue(())
-    })?
-    .head)
+    let mut out_of_fold = vec![0.0f32; n];
+    let mut on_others: Vec<Vec<f32>> = others.iter().map(|o| vec![0.0; o.len()]).collect();
+    for (k, fold) in folds.iter().enumerate() {
+        let held_out = folds[1 - k];
+        let (fit_set, check_set) = (train_set.select(fold), train_set.select(held_out));
+        let init = Head::init(&aux_cfg, config.seed ^ (0xA0 + k as u64))?;
+        let cfg = TrainConfig {
+            seed: config.seed ^ (0xA1 + k as u64),
+            ..config.clone()
+        };
+        let head = train(
+            &init,
+            &objective,
+            &fit_set,
+            Some(&check_set),
+            &cfg,
+            &mut |_| ControlFlow::Continue(()),
+        )?
+        .head;
+        for (p, &row) in probabilities(&head, &check_set.emb)
+            .into_iter()
+            .zip(held_out)
+        {
+            out_of_fold[row] = p;
+        }
+        for (acc, other) in on_others.iter_mut().zip(others) {
+            for (a, p) in acc.iter_mut().zip(probabilities(&head, &other.emb)) {
+                *a += 0.5 * p;
+            }
+        }
+    }
+    Ok((out_of_fold, on_others))
 }
 
 /// Flip rates from the anchor quantiles of a noisy-label head fitted to the explicit labels
-/// (inverse-propensity weighted, so that the anchors see the whole exposure distribution).
+/// (inverse-propensity weighted, so that the anchors see the whole exposure distribution),
+/// with out-of-fold predictions.
 fn estimate_flips(
     head: &Head,
     objective: &ObjectiveConfig,
@@ -396,15 +439,15 @@ fn estimate_flips(
             "flip-rate estimation needs explicit labels (no exposure has feedback)".into(),
         ));
     }
-    let noisy = fit_auxiliary(
+    let (probs, _) = cross_fit(
         head,
         objective,
         ObjectiveKind::NoiseIps,
-        Some(FlipRates::NONE),
+        FlipRates::NONE,
         train_set,
+        &[],
         config,
     )?;
-    let probs = probabilities(&noisy, &train_set.emb);
     let (lo, hi) = objective.anchor_quantiles;
     estimate_flip_rates(&probs, lo, hi)
 }

@@ -8,13 +8,15 @@ use std::ops::ControlFlow;
 
 use tacit_rm::data::Dataset;
 use tacit_rm::eval::metrics::auroc;
+use tacit_rm::feedback::flip::FlipRates;
 use tacit_rm::feedback::propensity::PropensityModel;
 use tacit_rm::feedback::Examples;
 use tacit_rm::head::{Head, HeadConfig};
+use tacit_rm::objective::Prepared;
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
 use tacit_rm::rng::Rng;
 use tacit_rm::sim::{SimConfig, Simulator};
-use tacit_rm::trainer::{score, train, TrainConfig};
+use tacit_rm::trainer::{full_loss, score, train, TrainConfig};
 
 struct Split {
     train: Examples,
@@ -214,29 +216,61 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
     assert!(cancelled.report.cancelled && cancelled.report.epochs.len() == 3);
 }
 
+/// Anchor estimation on feedback with known flips, through a linear and a flexible head.
+/// Synthetic data with a clean, learnable preference (so that anchor points exist); cross-
+/// fitting must keep the noisy-label head from memorising its labels, which would report ρ ≈ 0.
 #[test]
-fn flip_rates_are_estimated_when_not_configured() {
-    let s = fixture_split();
-    let head = Head::init(&HeadConfig::new(384, &[]), 1).unwrap();
-    let obj = ObjectiveConfig {
-        flip: None,
-        ..ObjectiveConfig::new(ObjectiveKind::NoiseIps)
-    };
-    let t = train(
-        &head,
-        &obj,
-        &s.train,
-        None,
-        &TrainConfig {
-            epochs: 5,
-            ..Default::default()
-        },
-        &mut quiet(),
-    )
-    .unwrap();
-    let f = t.report.flip.unwrap();
-    assert!(
-        (0.0..=0.45).contains(&f.rho10) && (0.0..=0.45).contains(&f.rho01),
-        "{f:?}"
-    );
+fn flip_rates_are_estimated_from_anchors_when_not_configured() {
+    let (n, d) = (3000, 8);
+    let emb = common::random_matrix(n, d, 17);
+    let mut r = Rng::new(17);
+    let (rho10, rho01) = (0.2, 0.1);
+    let truth: Vec<f32> = emb
+        .rows()
+        .into_iter()
+        .map(|x| (x[0] + x[1] > 0.0) as u8 as f32)
+        .collect();
+    let noisy: Vec<f32> = truth
+        .iter()
+        .map(|&y| {
+            let flip = if y > 0.5 { rho10 } else { rho01 };
+            if r.bernoulli(flip) {
+                1.0 - y
+            } else {
+                y
+            }
+        })
+        .collect();
+    let ex = Examples::fully_labelled(emb, noisy);
+    for hidden in [vec![], vec![32]] {
+        let head = Head::init(&HeadConfig::new(d, &hidden), 1).unwrap();
+        let obj = ObjectiveConfig {
+            flip: None,
+            ..ObjectiveConfig::new(ObjectiveKind::Noise)
+        };
+        let t = train(
+            &head,
+            &obj,
+            &ex,
+            None,
+            &TrainConfig {
+                epochs: 40,
+                ..Default::default()
+            },
+            &mut quiet(),
+        )
+        .unwrap();
+        let f = t.report.flip.unwrap();
+        // Without cross-fitting a flexible head reported ρ ≈ 3e-4 here. Tail anchors are still
+        // biased low (a logistic or ReLU head extrapolates past the noisy plateaus; see the
+        // issue notes), so the check is "substantial noise seen on both sides, never inflated".
+        assert!(f.rho10 > 0.03 && f.rho01 > 0.02, "hidden {hidden:?}: {f:?}");
+        assert!(
+            f.rho10 < rho10 + 0.05 && f.rho01 < rho01 + 0.05,
+            "hidden {hidden:?}: {f:?}"
+        );
+        // And the noise-corrected head ranks the clean labels well despite 15 % flips.
+        let a = auroc(&score(&t.head, ex.emb.view()).unwrap(), &truth).unwrap();
+        assert!(a > 0.95, "hidden {hidden:?}: clean AUROC {a}");
+    }
 }

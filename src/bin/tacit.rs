@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 use tacit_rm::data::Dataset;
 use tacit_rm::eval::{self, EvalConfig, Method};
 use tacit_rm::feedback::flip::FlipRates;
-use tacit_rm::feedback::propensity::PropensityModel;
 use tacit_rm::feedback::{self, Examples};
 use tacit_rm::head::{Activation, Head, HeadConfig};
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
@@ -143,6 +142,9 @@ struct EvalArgs {
     /// Write the markdown table here too.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Give noise-aware objectives the simulator's flip rates instead of estimating them.
+    #[arg(long = "flip-known")]
+    flip_known: bool,
     /// Print each (seed, method) result as it finishes.
     #[arg(long)]
     verbose: bool,
@@ -222,6 +224,22 @@ fn parse_hidden(s: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// Reads a data or feedback file, refusing absurd sizes before allocating.
+fn read_limited(path: &Path) -> Result<Vec<u8>> {
+    let io = |e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > tacit_rm::data::MAX_DATA_BYTES {
+        return Err(Error::InvalidData(format!(
+            "{} is {len} bytes, over the limit",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(io)
+}
+
 fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
     std::fs::write(path, contents).map_err(|e| Error::Io {
         path: path.display().to_string(),
@@ -239,6 +257,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         activation: Activation::parse(&a.activation)?,
         train: a.opt.config(0),
         propensity_features: eval::PropensityFeatures::parse(&a.propensity)?,
+        flip_known: a.flip_known,
         ..EvalConfig::default()
     };
     eprintln!(
@@ -292,12 +311,15 @@ fn run_init(a: InitArgs) -> Result<()> {
 
 /// Examples from a feedback file, or simulated from a labelled data set (with propensities
 /// from the propensity model, as an app would have them).
-fn load_examples(path: &Path, sim: &SimArgs, seed: u64) -> Result<Examples> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+fn load_examples(path: &Path, sim: &SimArgs, seed: u64, kind: ObjectiveKind) -> Result<Examples> {
+    let bytes = read_limited(path)?;
     if feedback::file::is_feedback_file(&bytes) {
+        if kind.needs_reaction_mask() && !feedback::file::has_reaction_mask(&bytes) {
+            return Err(Error::InvalidData(format!(
+                "{kind} needs the reaction mask: add a 'feedback' tensor (and 'explicit' labels) to {}",
+                path.display()
+            )));
+        }
         return feedback::file::read(&bytes);
     }
     let ds = Dataset::from_bytes(&bytes)?;
@@ -309,14 +331,19 @@ fn load_examples(path: &Path, sim: &SimArgs, seed: u64) -> Result<Examples> {
         &ds.groups(),
         &mut Rng::new(seed),
     )?;
-    let model = PropensityModel::fit(s.examples.exposure.view(), &s.examples.feedback, 1.0)?;
-    s.examples.propensity = model.predict(s.examples.exposure.view())?;
+    let defaults = EvalConfig::default();
+    eval::attach_propensities(
+        defaults.propensity_features,
+        defaults.propensity_l2,
+        &mut s,
+        &mut [],
+    )?;
     Ok(s.examples)
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
     let kind = ObjectiveKind::parse(&a.objective)?;
-    let examples = load_examples(&a.data, &a.sim, a.seed)?;
+    let examples = load_examples(&a.data, &a.sim, a.seed, kind)?;
     let (head, version) = match &a.init {
         Some(p) => {
             let w = store::load(p)?;
@@ -354,10 +381,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
 
 fn run_score(a: ScoreArgs) -> Result<()> {
     let w = store::load(&a.weights)?;
-    let bytes = std::fs::read(&a.data).map_err(|e| Error::Io {
-        path: a.data.display().to_string(),
-        source: e,
-    })?;
+    let bytes = read_limited(&a.data)?;
     let emb = if feedback::file::is_feedback_file(&bytes) {
         feedback::file::read(&bytes)?.emb
     } else {

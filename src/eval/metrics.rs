@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 use crate::math::sigmoid;
 
 /// AUROC by the Mann–Whitney statistic with average ranks for ties; `None` if one class is
-/// absent.
+/// absent or the lengths differ.
 pub fn auroc(scores: &[f32], labels: &[f32]) -> Option<f64> {
+    if scores.len() != labels.len() {
+        return None;
+    }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let mut ranks = vec![0.0f64; scores.len()];
@@ -36,7 +39,12 @@ pub fn auroc(scores: &[f32], labels: &[f32]) -> Option<f64> {
 }
 
 /// Within each group, the fraction of (better, worse) pairs ranked correctly (ties 0.5).
+/// `None` if no group has two differently labelled rows, or a group names a missing row.
 pub fn pair_accuracy(scores: &[f32], labels: &[f32], groups: &[Vec<usize>]) -> Option<f64> {
+    let n = scores.len().min(labels.len());
+    if groups.iter().flatten().any(|&i| i >= n) {
+        return None;
+    }
     let (mut right, mut total) = (0.0, 0.0);
     for g in groups {
         for &a in g {
@@ -80,14 +88,23 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// All metrics for logit `scores` against binary `labels`.
-pub fn evaluate(scores: &[f32], labels: &[f32], groups: &[Vec<usize>]) -> Metrics {
+pub fn evaluate(scores: &[f32], labels: &[f32], groups: &[Vec<usize>]) -> crate::Result<Metrics> {
+    use crate::error::{check, Error};
+    check::non_empty("scores", scores.len())?;
+    check::len("labels", scores.len(), labels.len())?;
+    check::finite("scores", scores)?;
+    if groups.iter().flatten().any(|&i| i >= scores.len()) {
+        return Err(Error::InvalidData(
+            "a group names a row outside the scores".into(),
+        ));
+    }
     let p: Vec<f64> = scores.iter().map(|&s| sigmoid(s as f64)).collect();
     let y: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
     let n = y.len() as f64;
     let mean_y = y.iter().sum::<f64>() / n;
     let ss_res: f64 = p.iter().zip(&y).map(|(p, y)| (y - p).powi(2)).sum();
     let ss_tot: f64 = y.iter().map(|y| (y - mean_y).powi(2)).sum();
-    Metrics {
+    Ok(Metrics {
         auroc: auroc(scores, labels).unwrap_or(f64::NAN),
         pair_acc: pair_accuracy(scores, labels, groups),
         mae: p.iter().zip(&y).map(|(p, y)| (p - y).abs()).sum::<f64>() / n,
@@ -106,7 +123,7 @@ pub fn evaluate(scores: &[f32], labels: &[f32], groups: &[Vec<usize>]) -> Metric
             })
             .sum::<f64>()
             / n,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -142,9 +159,10 @@ mod tests {
     #[test]
     fn perfect_and_useless_predictions() {
         let y = [0.0f32, 1.0, 1.0, 0.0];
-        let m = evaluate(&[-20.0, 20.0, 20.0, -20.0], &y, &[]);
+        let m = evaluate(&[-20.0, 20.0, 20.0, -20.0], &y, &[]).unwrap();
         assert!(m.auroc == 1.0 && m.mae < 1e-6 && (m.r2 - 1.0).abs() < 1e-6 && m.nll < 1e-6);
-        let flat = evaluate(&[0.0; 4], &y, &[]);
+        let flat = evaluate(&[0.0; 4], &y, &[]).unwrap();
+        assert!(evaluate(&[0.0; 3], &y, &[]).is_err());
         assert!(flat.auroc == 0.5 && (flat.nll - 2f64.ln()).abs() < 1e-9 && flat.pearson == 0.0);
     }
 }

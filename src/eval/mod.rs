@@ -90,6 +90,8 @@ pub struct EvalConfig {
     pub propensity_l2: f64,
     /// What the app's propensity model sees.
     pub propensity_features: PropensityFeatures,
+    /// Give the noise-aware objectives the simulator's flip rates instead of estimating them.
+    pub flip_known: bool,
     /// Fractions of pair groups for train / validation / test.
     pub splits: [f64; 3],
 }
@@ -105,6 +107,7 @@ impl Default for EvalConfig {
             train: TrainConfig::default(),
             propensity_l2: 30.0,
             propensity_features: PropensityFeatures::ExposureAndEmbedding,
+            flip_known: false,
             splits: [0.6, 0.2, 0.2],
         }
     }
@@ -247,21 +250,12 @@ fn prepare_seed(ds: &Dataset, cfg: &EvalConfig, seed: u64) -> Result<SeedData> {
         &mut rng,
     )?;
     // The app's propensity model: fitted on the training exposures' reaction mask.
-    match cfg.propensity_features {
-        PropensityFeatures::True => {
-            train.examples.propensity = train.true_propensity.clone();
-            val.examples.propensity = val.true_propensity.clone();
-        }
-        features => {
-            let model = PropensityModel::fit(
-                features.matrix(&train.examples).view(),
-                &train.examples.feedback,
-                cfg.propensity_l2,
-            )?;
-            train.examples.propensity = model.predict(features.matrix(&train.examples).view())?;
-            val.examples.propensity = model.predict(features.matrix(&val.examples).view())?;
-        }
-    }
+    attach_propensities(
+        cfg.propensity_features,
+        cfg.propensity_l2,
+        &mut train,
+        &mut [&mut val],
+    )?;
     let test_truth = test_ds.binary_labels();
     let test_groups = local_groups(&test_ds);
     Ok(SeedData {
@@ -271,6 +265,32 @@ fn prepare_seed(ds: &Dataset, cfg: &EvalConfig, seed: u64) -> Result<SeedData> {
         test_truth,
         test_groups,
     })
+}
+
+/// Fills in `propensity` the way an app would: a propensity model fitted on the training
+/// exposures' reaction mask, applied to them and to `others` (or the simulator's truth for
+/// [`PropensityFeatures::True`]).
+pub fn attach_propensities(
+    features: PropensityFeatures,
+    l2: f64,
+    train: &mut Simulated,
+    others: &mut [&mut Simulated],
+) -> Result<()> {
+    if features == PropensityFeatures::True {
+        for s in std::iter::once(train).chain(others.iter_mut().map(|o| &mut **o)) {
+            s.examples.propensity = s.true_propensity.clone();
+        }
+        return Ok(());
+    }
+    let model = PropensityModel::fit(
+        features.matrix(&train.examples).view(),
+        &train.examples.feedback,
+        l2,
+    )?;
+    for s in std::iter::once(train).chain(others.iter_mut().map(|o| &mut **o)) {
+        s.examples.propensity = model.predict(features.matrix(&s.examples).view())?;
+    }
+    Ok(())
 }
 
 /// Labels of a subset scaled with the whole data set's range (a split may miss a grade).
@@ -299,7 +319,9 @@ fn run_method(method: Method, data: &SeedData, cfg: &EvalConfig, seed: u64) -> R
     let head = Head::init(&head_cfg, seed)?;
     let objective = ObjectiveConfig {
         kind,
-        flip: Some(cfg.sim.flip),
+        // Flip rates are estimated from anchors, as an app must, unless `flip_known` hands
+        // the objectives the simulator's own rates (a diagnostic).
+        flip: cfg.flip_known.then_some(cfg.sim.flip),
         ..ObjectiveConfig::default()
     };
     let train_cfg = TrainConfig {
@@ -315,11 +337,7 @@ fn run_method(method: Method, data: &SeedData, cfg: &EvalConfig, seed: u64) -> R
         &mut |_| ControlFlow::Continue(()),
     )?;
     let scores = trainer::score(&trained.head, data.test_emb.view())?;
-    Ok(metrics::evaluate(
-        &scores,
-        &data.test_truth,
-        &data.test_groups,
-    ))
+    metrics::evaluate(&scores, &data.test_truth, &data.test_groups)
 }
 
 /// Runs the whole evaluation. `on_result` hears of each (seed, method) as it finishes.

@@ -220,6 +220,14 @@ pub mod file {
     }
 
     /// Whether the bytes look like a feedback file (they hold an `observed` tensor).
+    /// Whether a feedback file carries the reaction mask `feedback` (needed by the objectives
+    /// that use reaction signs or self-normalise by the mask).
+    pub fn has_reaction_mask(bytes: &[u8]) -> bool {
+        SafeTensors::deserialize(bytes)
+            .map(|st| st.tensor("feedback").is_ok())
+            .unwrap_or(false)
+    }
+
     pub fn is_feedback_file(bytes: &[u8]) -> bool {
         SafeTensors::deserialize(bytes)
             .map(|st| st.tensor("observed").is_ok())
@@ -271,7 +279,22 @@ pub mod file {
             }
             ex.exposure = Array2::from_shape_vec((s[0], s[1]), v).expect("shape from header");
         }
-        if let (Some(w), Some(l)) = (floats(&st, "pair_winner")?, floats(&st, "pair_loser")?) {
+        let (winners, losers) = (floats(&st, "pair_winner")?, floats(&st, "pair_loser")?);
+        if winners.is_some() != losers.is_some() {
+            return Err(Error::InvalidData(
+                "'pair_winner' and 'pair_loser' come together".into(),
+            ));
+        }
+        if let (Some(w), Some(l)) = (winners, losers) {
+            let index = |v: f32| -> Result<usize> {
+                if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && (v as usize) < n {
+                    Ok(v as usize)
+                } else {
+                    Err(Error::InvalidData(format!(
+                        "pair index {v} is not a row of {n}"
+                    )))
+                }
+            };
             if w.1.len() != l.1.len() {
                 return Err(Error::DimMismatch {
                     what: "pair_loser length".into(),
@@ -282,8 +305,8 @@ pub mod file {
             ex.pairs =
                 w.1.iter()
                     .zip(&l.1)
-                    .map(|(&a, &b)| Pair::new(a.max(0.0) as usize, b.max(0.0) as usize))
-                    .collect();
+                    .map(|(&a, &b)| Ok(Pair::new(index(a)?, index(b)?)))
+                    .collect::<Result<Vec<_>>>()?;
         }
         ex.validate()?;
         Ok(ex)

@@ -70,7 +70,25 @@ impl PropensityModel {
             hess[[k, k]] += 1e-9;
             let step = cholesky_solve(&hess, &grad)
                 .ok_or_else(|| Error::InvalidData("propensity fit is singular".into()))?;
-            beta -= &step;
+            // Damped Newton: halve the step until the penalised log-likelihood does not get
+            // worse (plain Newton can overshoot on separable or badly scaled data).
+            let objective = |b: &Array1<f64>| {
+                let z = x.dot(b);
+                let nll: f64 = z
+                    .iter()
+                    .zip(&y)
+                    .map(|(&z, &y)| crate::math::softplus(z) - y * z)
+                    .sum();
+                nll + 0.5 * l2 * b.iter().take(k).map(|v| v * v).sum::<f64>()
+            };
+            let current = objective(&beta);
+            let mut scale = 1.0;
+            let mut next = &beta - &step;
+            while objective(&next) > current + 1e-12 && scale > 1e-6 {
+                scale *= 0.5;
+                next = &beta - &(&step * scale);
+            }
+            beta = next;
             if step.iter().map(|s| s.abs()).fold(0.0, f64::max) < 1e-10 {
                 break;
             }
@@ -105,7 +123,8 @@ impl PropensityModel {
                         .enumerate()
                         .map(|(j, &v)| self.coef[j] * (v as f64 - self.mean[j]) / self.scale[j])
                         .sum::<f64>();
-                sigmoid(logit) as f32
+                // Never exactly 0 in f32: a propensity of 0 is not a valid weight.
+                (sigmoid(logit) as f32).clamp(1e-6, 1.0)
             })
             .collect())
     }

@@ -108,7 +108,8 @@ pub fn loss(
     let mut rows = Vec::with_capacity(n);
     for i in 0..n {
         let (si, _) = clip_logit(s[i] as f64, logit_limit);
-        let (ui, _) = clip_logit(u[i] as f64, logit_limit);
+        // u is the confidence input, not a logit: clipping it would cap τ; it stays unclipped.
+        let ui = u[i] as f64;
         let (a, b) = beta_params(si, ui, p);
         let (psi_a, psi_b, psi_ab) = (digamma(a), digamma(b), digamma(a + b));
         let (tri_a, tri_b, tri_ab) = (trigamma(a), trigamma(b), trigamma(a + b));
@@ -143,7 +144,7 @@ pub fn loss(
         let d_mu = r.tau * (da - db);
         let d_tau = r.mu * da + (1.0 - r.mu) * db;
         ds.push(mask_clipped_gradient(s[i] as f64, logit_limit, d_mu * r.mu * (1.0 - r.mu)) as f32);
-        du.push(mask_clipped_gradient(u[i] as f64, logit_limit, d_tau * r.sig_u) as f32);
+        du.push((d_tau * r.sig_u) as f32);
     }
     (c.loss + p.lambda * kl_total, ds, du)
 }

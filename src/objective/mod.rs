@@ -102,6 +102,18 @@ impl ObjectiveKind {
         )
     }
 
+    /// Whether the objective reads the reaction mask `m` (and, but for SNIPS, its sign `ỹ`):
+    /// with positive-only data (`m` unknown) these cannot be trained.
+    pub fn needs_reaction_mask(self) -> bool {
+        matches!(
+            self,
+            ObjectiveKind::Snips
+                | ObjectiveKind::Noise
+                | ObjectiveKind::NoiseIps
+                | ObjectiveKind::Dr
+        )
+    }
+
     /// Whether minibatches are drawn over pairs rather than rows.
     pub fn is_pairwise(self) -> bool {
         self == ObjectiveKind::Pairwise
@@ -323,6 +335,12 @@ impl Prepared {
         check::len("head outputs", self.kind().head_outputs(), out.ncols())?;
         check::finite_iter("head outputs", out.iter())?;
         let cfg = &self.config;
+        if let Some(&r) = rows.iter().find(|&&r| r >= self.t.len()) {
+            return Err(Error::InvalidData(format!(
+                "batch row {r} is outside the {} prepared examples",
+                self.t.len()
+            )));
+        }
         let gather = |v: &Vec<f32>| rows.iter().map(|&i| v[i]).collect::<Vec<f32>>();
         let z: Vec<f32> = out.column(0).to_vec();
         let column = |g: Vec<f32>| Array2::from_shape_vec((b, 1), g).expect("one value per row");
