@@ -181,22 +181,40 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
         "unit weights: ESS = n"
     );
 
-    // Early stopping keeps the best validation epoch's weights.
-    if ips.report.stopped_early {
-        let best = ips
-            .report
-            .epochs
-            .iter()
-            .map(|e| e.val_loss.unwrap())
-            .fold(f64::INFINITY, f64::min);
-        assert_eq!(
-            ips.report.epochs[ips.report.best_epoch - 1]
-                .val_loss
-                .unwrap(),
-            best
-        );
-        assert!(ips.report.epochs.len() >= ips.report.best_epoch + cfg.patience);
-    }
+    // Early stopping keeps the best validation epoch's weights: the returned head's
+    // validation loss, recomputed independently, is the minimum of those reported.
+    assert!(
+        ips.report.stopped_early,
+        "30 epochs at patience 2 should stop early here"
+    );
+    let best = ips
+        .report
+        .epochs
+        .iter()
+        .map(|e| e.val_loss.unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(
+        ips.report.epochs[ips.report.best_epoch - 1]
+            .val_loss
+            .unwrap(),
+        best
+    );
+    assert_eq!(
+        ips.report.epochs.len(),
+        ips.report.best_epoch + cfg.patience
+    );
+    let prepared = Prepared::new(
+        &ObjectiveConfig::new(ObjectiveKind::Ips),
+        &s.val,
+        FlipRates::NONE,
+        None,
+    )
+    .unwrap();
+    let recomputed = full_loss(&ips.head, None, &prepared, &s.val).unwrap();
+    assert!(
+        (recomputed - best).abs() < 1e-9,
+        "returned head: {recomputed} vs best {best}"
+    );
     // Cancel after the third epoch.
     let cancelled = train(
         &head,
