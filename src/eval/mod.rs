@@ -207,10 +207,6 @@ struct SeedData {
     test_groups: Vec<Vec<usize>>,
 }
 
-fn local_groups(ds: &Dataset) -> Vec<Vec<usize>> {
-    ds.groups()
-}
-
 fn prepare_seed(ds: &Dataset, cfg: &EvalConfig, seed: u64) -> Result<SeedData> {
     let parts = ds.split(&cfg.splits, seed);
     let (train_ds, val_ds, test_ds) = (
@@ -240,13 +236,13 @@ fn prepare_seed(ds: &Dataset, cfg: &EvalConfig, seed: u64) -> Result<SeedData> {
     let mut train = sim.simulate(
         train_ds.emb.view(),
         &scaled(&train_ds),
-        &local_groups(&train_ds),
+        &train_ds.groups(),
         &mut rng,
     )?;
     let mut val = sim.simulate(
         val_ds.emb.view(),
         &scaled(&val_ds),
-        &local_groups(&val_ds),
+        &val_ds.groups(),
         &mut rng,
     )?;
     // The app's propensity model: fitted on the training exposures' reaction mask.
@@ -257,7 +253,7 @@ fn prepare_seed(ds: &Dataset, cfg: &EvalConfig, seed: u64) -> Result<SeedData> {
         &mut [&mut val],
     )?;
     let test_truth = test_ds.binary_labels();
-    let test_groups = local_groups(&test_ds);
+    let test_groups = test_ds.groups();
     Ok(SeedData {
         train,
         val,

@@ -10,7 +10,7 @@ pub mod events;
 pub mod flip;
 pub mod propensity;
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, Axis};
 
 use crate::error::{check, Error, Result};
 
@@ -180,10 +180,6 @@ impl Examples {
                 })
                 .collect(),
         }
-    }
-
-    pub fn emb_view(&self) -> ArrayView2<'_, f32> {
-        self.emb.view()
     }
 }
 
