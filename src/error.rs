@@ -50,6 +50,14 @@ pub enum Error {
     #[error("invalid data: {0}")]
     InvalidData(String),
 
+    /// No GPU adapter could be had (no driver, or a browser without WebGPU).
+    #[error("no GPU available: {0}")]
+    NoGpu(String),
+
+    /// The GPU device was lost or reported an error during a call.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+
     /// File-system failure.
     #[error("i/o error on {path}: {source}")]
     Io {
@@ -69,6 +77,8 @@ pub enum ErrorCode {
     CorruptWeights,
     IncompatibleWeights,
     InvalidData,
+    NoGpu,
+    DeviceLost,
     Io,
 }
 
@@ -83,6 +93,8 @@ impl ErrorCode {
             ErrorCode::CorruptWeights => "corrupt_weights",
             ErrorCode::IncompatibleWeights => "incompatible_weights",
             ErrorCode::InvalidData => "invalid_data",
+            ErrorCode::NoGpu => "no_gpu",
+            ErrorCode::DeviceLost => "device_lost",
             ErrorCode::Io => "io",
         }
     }
@@ -105,6 +117,8 @@ impl Error {
             Error::CorruptWeights(_) => ErrorCode::CorruptWeights,
             Error::IncompatibleWeights(_) => ErrorCode::IncompatibleWeights,
             Error::InvalidData(_) => ErrorCode::InvalidData,
+            Error::NoGpu(_) => ErrorCode::NoGpu,
+            Error::DeviceLost(_) => ErrorCode::DeviceLost,
             Error::Io { .. } => ErrorCode::Io,
         }
     }

@@ -219,6 +219,24 @@ impl Head {
         self.config.num_params()
     }
 
+    /// Every parameter in [`Head::tensors`] order, as one flat vector (the GPU's layout).
+    pub fn to_flat(&self) -> Vec<f32> {
+        self.tensors().concat()
+    }
+
+    /// Overwrites every parameter from a flat vector in [`Head::tensors`] order.
+    pub fn load_flat(&mut self, flat: &[f32]) -> Result<()> {
+        if flat.len() != self.num_params() {
+            return Err(Error::DimMismatch { what: "flat parameters".into(), expected: self.num_params(), got: flat.len() });
+        }
+        let mut at = 0;
+        for t in self.tensors_mut() {
+            t.copy_from_slice(&flat[at..at + t.len()]);
+            at += t.len();
+        }
+        Ok(())
+    }
+
     /// True when every parameter is finite.
     pub fn is_finite(&self) -> bool {
         self.tensors()

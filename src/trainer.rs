@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::cpu;
+use crate::backend::{cpu, Device};
 use crate::error::{check, Error, Result};
 use crate::feedback::flip::{estimate_flip_rates, FlipRates};
 use crate::feedback::Examples;
@@ -81,6 +81,8 @@ pub struct TrainReport {
     /// Flip rates used (configured or estimated), for objectives that use them.
     pub flip: Option<FlipRates>,
     pub steps: u64,
+    /// The GPU device was lost during the run and training finished on the CPU.
+    pub fell_back_to_cpu: bool,
 }
 
 impl TrainReport {
@@ -100,8 +102,23 @@ pub struct Trained {
 /// Progress callback: return `ControlFlow::Break(())` to stop after this epoch.
 pub type Progress<'a> = &'a mut dyn FnMut(&EpochReport) -> ControlFlow<()>;
 
-/// Trains `head` (its current weights are the starting point) on `train` with `objective`.
+/// Trains `head` (its current weights are the starting point) on `train` with `objective`,
+/// on the CPU reference backend.
 pub fn train(
+    head: &Head,
+    objective: &ObjectiveConfig,
+    train: &Examples,
+    val: Option<&Examples>,
+    config: &TrainConfig,
+    progress: Progress<'_>,
+) -> Result<Trained> {
+    train_on(&Device::Cpu, head, objective, train, val, config, progress)
+}
+
+/// Like [`train`], on the given device. Auxiliary fits (flip-rate anchors, `dr` imputation)
+/// run on the CPU; on a lost GPU device the run carries on on the CPU from the last weights.
+pub fn train_on(
+    device: &Device,
     head: &Head,
     objective: &ObjectiveConfig,
     train: &Examples,
@@ -168,8 +185,7 @@ pub fn train(
         _ => None,
     };
 
-    let mut head = head.clone();
-    let mut exposure = if kind.needs_exposure_head() {
+    let exposure = if kind.needs_exposure_head() {
         Some(Head::init(
             &HeadConfig::new(train.exposure.ncols(), &[]),
             config.seed ^ 0xE1,
@@ -177,8 +193,24 @@ pub fn train(
     } else {
         None
     };
-    let mut opt = AdamW::new(config.optimizer, &head);
-    let mut opt_exposure = exposure.as_ref().map(|e| AdamW::new(config.optimizer, e));
+    let data = RunData {
+        prepared: &prepared,
+        prepared_val: prepared_val.as_ref(),
+        train,
+        val,
+        optimizer: config.optimizer,
+    };
+    let mut engine: Box<dyn Engine + '_> = match device {
+        Device::Cpu => Box::new(CpuEngine::new(data, head.clone(), exposure.clone())),
+        #[cfg(not(target_arch = "wasm32"))]
+        Device::Gpu(ctx) => Box::new(crate::backend::gpu::GpuEngine::new(
+            ctx.clone(),
+            data,
+            head,
+            exposure.as_ref(),
+            config,
+        )?),
+    };
     let mut rng = Rng::new(config.seed);
     let ess = prepared.effective_sample_size();
 
@@ -189,72 +221,45 @@ pub fn train(
         cancelled: false,
         flip,
         steps: 0,
+        fell_back_to_cpu: false,
     };
+    let mut current = (head.clone(), exposure);
     let mut best: Option<(f64, Head, Option<Head>)> = None;
     let mut since_best = 0;
     for epoch in 1..=config.epochs {
         let batches = make_batches(&prepared, train.len(), config.batch_size, &mut rng);
-        let mut loss_sum = 0.0;
-        let mut weight_sum = 0.0;
-        for (rows, pairs) in &batches {
-            let x = train.emb.select(Axis(0), rows);
-            let (out, cache) = cpu::forward_train(&head, x.view());
-            let aux_in = exposure
-                .as_ref()
-                .map(|_| train.exposure.select(Axis(0), rows));
-            let aux_fwd = exposure
-                .as_ref()
-                .zip(aux_in.as_ref())
-                .map(|(e, a)| cpu::forward_train(e, a.view()));
-            let LossGrad { loss, d_out, d_aux } = prepared.batch_loss(
-                rows,
-                pairs,
-                out.view(),
-                aux_fwd.as_ref().map(|(o, _)| o.view()),
-            )?;
-            if !loss.is_finite() {
-                return Err(Error::InvalidData(format!(
-                    "loss became non-finite at epoch {epoch}; lower the learning rate"
-                )));
+        let outcome = match engine.epoch(&batches, prepared_val.is_some()) {
+            Err(Error::DeviceLost(_)) => {
+                // Carry on from the last weights the GPU handed back (optimizer moments
+                // restart), rather than lose the run.
+                report.fell_back_to_cpu = true;
+                engine = Box::new(CpuEngine::new(data, current.0.clone(), current.1.clone()));
+                engine.epoch(&batches, prepared_val.is_some())?
             }
-            let grads = cpu::backward(&head, &cache, d_out.view());
-            opt.step(&mut head, &grads);
-            if let (Some(e), Some(o), Some((_, c)), Some(d)) = (
-                exposure.as_mut(),
-                opt_exposure.as_mut(),
-                aux_fwd.as_ref(),
-                d_aux,
-            ) {
-                let g = cpu::backward(e, c, d.view());
-                o.step(e, &g);
-            }
-            let weight = if kind.is_pairwise() {
-                pairs.len()
-            } else {
-                rows.len()
-            } as f64;
-            loss_sum += loss * weight;
-            weight_sum += weight;
-        }
-        let val_loss = match (&prepared_val, val) {
-            (Some(pv), Some(v)) => Some(full_loss(&head, exposure.as_ref(), pv, v)?),
-            _ => None,
+            other => other?,
         };
+        if !outcome.train_loss.is_finite() {
+            return Err(Error::InvalidData(format!(
+                "loss became non-finite at epoch {epoch}; lower the learning rate"
+            )));
+        }
+        report.steps += batches.len() as u64;
+        current = (outcome.head, outcome.exposure);
+        let val_loss = outcome.val_loss;
         let epoch_report = EpochReport {
             epoch,
             epochs: config.epochs,
-            train_loss: loss_sum / weight_sum,
+            train_loss: outcome.train_loss,
             val_loss,
             effective_sample_size: ess,
         };
         report.epochs.push(epoch_report.clone());
-        report.steps = opt.steps_taken();
         let flow = progress(&epoch_report);
 
         match val_loss {
             Some(vl) => {
                 if best.as_ref().is_none_or(|(b, _, _)| vl < *b) {
-                    best = Some((vl, head.clone(), exposure.clone()));
+                    best = Some((vl, current.0.clone(), current.1.clone()));
                     report.best_epoch = epoch;
                     since_best = 0;
                 } else {
@@ -276,19 +281,102 @@ pub fn train(
             break;
         }
     }
-    if let Some((_, h, e)) = best {
-        head = h;
-        exposure = e;
-    }
+    let (head, exposure_head) = match best {
+        Some((_, h, e)) => (h, e),
+        None => current,
+    };
     Ok(Trained {
         head,
-        exposure_head: exposure,
+        exposure_head,
         report,
     })
 }
 
+/// Everything an engine needs besides the weights, shared by the CPU and GPU engines.
+#[derive(Clone, Copy)]
+pub(crate) struct RunData<'a> {
+    pub prepared: &'a Prepared,
+    pub prepared_val: Option<&'a Prepared>,
+    pub train: &'a Examples,
+    pub val: Option<&'a Examples>,
+    pub optimizer: AdamWConfig,
+}
+
+/// What one epoch of an engine produced.
+pub(crate) struct EpochOutcome {
+    /// Mean training loss, weighted by batch rows (pairs for `pairwise`).
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    pub head: Head,
+    pub exposure: Option<Head>,
+}
+
+/// Where a training run's steps execute: one optimizer step per batch, then the validation
+/// loss if asked.
+pub(crate) trait Engine {
+    fn epoch(&mut self, batches: &[Batch], validate: bool) -> Result<EpochOutcome>;
+}
+
+/// The reference engine: ndarray on the CPU.
+struct CpuEngine<'a> {
+    data: RunData<'a>,
+    head: Head,
+    exposure: Option<Head>,
+    opt: AdamW,
+    opt_exposure: Option<AdamW>,
+}
+
+impl<'a> CpuEngine<'a> {
+    fn new(data: RunData<'a>, head: Head, exposure: Option<Head>) -> Self {
+        let opt = AdamW::new(data.optimizer, &head);
+        let opt_exposure = exposure.as_ref().map(|e| AdamW::new(data.optimizer, e));
+        CpuEngine { data, head, exposure, opt, opt_exposure }
+    }
+}
+
+impl Engine for CpuEngine<'_> {
+    fn epoch(&mut self, batches: &[Batch], validate: bool) -> Result<EpochOutcome> {
+        let (train, prepared) = (self.data.train, self.data.prepared);
+        let mut loss_sum = 0.0;
+        let mut weight_sum = 0.0;
+        for (rows, pairs) in batches {
+            let x = train.emb.select(Axis(0), rows);
+            let (out, cache) = cpu::forward_train(&self.head, x.view());
+            let aux_in = self.exposure.as_ref().map(|_| train.exposure.select(Axis(0), rows));
+            let aux_fwd = self
+                .exposure
+                .as_ref()
+                .zip(aux_in.as_ref())
+                .map(|(e, a)| cpu::forward_train(e, a.view()));
+            let LossGrad { loss, d_out, d_aux } =
+                prepared.batch_loss(rows, pairs, out.view(), aux_fwd.as_ref().map(|(o, _)| o.view()))?;
+            let grads = cpu::backward(&self.head, &cache, d_out.view());
+            self.opt.step(&mut self.head, &grads);
+            if let (Some(e), Some(o), Some((_, c)), Some(d)) =
+                (self.exposure.as_mut(), self.opt_exposure.as_mut(), aux_fwd.as_ref(), d_aux)
+            {
+                let g = cpu::backward(e, c, d.view());
+                o.step(e, &g);
+            }
+            let weight = if prepared.kind().is_pairwise() { pairs.len() } else { rows.len() } as f64;
+            loss_sum += loss * weight;
+            weight_sum += weight;
+        }
+        let val_loss = match (validate, self.data.prepared_val, self.data.val) {
+            (true, Some(pv), Some(v)) => Some(full_loss(&self.head, self.exposure.as_ref(), pv, v)?),
+            _ => None,
+        };
+        Ok(EpochOutcome {
+            train_loss: loss_sum / weight_sum,
+            val_loss,
+            head: self.head.clone(),
+            exposure: self.exposure.clone(),
+        })
+    }
+}
+
 /// A minibatch: example rows, and pairs `(winner, loser, weight)` indexed into those rows.
-type Batch = (Vec<usize>, Vec<(usize, usize, f32)>);
+pub(crate) type Batch = (Vec<usize>, Vec<(usize, usize, f32)>);
 
 /// Minibatches of one epoch.
 fn make_batches(prepared: &Prepared, n: usize, batch_size: usize, rng: &mut Rng) -> Vec<Batch> {
@@ -455,4 +543,13 @@ fn estimate_flips(
 /// Scores (first output logit) for `x` with a trained head: the public scoring entry point.
 pub fn score(head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
     Ok(cpu::forward(head, x)?.column(0).to_vec())
+}
+
+/// Like [`score`], on the given device.
+pub fn score_on(device: &Device, head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
+    match device {
+        Device::Cpu => score(head, x),
+        #[cfg(not(target_arch = "wasm32"))]
+        Device::Gpu(ctx) => crate::backend::gpu::score(ctx, head, x),
+    }
 }

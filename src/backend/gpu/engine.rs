@@ -1,0 +1,297 @@
+//! A training run on the GPU: the training and validation sets, weights, gradients and AdamW
+//! moments resident; one submission and one readback per epoch (see `mod.rs`).
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::head::Head;
+use crate::objective::{ObjectiveKind, Prepared};
+use crate::trainer::{Batch, Engine, EpochOutcome, RunData, TrainConfig};
+
+use super::context::GpuContext;
+use super::kernels::Kernel;
+use super::plan::{forward_dispatches, layer_plans, staging, storage, uniform, zeros, Dispatch, LayerPlan};
+
+/// Per-example `(w, t, m/π̂, observed)` rows of a prepared objective.
+fn row_data(p: &Prepared) -> Vec<[f32; 4]> {
+    (0..p.t.len()).map(|i| [p.w[i], p.t[i], p.mask_weight[i], p.observed[i]]).collect()
+}
+
+pub(crate) struct GpuEngine<'a> {
+    ctx: Arc<GpuContext>,
+    data: RunData<'a>,
+    head: Head,
+    exposure: Option<Head>,
+    n_params: usize,
+    n_train: usize,
+    params: wgpu::Buffer,
+    batch_rows: wgpu::Buffer,
+    pairs: wgpu::Buffer,
+    steps: wgpu::Buffer,
+    state: wgpu::Buffer,
+    loss_acc: wgpu::Buffer,
+    stage: wgpu::Buffer,
+    /// Dispatches of one training step and of the validation pass, recorded once.
+    train_step: Vec<Dispatch>,
+    val_step: Vec<Dispatch>,
+    adam_steps: u32,
+    /// Capacities of the per-epoch index buffers.
+    cap_rows: usize,
+    cap_pairs: usize,
+    cap_steps: usize,
+    // Kept alive for the bind groups.
+    _keep: Vec<wgpu::Buffer>,
+}
+
+impl<'a> GpuEngine<'a> {
+    pub fn new(ctx: Arc<GpuContext>, data: RunData<'a>, head: &Head, exposure: Option<&Head>, config: &TrainConfig) -> Result<Self> {
+        ctx.check()?;
+        let kind = data.prepared.kind();
+        let train = data.train;
+        let n_train = train.len();
+        let n_val = data.val.map_or(0, |v| v.len());
+        let n = n_train + n_val;
+        let dim = head.config.dim;
+        let k = head.config.outputs;
+        let e_dim = train.exposure.ncols();
+
+        // Resident data: training rows then validation rows.
+        let mut x_all = train.emb.as_standard_layout().to_owned().into_raw_vec_and_offset().0;
+        let mut e_all = train.exposure.as_standard_layout().to_owned().into_raw_vec_and_offset().0;
+        let mut rows = row_data(data.prepared);
+        if let (Some(v), Some(pv)) = (data.val, data.prepared_val) {
+            x_all.extend(v.emb.as_standard_layout().iter());
+            e_all.extend(v.exposure.as_standard_layout().iter());
+            rows.extend(row_data(pv));
+        } else if let Some(v) = data.val {
+            x_all.extend(v.emb.as_standard_layout().iter());
+            e_all.extend(v.exposure.as_standard_layout().iter());
+            rows.extend(std::iter::repeat_n([0.0; 4], v.len()));
+        }
+        let none = wgpu::BufferUsages::empty();
+        let x_all = storage(&ctx, "x_all", bytemuck::cast_slice(&x_all), none);
+        let e_all = storage(&ctx, "e_all", bytemuck::cast_slice(&e_all), none);
+        let row_buf = storage(&ctx, "row_data", bytemuck::cast_slice(&rows), none);
+
+        let mut flat = head.to_flat();
+        let mut decay: Vec<f32> = head.tensors().iter().enumerate().flat_map(|(i, t)| std::iter::repeat_n(if i % 2 == 0 { 1.0 } else { 0.0 }, t.len())).collect();
+        if let Some(e) = exposure {
+            flat.extend(e.to_flat());
+            decay.extend(e.tensors().iter().enumerate().flat_map(|(i, t)| std::iter::repeat_n(if i % 2 == 0 { 1.0f32 } else { 0.0 }, t.len())));
+        }
+        let n_params = flat.len();
+        let params = storage(&ctx, "params", bytemuck::cast_slice(&flat), none);
+        let grads = zeros(&ctx, "grads", n_params);
+        let m = zeros(&ctx, "adam_m", n_params);
+        let v = zeros(&ctx, "adam_v", n_params);
+        let decay = storage(&ctx, "decay_mask", bytemuck::cast_slice(&decay), none);
+
+        // Per-epoch index buffers, sized for the largest epoch.
+        let is_pairwise = kind.is_pairwise();
+        let n_pairs = data.prepared.pairs.len() + data.prepared_val.map_or(0, |p| p.pairs.len());
+        let cap_rows = if is_pairwise { 2 * data.prepared.pairs.len() + n_val } else { n };
+        let cap_pairs = n_pairs.max(1);
+        let units = if is_pairwise { data.prepared.pairs.len() } else { n_train };
+        let cap_steps = units.div_ceil(config.batch_size) + 1;
+        let batch_rows = zeros(&ctx, "batch_rows", cap_rows);
+        let pairs = zeros(&ctx, "pairs", cap_pairs * 4);
+        let steps = zeros(&ctx, "steps", cap_steps * 4);
+        let state = zeros(&ctx, "state", 4);
+        let loss_acc = zeros(&ctx, "loss_acc", 4);
+        let stage = staging(&ctx, 16 + n_params * 4);
+
+        let batch_max = if is_pairwise { 2 * config.batch_size } else { config.batch_size };
+        let max_rows = batch_max.min(n_train.max(1)).max(n_val).max(1);
+        let xb = zeros(&ctx, "x_batch", max_rows * dim);
+        let eb = zeros(&ctx, "e_batch", max_rows * e_dim);
+        let aux_offset = (max_rows * k) as u32;
+        let out_len = max_rows * k + max_rows;
+        let out_pre = zeros(&ctx, "out_pre", out_len);
+        let out = zeros(&ctx, "out", out_len);
+        let d_out = zeros(&ctx, "d_out", out_len);
+
+        let plans = layer_plans(head, 0);
+        let exposure_plan: Option<LayerPlan> = exposure.map(|e| layer_plans(e, head.num_params())[0]);
+
+        let gather = |width: usize, source: &wgpu::Buffer, dest: &wgpu::Buffer| {
+            let u = uniform(&ctx, &[width as u32]);
+            Dispatch::new(&ctx, Kernel::Gather, &[&u, &steps, &state, &batch_rows, source, dest], max_rows * width)
+        };
+        let mut forward = vec![gather(dim, &x_all, &xb)];
+        let (head_fwd, hidden) = forward_dispatches(&ctx, &plans, &steps, &state, &xb, &params, &out_pre, &out, 0, max_rows);
+        forward.extend(head_fwd);
+        if let Some(ep) = exposure_plan {
+            if e_dim > 0 {
+                forward.push(gather(e_dim, &e_all, &eb));
+            }
+            let (exp_fwd, _) = forward_dispatches(&ctx, &[ep], &steps, &state, &eb, &params, &out_pre, &out, aux_offset, max_rows);
+            forward.extend(exp_fwd);
+        }
+
+        let cfg = &data.prepared.config;
+        let loss_kernel = match kind {
+            ObjectiveKind::Implicit => Kernel::LossStrata,
+            ObjectiveKind::Pairwise => Kernel::LossPairwise,
+            ObjectiveKind::Beta => Kernel::LossBeta,
+            _ => Kernel::LossBce,
+        };
+        let loss_params = |mode: u32| {
+            let f = |x: f64| (x as f32).to_bits();
+            uniform(
+                &ctx,
+                &[
+                    mode,
+                    cfg.nonneg as u32,
+                    f(cfg.logit_clip),
+                    (kind == ObjectiveKind::Snips) as u32,
+                    f(cfg.beta.lambda),
+                    f(cfg.beta.alpha0),
+                    f(cfg.beta.beta0),
+                    f(cfg.beta.tau_min),
+                    aux_offset,
+                ],
+            )
+        };
+        let loss = |mode: u32| {
+            let u = loss_params(mode);
+            Dispatch::new(&ctx, loss_kernel, &[&u, &steps, &state, &batch_rows, &row_buf, &out, &pairs, &d_out, &loss_acc], 1)
+        };
+        let step_end = |advance: u32| {
+            let u = uniform(&ctx, &[advance]);
+            Dispatch::new(&ctx, Kernel::StepEnd, &[&u, &state], 1)
+        };
+
+        // Backward: last layer first; hidden deltas in their own buffers.
+        let mut backward = Vec::new();
+        let deltas: Vec<wgpu::Buffer> = plans[..plans.len() - 1].iter().map(|p| zeros(&ctx, "delta", max_rows * p.out_dim as usize)).collect();
+        for l in (0..plans.len()).rev() {
+            let p = plans[l];
+            let delta = if l + 1 == plans.len() { &d_out } else { &deltas[l] };
+            let input = if l == 0 { &xb } else { &hidden[l - 1].1 };
+            let u = uniform(&ctx, &[p.in_dim, p.out_dim, p.w_offset, p.b_offset, 0]);
+            backward.push(Dispatch::new(&ctx, Kernel::LinearBackwardWeights, &[&u, &steps, &state, delta, input, &grads], (p.out_dim * (p.in_dim + 1)) as usize));
+            if l > 0 {
+                let below = plans[l - 1];
+                let u = uniform(&ctx, &[p.in_dim, p.out_dim, below.activation, p.w_offset, 0]);
+                backward.push(Dispatch::new(&ctx, Kernel::LinearBackwardInput, &[&u, &steps, &state, delta, &params, &hidden[l - 1].0, &deltas[l - 1]], max_rows * p.in_dim as usize));
+            }
+        }
+        if let Some(ep) = exposure_plan {
+            let u = uniform(&ctx, &[ep.in_dim, ep.out_dim, ep.w_offset, ep.b_offset, aux_offset]);
+            backward.push(Dispatch::new(&ctx, Kernel::LinearBackwardWeights, &[&u, &steps, &state, &d_out, &eb, &grads], (ep.out_dim * (ep.in_dim + 1)) as usize));
+        }
+        let o = data.optimizer;
+        let adam_u = uniform(
+            &ctx,
+            &[(o.lr as f32).to_bits(), (o.beta1 as f32).to_bits(), (o.beta2 as f32).to_bits(), (o.eps as f32).to_bits(), (o.weight_decay as f32).to_bits(), n_params as u32],
+        );
+        let adam = Dispatch::new(&ctx, Kernel::AdamW, &[&adam_u, &state, &grads, &decay, &params, &m, &v], n_params);
+
+        let mut train_step: Vec<Dispatch> = Vec::new();
+        let mut val_step: Vec<Dispatch> = Vec::new();
+        // Forward dispatches are shared by both passes (same bind groups): rebuild per pass.
+        for d in &forward {
+            train_step.push(Dispatch { kernel: d.kernel, bind_group: d.bind_group.clone(), grid: d.grid });
+            val_step.push(Dispatch { kernel: d.kernel, bind_group: d.bind_group.clone(), grid: d.grid });
+        }
+        train_step.push(loss(0));
+        train_step.extend(backward);
+        train_step.push(adam);
+        train_step.push(step_end(1));
+        val_step.push(loss(1));
+        val_step.push(step_end(0));
+
+        let mut keep = vec![x_all, e_all, row_buf, grads, m, v, decay, xb, eb, out_pre, out, d_out];
+        keep.extend(deltas);
+        keep.extend(hidden.into_iter().flat_map(|(a, b)| [a, b]));
+        Ok(GpuEngine {
+            ctx,
+            data,
+            head: head.clone(),
+            exposure: exposure.cloned(),
+            n_params,
+            n_train,
+            params,
+            batch_rows,
+            pairs,
+            steps,
+            state,
+            loss_acc,
+            stage,
+            train_step,
+            val_step,
+            adam_steps: 0,
+            cap_rows,
+            cap_pairs,
+            cap_steps,
+            _keep: keep,
+        })
+    }
+}
+
+impl Engine for GpuEngine<'_> {
+    fn epoch(&mut self, batches: &[Batch], validate: bool) -> Result<EpochOutcome> {
+        self.ctx.check()?;
+        let validate = validate && self.data.prepared_val.is_some();
+        let mut rows: Vec<u32> = Vec::new();
+        let mut pairs: Vec<[u32; 4]> = Vec::new();
+        let mut steps: Vec<[u32; 4]> = Vec::new();
+        for (batch_rows, batch_pairs) in batches {
+            steps.push([rows.len() as u32, batch_rows.len() as u32, pairs.len() as u32, batch_pairs.len() as u32]);
+            rows.extend(batch_rows.iter().map(|&r| r as u32));
+            pairs.extend(batch_pairs.iter().map(|&(w, l, wt)| [w as u32, l as u32, wt.to_bits(), 0]));
+        }
+        if validate {
+            let pv = self.data.prepared_val.expect("checked");
+            let n_val = pv.t.len();
+            steps.push([rows.len() as u32, n_val as u32, pairs.len() as u32, pv.pairs.len() as u32]);
+            rows.extend((0..n_val).map(|i| (self.n_train + i) as u32));
+            pairs.extend(pv.pairs.iter().map(|&(w, l, wt)| [w as u32, l as u32, wt.to_bits(), 0]));
+        }
+        if rows.len() > self.cap_rows || pairs.len() > self.cap_pairs || steps.len() > self.cap_steps {
+            return Err(Error::InvalidData("epoch larger than the buffers planned for it".into()));
+        }
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.batch_rows, 0, bytemuck::cast_slice(&rows.iter().copied().chain(std::iter::repeat_n(0, 4)).take(rows.len().max(4)).collect::<Vec<u32>>()));
+        if !pairs.is_empty() {
+            q.write_buffer(&self.pairs, 0, bytemuck::cast_slice(&pairs));
+        }
+        q.write_buffer(&self.steps, 0, bytemuck::cast_slice(&steps));
+        q.write_buffer(&self.state, 0, bytemuck::cast_slice(&[0u32, self.adam_steps, 0, 0]));
+        q.write_buffer(&self.loss_acc, 0, bytemuck::cast_slice(&[0f32; 4]));
+
+        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("epoch") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("epoch"), timestamp_writes: None });
+            for _ in batches {
+                for d in &self.train_step {
+                    d.record(&self.ctx, &mut pass);
+                }
+            }
+            if validate {
+                for d in &self.val_step {
+                    d.record(&self.ctx, &mut pass);
+                }
+            }
+        }
+        encoder.copy_buffer_to_buffer(&self.loss_acc, 0, &self.stage, 0, 16);
+        encoder.copy_buffer_to_buffer(&self.params, 0, &self.stage, 16, (self.n_params * 4) as u64);
+        self.ctx.submit(encoder);
+        let bytes = pollster::block_on(self.ctx.read(&self.stage))?;
+        self.adam_steps += batches.len() as u32;
+
+        let floats: &[f32] = bytemuck::cast_slice(&bytes);
+        let (acc, flat) = floats.split_at(4);
+        let head_len = self.head.num_params();
+        self.head.load_flat(&flat[..head_len])?;
+        if let Some(e) = self.exposure.as_mut() {
+            e.load_flat(&flat[head_len..])?;
+        }
+        Ok(EpochOutcome {
+            train_loss: (acc[0] / acc[1]) as f64,
+            val_loss: validate.then_some(acc[2] as f64),
+            head: self.head.clone(),
+            exposure: self.exposure.clone(),
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Buffers, bind groups and dispatches for the head's layers: shared by scoring and training.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::Result;
+use crate::head::{Activation, Head};
+
+use super::context::GpuContext;
+use super::kernels::Kernel;
+
+pub(crate) const WORKGROUP: u32 = 256;
+
+/// Workgroup grid for `n` invocations of a 256-wide kernel, within the 65 535 limit per axis.
+pub(crate) fn grid(n: usize) -> (u32, u32) {
+    let groups = (n as u32).div_ceil(WORKGROUP).max(1);
+    let x = groups.min(65_535);
+    (x, groups.div_ceil(x))
+}
+
+/// One linear layer's place in the flat parameter buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerPlan {
+    pub in_dim: u32,
+    pub out_dim: u32,
+    /// Activation applied to this layer's output (0 identity, 1 ReLU, 2 tanh).
+    pub activation: u32,
+    pub w_offset: u32,
+    pub b_offset: u32,
+}
+
+/// The layers of `head`, with parameters starting at `base` in the flat buffer.
+pub(crate) fn layer_plans(head: &Head, base: usize) -> Vec<LayerPlan> {
+    let act = match head.config.activation {
+        Activation::Relu => 1,
+        Activation::Tanh => 2,
+    };
+    let shapes = head.config.layer_shapes();
+    let mut at = base;
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(l, &(i, o))| {
+            let p = LayerPlan { in_dim: i as u32, out_dim: o as u32, activation: if l + 1 == shapes.len() { 0 } else { act }, w_offset: at as u32, b_offset: (at + i * o) as u32 };
+            at += i * o + o;
+            p
+        })
+        .collect()
+}
+
+pub(crate) fn storage(ctx: &GpuContext, label: &str, bytes: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    // Bindings may not be empty: pad to 16 bytes.
+    let mut padded;
+    let contents = if bytes.len() < 16 {
+        padded = bytes.to_vec();
+        padded.resize(16, 0);
+        &padded[..]
+    } else {
+        bytes
+    };
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC | extra })
+}
+
+pub(crate) fn zeros(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(4) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    })
+}
+
+pub(crate) fn uniform(ctx: &GpuContext, words: &[u32]) -> wgpu::Buffer {
+    let mut w = words.to_vec();
+    w.resize(w.len().div_ceil(4) * 4, 0);
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("params"), contents: bytemuck::cast_slice(&w), usage: wgpu::BufferUsages::UNIFORM })
+}
+
+pub(crate) fn staging(ctx: &GpuContext, bytes: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor { label: Some("staging"), size: bytes as u64, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
+}
+
+/// A kernel dispatch ready to record: pipeline, bind group and grid.
+pub(crate) struct Dispatch {
+    pub kernel: Kernel,
+    pub bind_group: wgpu::BindGroup,
+    pub grid: (u32, u32),
+}
+
+impl Dispatch {
+    pub fn new(ctx: &GpuContext, kernel: Kernel, buffers: &[&wgpu::Buffer], threads: usize) -> Self {
+        let pipeline = ctx.pipeline(kernel);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(kernel.name()), layout: &pipeline.layout, entries: &entries });
+        Dispatch { kernel, bind_group, grid: if kernel == Kernel::StepEnd || kernel.is_loss() { (1, 1) } else { grid(threads) } }
+    }
+
+    pub fn record(&self, ctx: &GpuContext, pass: &mut wgpu::ComputePass<'_>) {
+        let pipeline = ctx.pipeline(self.kernel);
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+    }
+}
+
+impl Kernel {
+    pub fn is_loss(self) -> bool {
+        matches!(self, Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta)
+    }
+}
+
+/// Forward passes of `plans` from `input` (rows × in_dim), each layer writing `pre`/`post`
+/// buffers; the last layer writes into `out_pre`/`out` at `out_offset`. Returns the dispatches
+/// and the per-layer (pre, post) buffers of the hidden layers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_dispatches(
+    ctx: &GpuContext,
+    plans: &[LayerPlan],
+    steps: &wgpu::Buffer,
+    state: &wgpu::Buffer,
+    input: &wgpu::Buffer,
+    params: &wgpu::Buffer,
+    out_pre: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    out_offset: u32,
+    max_rows: usize,
+) -> (Vec<Dispatch>, Vec<(wgpu::Buffer, wgpu::Buffer)>) {
+    let mut dispatches = Vec::new();
+    let mut hidden: Vec<(wgpu::Buffer, wgpu::Buffer)> = Vec::new();
+    for (l, p) in plans.iter().enumerate() {
+        let last = l + 1 == plans.len();
+        let u = uniform(ctx, &[p.in_dim, p.out_dim, p.activation, p.w_offset, p.b_offset, if last { out_offset } else { 0 }]);
+        if !last {
+            hidden.push((zeros(ctx, "pre", max_rows * p.out_dim as usize), zeros(ctx, "post", max_rows * p.out_dim as usize)));
+        }
+        let src = if l == 0 { input } else { &hidden[l - 1].1 };
+        let (pre, post) = if last { (out_pre, out) } else { (&hidden[l].0, &hidden[l].1) };
+        dispatches.push(Dispatch::new(ctx, Kernel::LinearForward, &[&u, steps, state, src, params, pre, post], max_rows * p.out_dim as usize));
+    }
+    (dispatches, hidden)
+}
+
+/// Scores `x` through `head`: one upload, one submission, one readback of all outputs.
+pub(crate) async fn forward(ctx: &GpuContext, head: &Head, x: ndarray::ArrayView2<'_, f32>) -> Result<Vec<f32>> {
+    ctx.check()?;
+    let n = x.nrows();
+    let k = head.config.outputs;
+    let x = x.as_standard_layout();
+    let input = storage(ctx, "x", bytemuck::cast_slice(x.as_slice().expect("standard layout")), wgpu::BufferUsages::empty());
+    let params = storage(ctx, "params", bytemuck::cast_slice(&head.to_flat()), wgpu::BufferUsages::empty());
+    let steps = storage(ctx, "steps", bytemuck::cast_slice(&[0u32, n as u32, 0, 0]), wgpu::BufferUsages::empty());
+    let state = storage(ctx, "state", bytemuck::cast_slice(&[0u32, 0, 0, 0]), wgpu::BufferUsages::empty());
+    let out_pre = zeros(ctx, "out_pre", n * k);
+    let out = zeros(ctx, "out", n * k);
+    let plans = layer_plans(head, 0);
+    let (dispatches, _hidden) = forward_dispatches(ctx, &plans, &steps, &state, &input, &params, &out_pre, &out, 0, n);
+    let stage = staging(ctx, n * k * 4);
+    let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("score") });
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("score"), timestamp_writes: None });
+        for d in &dispatches {
+            d.record(ctx, &mut pass);
+        }
+    }
+    encoder.copy_buffer_to_buffer(&out, 0, &stage, 0, (n * k * 4) as u64);
+    ctx.submit(encoder);
+    let bytes = ctx.read(&stage).await?;
+    Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
+}
