@@ -74,6 +74,10 @@ fn setup() -> Result {
     if !have(WASM_TARGET, &["target", "list", "--installed"]) {
         run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
+    // Mesa's lavapipe: the software Vulkan adapter the GPU tests run on without a GPU.
+    if !has_lavapipe() {
+        install_apt(&["mesa-vulkan-drivers", "libvulkan1"])?;
+    }
     let fixture = root().join(FIXTURE);
     if !fixture.exists() {
         return Err(format!(
@@ -81,8 +85,28 @@ fn setup() -> Result {
             fixture.display()
         ));
     }
-    eprintln!("setup: toolchain components, {WASM_TARGET} target and the dev fixture are in place");
+    eprintln!("setup: toolchain components, {WASM_TARGET} target, Mesa's Vulkan driver and the dev fixture are in place");
     Ok(())
+}
+
+fn has_lavapipe() -> bool {
+    std::fs::read_dir("/usr/share/vulkan/icd.d")
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("lvp_icd")))
+        .unwrap_or(false)
+}
+
+/// Installs Debian packages (as root, or through sudo when not).
+fn install_apt(packages: &[&str]) -> Result {
+    let root = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if root { Command::new("apt-get") } else { let mut c = Command::new("sudo"); c.arg("apt-get"); c };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        cmd
+    };
+    run(&mut apt(&["update", "-qq"]))?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(packages);
+    run(&mut apt(&args))
 }
 
 fn test() -> Result {
@@ -106,7 +130,8 @@ fn test() -> Result {
         "-D",
         "warnings",
     ]))?;
-    run_tests(cargo().args(["test", "--workspace"]))
+    // The GPU half of the conformance suite must run here, not skip.
+    run_tests(cargo().args(["test", "--workspace"]).env("TACIT_REQUIRE_GPU", "1"))
 }
 
 /// Runs cargo's test harness, echoing its output, and closes with one summary line over
