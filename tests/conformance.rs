@@ -119,3 +119,82 @@ fn a_100_step_training_run_agrees_for_every_objective() {
         assert!(!gpu.report.fell_back_to_cpu);
     }
 }
+
+/// A training call of k steps is one submission and at most one readback per epoch (the
+/// epoch's summary together with the weights); scoring is one of each.
+#[test]
+fn one_submission_and_one_readback_per_epoch() {
+    // A context of its own, so that parallel tests do not touch the counters.
+    let Some(_) = gpu() else { return };
+    let ctx = Arc::new(pollster::block_on(GpuContext::new()).unwrap());
+    let train_set = feedback(640, 16, 3);
+    let head = Head::init(&HeadConfig::new(16, &[8]), 1).unwrap();
+    let objective = ObjectiveConfig::new(ObjectiveKind::Ips);
+    let tc = TrainConfig { epochs: 3, batch_size: 64, ..TrainConfig::default() };
+    let t = train_on(&Device::Gpu(ctx.clone()), &head, &objective, &train_set, None, &tc, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(t.report.steps, 30);
+    assert_eq!(ctx.counters.submissions.load(Ordering::SeqCst), 3, "one submission per epoch of 10 steps");
+    assert_eq!(ctx.counters.readbacks.load(Ordering::SeqCst), 3, "one readback per epoch of 10 steps");
+    let before = ctx.counters.readbacks.load(Ordering::SeqCst);
+    score_on(&Device::Gpu(ctx.clone()), &t.head, train_set.emb.view()).unwrap();
+    assert_eq!(ctx.counters.readbacks.load(Ordering::SeqCst), before + 1);
+}
+
+/// A device lost mid-run: training finishes on the CPU from the last weights the GPU
+/// returned, and later GPU calls fail with a typed error instead of panicking.
+#[test]
+fn a_lost_device_falls_back_to_the_cpu_and_keeps_the_weights() {
+    let Some(_) = gpu() else { return };
+    let ctx = Arc::new(pollster::block_on(GpuContext::new()).unwrap());
+    let train_set = feedback(320, 16, 5);
+    let head = Head::init(&HeadConfig::new(16, &[8]), 1).unwrap();
+    let objective = ObjectiveConfig::new(ObjectiveKind::Naive);
+    let tc = TrainConfig { epochs: 6, batch_size: 64, ..TrainConfig::default() };
+    let lose = ctx.clone();
+    let mut after_two = None;
+    let t = train_on(&Device::Gpu(ctx.clone()), &head, &objective, &train_set, None, &tc, &mut |e| {
+        if e.epoch == 2 {
+            lose.simulate_device_loss();
+            after_two = Some(e.train_loss);
+        }
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert!(t.report.fell_back_to_cpu);
+    assert_eq!(t.report.epochs.len(), 6, "the run completed");
+    assert!(t.head.is_finite());
+    // It continued from the GPU's weights: the loss kept falling rather than restarting.
+    let third = t.report.epochs[2].train_loss;
+    assert!(third < t.report.epochs[0].train_loss && third <= after_two.unwrap() * 1.05, "{:?}", t.report.epochs);
+    let err = score_on(&Device::Gpu(ctx), &t.head, train_set.emb.view()).unwrap_err();
+    assert_eq!(err.code().as_str(), "device_lost");
+}
+
+/// Weights trained on the GPU survive a save/load round trip and score the same on both backends.
+#[test]
+fn gpu_trained_weights_round_trip_through_safetensors() {
+    let Some(ctx) = gpu() else { return };
+    let train_set = feedback(320, 16, 9);
+    let head = Head::init(&HeadConfig { outputs: 2, ..HeadConfig::new(16, &[8]) }, 1).unwrap();
+    let objective = ObjectiveConfig::new(ObjectiveKind::Beta);
+    let tc = TrainConfig { epochs: 3, ..TrainConfig::default() };
+    let device = Device::Gpu(ctx);
+    let t = train_on(&device, &head, &objective, &train_set, None, &tc, &mut |_| ControlFlow::Continue(())).unwrap();
+    let w = tacit_rm::store::Weights::new(t.head.clone());
+    let back = tacit_rm::store::from_bytes(&tacit_rm::store::to_bytes(&w).unwrap()).unwrap();
+    assert_eq!(back.head, t.head);
+    for d in devices() {
+        let s = score_on(&d, &back.head, train_set.emb.view()).unwrap();
+        let r = score(&t.head, train_set.emb.view()).unwrap();
+        assert!(s.iter().zip(&r).all(|(a, b)| close(*a, *b, 1e-5)), "{}", d.name());
+    }
+    // Bad input is rejected the same way on every backend.
+    for d in devices() {
+        let wrong = common::random_matrix(2, 15, 1);
+        assert_eq!(score_on(&d, &back.head, wrong.view()).unwrap_err().code().as_str(), "dim_mismatch");
+        let mut nan = common::random_matrix(2, 16, 1);
+        nan[[0, 0]] = f32::NAN;
+        assert_eq!(score_on(&d, &back.head, nan.view()).unwrap_err().code().as_str(), "non_finite_input");
+        assert!(score_on(&d, &back.head, ndarray::Array2::zeros((0, 16)).view()).unwrap().is_empty());
+    }
+}
