@@ -227,7 +227,11 @@ impl Head {
     /// Overwrites every parameter from a flat vector in [`Head::tensors`] order.
     pub fn load_flat(&mut self, flat: &[f32]) -> Result<()> {
         if flat.len() != self.num_params() {
-            return Err(Error::DimMismatch { what: "flat parameters".into(), expected: self.num_params(), got: flat.len() });
+            return Err(Error::DimMismatch {
+                what: "flat parameters".into(),
+                expected: self.num_params(),
+                got: flat.len(),
+            });
         }
         let mut at = 0;
         for t in self.tensors_mut() {

@@ -6,6 +6,8 @@
 //! producing feedback with a known truth to prove the objectives.
 
 pub mod backend;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod eval;

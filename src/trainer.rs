@@ -330,7 +330,13 @@ impl<'a> CpuEngine<'a> {
     fn new(data: RunData<'a>, head: Head, exposure: Option<Head>) -> Self {
         let opt = AdamW::new(data.optimizer, &head);
         let opt_exposure = exposure.as_ref().map(|e| AdamW::new(data.optimizer, e));
-        CpuEngine { data, head, exposure, opt, opt_exposure }
+        CpuEngine {
+            data,
+            head,
+            exposure,
+            opt,
+            opt_exposure,
+        }
     }
 }
 
@@ -342,28 +348,44 @@ impl Engine for CpuEngine<'_> {
         for (rows, pairs) in batches {
             let x = train.emb.select(Axis(0), rows);
             let (out, cache) = cpu::forward_train(&self.head, x.view());
-            let aux_in = self.exposure.as_ref().map(|_| train.exposure.select(Axis(0), rows));
+            let aux_in = self
+                .exposure
+                .as_ref()
+                .map(|_| train.exposure.select(Axis(0), rows));
             let aux_fwd = self
                 .exposure
                 .as_ref()
                 .zip(aux_in.as_ref())
                 .map(|(e, a)| cpu::forward_train(e, a.view()));
-            let LossGrad { loss, d_out, d_aux } =
-                prepared.batch_loss(rows, pairs, out.view(), aux_fwd.as_ref().map(|(o, _)| o.view()))?;
+            let LossGrad { loss, d_out, d_aux } = prepared.batch_loss(
+                rows,
+                pairs,
+                out.view(),
+                aux_fwd.as_ref().map(|(o, _)| o.view()),
+            )?;
             let grads = cpu::backward(&self.head, &cache, d_out.view());
             self.opt.step(&mut self.head, &grads);
-            if let (Some(e), Some(o), Some((_, c)), Some(d)) =
-                (self.exposure.as_mut(), self.opt_exposure.as_mut(), aux_fwd.as_ref(), d_aux)
-            {
+            if let (Some(e), Some(o), Some((_, c)), Some(d)) = (
+                self.exposure.as_mut(),
+                self.opt_exposure.as_mut(),
+                aux_fwd.as_ref(),
+                d_aux,
+            ) {
                 let g = cpu::backward(e, c, d.view());
                 o.step(e, &g);
             }
-            let weight = if prepared.kind().is_pairwise() { pairs.len() } else { rows.len() } as f64;
+            let weight = if prepared.kind().is_pairwise() {
+                pairs.len()
+            } else {
+                rows.len()
+            } as f64;
             loss_sum += loss * weight;
             weight_sum += weight;
         }
         let val_loss = match (validate, self.data.prepared_val, self.data.val) {
-            (true, Some(pv), Some(v)) => Some(full_loss(&self.head, self.exposure.as_ref(), pv, v)?),
+            (true, Some(pv), Some(v)) => {
+                Some(full_loss(&self.head, self.exposure.as_ref(), pv, v)?)
+            }
             _ => None,
         };
         Ok(EpochOutcome {

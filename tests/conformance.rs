@@ -23,7 +23,8 @@ fn gpu() -> Option<Arc<GpuContext>> {
     match GpuContext::shared() {
         Ok(ctx) => Some(ctx),
         Err(e) => {
-            let required = std::env::var("TACIT_REQUIRE_GPU").is_ok_and(|v| v == "1") || std::env::var("CI").is_ok();
+            let required = std::env::var("TACIT_REQUIRE_GPU").is_ok_and(|v| v == "1")
+                || std::env::var("CI").is_ok();
             assert!(!required, "no GPU adapter, and this run requires one: {e}");
             eprintln!("SKIPPED the GPU half of this test: {e}");
             None
@@ -46,7 +47,12 @@ fn forward_matches_the_cpu_reference() {
     let configs = [
         HeadConfig::new(384, &[]),
         HeadConfig::new(384, &[128]),
-        HeadConfig { dim: 384, hidden: vec![32, 8], activation: Activation::Tanh, outputs: 2 },
+        HeadConfig {
+            dim: 384,
+            hidden: vec![32, 8],
+            activation: Activation::Tanh,
+            outputs: 2,
+        },
     ];
     for device in devices() {
         for cfg in &configs {
@@ -57,7 +63,11 @@ fn forward_matches_the_cpu_reference() {
                 let got = score_on(&device, &head, x.view()).unwrap();
                 assert_eq!(got.len(), n);
                 for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
-                    assert!(close(*g, *r, 1e-5), "{} {cfg:?} n={n} row {i}: {g} vs {r}", device.name());
+                    assert!(
+                        close(*g, *r, 1e-5),
+                        "{} {cfg:?} n={n} row {i}: {g} vs {r}",
+                        device.name()
+                    );
                 }
             }
         }
@@ -68,15 +78,35 @@ fn forward_matches_the_cpu_reference() {
 fn feedback(n: usize, dim: usize, seed: u64) -> Examples {
     let mut r = Rng::new(seed);
     let emb = common::random_matrix(n, dim, seed);
-    let truth: Vec<f32> = emb.rows().into_iter().map(|x| (x[0] + 0.5 * x[1] > 0.0) as u8 as f32).collect();
+    let truth: Vec<f32> = emb
+        .rows()
+        .into_iter()
+        .map(|x| (x[0] + 0.5 * x[1] > 0.0) as u8 as f32)
+        .collect();
     let feedback: Vec<f32> = (0..n).map(|_| r.bernoulli(0.6) as u8 as f32).collect();
-    let explicit: Vec<f32> = (0..n).map(|i| if feedback[i] > 0.0 { if r.bernoulli(0.1) { 1.0 - truth[i] } else { truth[i] } } else { 0.0 }).collect();
+    let explicit: Vec<f32> = (0..n)
+        .map(|i| {
+            if feedback[i] > 0.0 {
+                if r.bernoulli(0.1) {
+                    1.0 - truth[i]
+                } else {
+                    truth[i]
+                }
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let propensity: Vec<f32> = (0..n).map(|_| (0.2 + 0.7 * r.uniform()) as f32).collect();
     let exposure = common::random_matrix(n, 3, seed + 1);
     let pairs = (0..n / 2)
         .map(|g| {
             let (a, b) = (2 * g, 2 * g + 1);
-            let mut p = if truth[a] >= truth[b] { Pair::new(a, b) } else { Pair::new(b, a) };
+            let mut p = if truth[a] >= truth[b] {
+                Pair::new(a, b)
+            } else {
+                Pair::new(b, a)
+            };
             if g % 3 == 0 {
                 p.logp_new = Some([-(r.uniform() * 3.0) as f32, -(r.uniform() * 3.0) as f32]);
                 p.logp_old = Some([-(r.uniform() * 3.0) as f32, -(r.uniform() * 3.0) as f32]);
@@ -84,7 +114,15 @@ fn feedback(n: usize, dim: usize, seed: u64) -> Examples {
             p
         })
         .collect();
-    Examples { emb, observed: explicit.clone(), feedback, explicit, propensity, exposure, pairs }
+    Examples {
+        emb,
+        observed: explicit.clone(),
+        feedback,
+        explicit,
+        propensity,
+        exposure,
+        pairs,
+    }
 }
 
 /// 100 AdamW steps of every objective: the final training loss agrees across backends
@@ -95,26 +133,66 @@ fn a_100_step_training_run_agrees_for_every_objective() {
     let train_set = feedback(640, 16, 7);
     let val_set = feedback(128, 16, 8);
     for kind in ObjectiveKind::ALL {
-        let cfg = HeadConfig { outputs: kind.head_outputs(), ..HeadConfig::new(16, &[8]) };
+        let cfg = HeadConfig {
+            outputs: kind.head_outputs(),
+            ..HeadConfig::new(16, &[8])
+        };
         let head = Head::init(&cfg, 2).unwrap();
-        let objective = ObjectiveConfig { flip: Some(FlipRates { rho10: 0.1, rho01: 0.1 }), ..ObjectiveConfig::new(kind) };
+        let objective = ObjectiveConfig {
+            flip: Some(FlipRates {
+                rho10: 0.1,
+                rho01: 0.1,
+            }),
+            ..ObjectiveConfig::new(kind)
+        };
         // Pairwise batches are drawn over 320 pairs: 32 per batch gives 10 steps an epoch.
         let batch_size = if kind.is_pairwise() { 32 } else { 64 };
-        let tc = TrainConfig { epochs: 10, batch_size, patience: 0, seed: 4, ..TrainConfig::default() };
-        let run = |device: &Device| train_on(device, &head, &objective, &train_set, Some(&val_set), &tc, &mut |_| ControlFlow::Continue(())).unwrap();
+        let tc = TrainConfig {
+            epochs: 10,
+            batch_size,
+            patience: 0,
+            seed: 4,
+            ..TrainConfig::default()
+        };
+        let run = |device: &Device| {
+            train_on(
+                device,
+                &head,
+                &objective,
+                &train_set,
+                Some(&val_set),
+                &tc,
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap()
+        };
         let cpu = run(&Device::Cpu);
         let gpu = run(&Device::Gpu(ctx.clone()));
         assert_eq!(cpu.report.steps, 100, "{kind}");
         assert_eq!(gpu.report.steps, 100, "{kind}");
-        let (a, b) = (gpu.report.final_loss().unwrap(), cpu.report.final_loss().unwrap());
-        assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-3), "{kind}: final loss gpu {a} vs cpu {b}");
+        let (a, b) = (
+            gpu.report.final_loss().unwrap(),
+            cpu.report.final_loss().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-3 * b.abs().max(1e-3),
+            "{kind}: final loss gpu {a} vs cpu {b}"
+        );
         for (e_gpu, e_cpu) in gpu.report.epochs.iter().zip(&cpu.report.epochs) {
             let (va, vb) = (e_gpu.val_loss.unwrap(), e_cpu.val_loss.unwrap());
-            assert!((va - vb).abs() <= 1e-3 * vb.abs().max(1e-3), "{kind} epoch {}: val loss gpu {va} vs cpu {vb}", e_cpu.epoch);
+            assert!(
+                (va - vb).abs() <= 1e-3 * vb.abs().max(1e-3),
+                "{kind} epoch {}: val loss gpu {va} vs cpu {vb}",
+                e_cpu.epoch
+            );
         }
         let x = val_set.emb.view();
         let (sa, sb) = (score(&gpu.head, x).unwrap(), score(&cpu.head, x).unwrap());
-        let worst = sa.iter().zip(&sb).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0f32, f32::max);
+        let worst = sa
+            .iter()
+            .zip(&sb)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0.0f32, f32::max);
         assert!(worst < 1e-2, "{kind}: trained scores differ by {worst}");
         assert!(!gpu.report.fell_back_to_cpu);
     }
@@ -130,11 +208,32 @@ fn one_submission_and_one_readback_per_epoch() {
     let train_set = feedback(640, 16, 3);
     let head = Head::init(&HeadConfig::new(16, &[8]), 1).unwrap();
     let objective = ObjectiveConfig::new(ObjectiveKind::Ips);
-    let tc = TrainConfig { epochs: 3, batch_size: 64, ..TrainConfig::default() };
-    let t = train_on(&Device::Gpu(ctx.clone()), &head, &objective, &train_set, None, &tc, &mut |_| ControlFlow::Continue(())).unwrap();
+    let tc = TrainConfig {
+        epochs: 3,
+        batch_size: 64,
+        ..TrainConfig::default()
+    };
+    let t = train_on(
+        &Device::Gpu(ctx.clone()),
+        &head,
+        &objective,
+        &train_set,
+        None,
+        &tc,
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
     assert_eq!(t.report.steps, 30);
-    assert_eq!(ctx.counters.submissions.load(Ordering::SeqCst), 3, "one submission per epoch of 10 steps");
-    assert_eq!(ctx.counters.readbacks.load(Ordering::SeqCst), 3, "one readback per epoch of 10 steps");
+    assert_eq!(
+        ctx.counters.submissions.load(Ordering::SeqCst),
+        3,
+        "one submission per epoch of 10 steps"
+    );
+    assert_eq!(
+        ctx.counters.readbacks.load(Ordering::SeqCst),
+        3,
+        "one readback per epoch of 10 steps"
+    );
     let before = ctx.counters.readbacks.load(Ordering::SeqCst);
     score_on(&Device::Gpu(ctx.clone()), &t.head, train_set.emb.view()).unwrap();
     assert_eq!(ctx.counters.readbacks.load(Ordering::SeqCst), before + 1);
@@ -149,23 +248,39 @@ fn a_lost_device_falls_back_to_the_cpu_and_keeps_the_weights() {
     let train_set = feedback(320, 16, 5);
     let head = Head::init(&HeadConfig::new(16, &[8]), 1).unwrap();
     let objective = ObjectiveConfig::new(ObjectiveKind::Naive);
-    let tc = TrainConfig { epochs: 6, batch_size: 64, ..TrainConfig::default() };
+    let tc = TrainConfig {
+        epochs: 6,
+        batch_size: 64,
+        ..TrainConfig::default()
+    };
     let lose = ctx.clone();
     let mut after_two = None;
-    let t = train_on(&Device::Gpu(ctx.clone()), &head, &objective, &train_set, None, &tc, &mut |e| {
-        if e.epoch == 2 {
-            lose.simulate_device_loss();
-            after_two = Some(e.train_loss);
-        }
-        ControlFlow::Continue(())
-    })
+    let t = train_on(
+        &Device::Gpu(ctx.clone()),
+        &head,
+        &objective,
+        &train_set,
+        None,
+        &tc,
+        &mut |e| {
+            if e.epoch == 2 {
+                lose.simulate_device_loss();
+                after_two = Some(e.train_loss);
+            }
+            ControlFlow::Continue(())
+        },
+    )
     .unwrap();
     assert!(t.report.fell_back_to_cpu);
     assert_eq!(t.report.epochs.len(), 6, "the run completed");
     assert!(t.head.is_finite());
     // It continued from the GPU's weights: the loss kept falling rather than restarting.
     let third = t.report.epochs[2].train_loss;
-    assert!(third < t.report.epochs[0].train_loss && third <= after_two.unwrap() * 1.05, "{:?}", t.report.epochs);
+    assert!(
+        third < t.report.epochs[0].train_loss && third <= after_two.unwrap() * 1.05,
+        "{:?}",
+        t.report.epochs
+    );
     let err = score_on(&Device::Gpu(ctx), &t.head, train_set.emb.view()).unwrap_err();
     assert_eq!(err.code().as_str(), "device_lost");
 }
@@ -175,26 +290,95 @@ fn a_lost_device_falls_back_to_the_cpu_and_keeps_the_weights() {
 fn gpu_trained_weights_round_trip_through_safetensors() {
     let Some(ctx) = gpu() else { return };
     let train_set = feedback(320, 16, 9);
-    let head = Head::init(&HeadConfig { outputs: 2, ..HeadConfig::new(16, &[8]) }, 1).unwrap();
+    let head = Head::init(
+        &HeadConfig {
+            outputs: 2,
+            ..HeadConfig::new(16, &[8])
+        },
+        1,
+    )
+    .unwrap();
     let objective = ObjectiveConfig::new(ObjectiveKind::Beta);
-    let tc = TrainConfig { epochs: 3, ..TrainConfig::default() };
+    let tc = TrainConfig {
+        epochs: 3,
+        ..TrainConfig::default()
+    };
     let device = Device::Gpu(ctx);
-    let t = train_on(&device, &head, &objective, &train_set, None, &tc, &mut |_| ControlFlow::Continue(())).unwrap();
+    let t = train_on(
+        &device,
+        &head,
+        &objective,
+        &train_set,
+        None,
+        &tc,
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
     let w = tacit_rm::store::Weights::new(t.head.clone());
     let back = tacit_rm::store::from_bytes(&tacit_rm::store::to_bytes(&w).unwrap()).unwrap();
     assert_eq!(back.head, t.head);
     for d in devices() {
         let s = score_on(&d, &back.head, train_set.emb.view()).unwrap();
         let r = score(&t.head, train_set.emb.view()).unwrap();
-        assert!(s.iter().zip(&r).all(|(a, b)| close(*a, *b, 1e-5)), "{}", d.name());
+        assert!(
+            s.iter().zip(&r).all(|(a, b)| close(*a, *b, 1e-5)),
+            "{}",
+            d.name()
+        );
     }
     // Bad input is rejected the same way on every backend.
     for d in devices() {
         let wrong = common::random_matrix(2, 15, 1);
-        assert_eq!(score_on(&d, &back.head, wrong.view()).unwrap_err().code().as_str(), "dim_mismatch");
+        assert_eq!(
+            score_on(&d, &back.head, wrong.view())
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "dim_mismatch"
+        );
         let mut nan = common::random_matrix(2, 16, 1);
         nan[[0, 0]] = f32::NAN;
-        assert_eq!(score_on(&d, &back.head, nan.view()).unwrap_err().code().as_str(), "non_finite_input");
-        assert!(score_on(&d, &back.head, ndarray::Array2::zeros((0, 16)).view()).unwrap().is_empty());
+        assert_eq!(
+            score_on(&d, &back.head, nan.view())
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "non_finite_input"
+        );
+        assert!(
+            score_on(&d, &back.head, ndarray::Array2::zeros((0, 16)).view())
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+/// `tacit eval --backend gpu` reproduces the CPU table: every method's per-seed AUROC on the
+/// real fixture agrees far inside the seed-to-seed spread.
+#[test]
+fn eval_on_the_gpu_reproduces_the_cpu_table() {
+    let Some(ctx) = gpu() else { return };
+    let ds = tacit_rm::data::Dataset::load(&common::fixture()).unwrap();
+    let cfg = tacit_rm::eval::EvalConfig {
+        seeds: 2,
+        methods: tacit_rm::eval::Method::parse_list(
+            "naive,ips,noise-ips,implicit,pairwise,beta,oracle",
+        )
+        .unwrap(),
+        ..Default::default()
+    };
+    let cpu = tacit_rm::eval::run_on(&Device::Cpu, &ds, &cfg, &mut |_, _, _| {}).unwrap();
+    let gpu = tacit_rm::eval::run_on(&Device::Gpu(ctx), &ds, &cfg, &mut |_, _, _| {}).unwrap();
+    for ((name, c), (_, g)) in cpu.rows.iter().zip(&gpu.rows) {
+        for (sc, sg) in c.per_seed.iter().zip(&g.per_seed) {
+            assert!(
+                (sc.auroc - sg.auroc).abs() < 0.005,
+                "{name}: cpu {} vs gpu {}",
+                sc.auroc,
+                sg.auroc
+            );
+        }
+        // The seed spread the table reports is an order of magnitude larger than that.
+        assert!((c.auroc.mean - g.auroc.mean).abs() < 0.005, "{name}");
     }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use tacit_rm::backend::gpu::GpuContext;
+use tacit_rm::backend::Device;
 use tacit_rm::data::Dataset;
 use tacit_rm::eval::{self, EvalConfig, Method};
 use tacit_rm::feedback::flip::FlipRates;
@@ -39,6 +41,19 @@ enum Command {
     Train(TrainArgs),
     /// Score the embeddings of a data or feedback file.
     Score(ScoreArgs),
+    /// Time scoring and training on every backend of this machine.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Timed repeats per figure (after one warm-up call).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    markdown: Option<PathBuf>,
 }
 
 /// Settings of the simulator (shared by `eval` and `train` on labelled data).
@@ -136,6 +151,9 @@ struct EvalArgs {
     /// simulator's own propensities, a diagnostic ceiling).
     #[arg(long, default_value = "exposure+embedding")]
     propensity: String,
+    /// Where to train and score: cpu or gpu.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -269,7 +287,9 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         cfg.methods.len()
     );
     let verbose = a.verbose;
-    let result = eval::run(&ds, &cfg, &mut |seed, method, m| {
+    let device = parse_backend(&a.backend)?;
+    eprintln!("backend: {}", describe(&device));
+    let result = eval::run_on(&device, &ds, &cfg, &mut |seed, method, m| {
         if verbose {
             eprintln!("  seed {seed} {:<10} auroc {:.4}", method.name(), m.auroc);
         }
@@ -278,6 +298,62 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     println!("{table}");
     if let Some(path) = a.json {
         write_file(&path, result.to_json().as_bytes())?;
+    }
+    if let Some(path) = a.markdown {
+        write_file(&path, table.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn parse_backend(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "gpu" => Ok(Device::Gpu(GpuContext::shared()?)),
+        other => Err(Error::UnknownName {
+            kind: "backend",
+            name: other.into(),
+            expected: "cpu, gpu".into(),
+        }),
+    }
+}
+
+fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu (ndarray)".into(),
+        Device::Gpu(ctx) => format!("gpu ({} via {:?})", ctx.adapter.name, ctx.adapter.backend),
+    }
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    if a.repeats == 0 {
+        return Err(Error::InvalidConfig("--repeats must be at least 1".into()));
+    }
+    let mut devices = vec![Device::Cpu];
+    let adapter = match GpuContext::shared() {
+        Ok(ctx) => {
+            let name = format!(
+                "{} ({:?}, {:?})",
+                ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
+            );
+            devices.push(Device::Gpu(ctx));
+            name
+        }
+        Err(e) => {
+            eprintln!("no GPU adapter, benchmarking the CPU only: {e}");
+            "none".into()
+        }
+    };
+    let figures = tacit_rm::bench::run(&devices, a.repeats)?;
+    let table = tacit_rm::bench::markdown(&figures, &adapter);
+    println!("{table}");
+    if let Some(path) = a.json {
+        let json = serde_json::json!({ "adapter": adapter, "figures": figures });
+        write_file(
+            &path,
+            serde_json::to_string_pretty(&json)
+                .expect("json")
+                .as_bytes(),
+        )?;
     }
     if let Some(path) = a.markdown {
         write_file(&path, table.as_bytes())?;
@@ -407,6 +483,7 @@ fn main() -> ExitCode {
         Command::Init(a) => run_init(a),
         Command::Train(a) => run_train(a),
         Command::Score(a) => run_score(a),
+        Command::Bench(a) => run_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Device;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::feedback::propensity::PropensityModel;
@@ -297,7 +298,13 @@ fn scaled_within(full: &Dataset, subset: &Dataset) -> Vec<f32> {
 }
 
 /// Trains `method` on one seed's data and scores the test split.
-fn run_method(method: Method, data: &SeedData, cfg: &EvalConfig, seed: u64) -> Result<Metrics> {
+fn run_method(
+    device: &Device,
+    method: Method,
+    data: &SeedData,
+    cfg: &EvalConfig,
+    seed: u64,
+) -> Result<Metrics> {
     let (kind, train, val) = match method {
         Method::Oracle => (
             ObjectiveKind::Naive,
@@ -324,7 +331,8 @@ fn run_method(method: Method, data: &SeedData, cfg: &EvalConfig, seed: u64) -> R
         seed,
         ..cfg.train.clone()
     };
-    let trained = trainer::train(
+    let trained = trainer::train_on(
+        device,
         &head,
         &objective,
         &train,
@@ -332,12 +340,22 @@ fn run_method(method: Method, data: &SeedData, cfg: &EvalConfig, seed: u64) -> R
         &train_cfg,
         &mut |_| ControlFlow::Continue(()),
     )?;
-    let scores = trainer::score(&trained.head, data.test_emb.view())?;
+    let scores = trainer::score_on(device, &trained.head, data.test_emb.view())?;
     metrics::evaluate(&scores, &data.test_truth, &data.test_groups)
 }
 
 /// Runs the whole evaluation. `on_result` hears of each (seed, method) as it finishes.
 pub fn run(
+    ds: &Dataset,
+    cfg: &EvalConfig,
+    on_result: &mut dyn FnMut(usize, Method, &Metrics),
+) -> Result<EvalResult> {
+    run_on(&Device::Cpu, ds, cfg, on_result)
+}
+
+/// Like [`run`], training and scoring on `device`.
+pub fn run_on(
+    device: &Device,
     ds: &Dataset,
     cfg: &EvalConfig,
     on_result: &mut dyn FnMut(usize, Method, &Metrics),
@@ -357,7 +375,7 @@ pub fn run(
         let seed = 1000 + s as u64;
         let data = prepare_seed(ds, cfg, seed)?;
         for (m, &method) in cfg.methods.iter().enumerate() {
-            let result = run_method(method, &data, cfg, seed).map_err(|e| match e {
+            let result = run_method(device, method, &data, cfg, seed).map_err(|e| match e {
                 Error::InvalidData(msg) => Error::InvalidData(format!("{}: {msg}", method.name())),
                 other => other,
             })?;

@@ -91,7 +91,10 @@ fn setup() -> Result {
 
 fn has_lavapipe() -> bool {
     std::fs::read_dir("/usr/share/vulkan/icd.d")
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("lvp_icd")))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("lvp_icd"))
+        })
         .unwrap_or(false)
 }
 
@@ -99,7 +102,13 @@ fn has_lavapipe() -> bool {
 fn install_apt(packages: &[&str]) -> Result {
     let root = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
     let apt = |args: &[&str]| {
-        let mut cmd = if root { Command::new("apt-get") } else { let mut c = Command::new("sudo"); c.arg("apt-get"); c };
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
         cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
         cmd
     };
@@ -131,7 +140,11 @@ fn test() -> Result {
         "warnings",
     ]))?;
     // The GPU half of the conformance suite must run here, not skip.
-    run_tests(cargo().args(["test", "--workspace"]).env("TACIT_REQUIRE_GPU", "1"))
+    run_tests(
+        cargo()
+            .args(["test", "--workspace"])
+            .env("TACIT_REQUIRE_GPU", "1"),
+    )
 }
 
 /// Runs cargo's test harness, echoing its output, and closes with one summary line over

@@ -36,27 +36,40 @@ pub struct GpuContext {
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuContext({} on {:?})", self.adapter.name, self.adapter.backend)
+        write!(
+            f,
+            "GpuContext({} on {:?})",
+            self.adapter.name, self.adapter.backend
+        )
     }
 }
 
 impl GpuContext {
     /// Requests an adapter and a device (honours `WGPU_BACKEND=vulkan|gl`).
     pub async fn new() -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
             .await
             .map_err(|e| Error::NoGpu(format!("no GPU adapter: {e}")))?;
         let limits = wgpu::Limits::downlevel_defaults().using_resolution(adapter.limits());
         let limits = wgpu::Limits {
-            max_storage_buffers_per_shader_stage: 10.min(adapter.limits().max_storage_buffers_per_shader_stage),
+            max_storage_buffers_per_shader_stage: 10
+                .min(adapter.limits().max_storage_buffers_per_shader_stage),
             max_storage_buffer_binding_size: adapter.limits().max_storage_buffer_binding_size,
             max_buffer_size: adapter.limits().max_buffer_size,
             ..limits
         };
         let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor { label: Some("tacit-rm"), required_limits: limits, ..Default::default() })
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tacit-rm"),
+                required_limits: limits,
+                ..Default::default()
+            })
             .await
             .map_err(|e| Error::NoGpu(format!("the adapter refused a device: {e}")))?;
         let lost = Arc::new(AtomicBool::new(false));
@@ -66,23 +79,41 @@ impl GpuContext {
             let error = error.clone();
             device.set_device_lost_callback(move |reason, message| {
                 lost.store(true, Ordering::SeqCst);
-                error.lock().expect("not poisoned").get_or_insert(format!("{reason:?}: {message}"));
+                error
+                    .lock()
+                    .expect("not poisoned")
+                    .get_or_insert(format!("{reason:?}: {message}"));
             });
         }
         {
             let error = error.clone();
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                error.lock().expect("not poisoned").get_or_insert(e.to_string());
+                error
+                    .lock()
+                    .expect("not poisoned")
+                    .get_or_insert(e.to_string());
             }));
         }
-        Ok(GpuContext { device, queue, adapter: adapter.get_info(), counters: Counters::default(), lost, error, pipelines: Mutex::new(HashMap::new()) })
+        Ok(GpuContext {
+            device,
+            queue,
+            adapter: adapter.get_info(),
+            counters: Counters::default(),
+            lost,
+            error,
+            pipelines: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The process-wide context, built on first use (native only: blocks on the async setup).
     pub fn shared() -> Result<Arc<GpuContext>> {
         static SHARED: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
         SHARED
-            .get_or_init(|| pollster::block_on(GpuContext::new()).map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                pollster::block_on(GpuContext::new())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .clone()
             .map_err(Error::NoGpu)
     }
@@ -95,7 +126,10 @@ impl GpuContext {
     /// Marks the device lost, as a driver reset would (for tests of the fallback path).
     pub fn simulate_device_loss(&self) {
         self.lost.store(true, Ordering::SeqCst);
-        self.error.lock().expect("not poisoned").get_or_insert("device loss simulated".into());
+        self.error
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert("device loss simulated".into());
     }
 
     /// Fails with `device_lost` if the device is gone or an error was reported.
@@ -115,10 +149,12 @@ impl GpuContext {
         cache
             .entry(kernel)
             .or_insert_with(|| {
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.name()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                });
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.name()),
+                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                    });
                 let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
                     .bindings()
                     .iter()
@@ -130,20 +166,29 @@ impl GpuContext {
                         count: None,
                     })
                     .collect();
-                let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(kernel.name()), entries: &entries });
-                let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(kernel.name()),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
-                let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(kernel.name()),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: Default::default(),
-                    cache: None,
-                });
+                let layout =
+                    self.device
+                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some(kernel.name()),
+                            entries: &entries,
+                        });
+                let pipeline_layout =
+                    self.device
+                        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                            label: Some(kernel.name()),
+                            bind_group_layouts: &[Some(&layout)],
+                            immediate_size: 0,
+                        });
+                let pipeline =
+                    self.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(kernel.name()),
+                            layout: Some(&pipeline_layout),
+                            module: &module,
+                            entry_point: Some("main"),
+                            compilation_options: Default::default(),
+                            cache: None,
+                        });
                 Arc::new(Pipeline { layout, pipeline })
             })
             .clone()

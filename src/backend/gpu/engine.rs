@@ -10,11 +10,15 @@ use crate::trainer::{Batch, Engine, EpochOutcome, RunData, TrainConfig};
 
 use super::context::GpuContext;
 use super::kernels::Kernel;
-use super::plan::{forward_dispatches, layer_plans, staging, storage, uniform, zeros, Dispatch, LayerPlan};
+use super::plan::{
+    forward_dispatches, layer_plans, staging, storage, uniform, zeros, Dispatch, LayerPlan,
+};
 
 /// Per-example `(w, t, m/π̂, observed)` rows of a prepared objective.
 fn row_data(p: &Prepared) -> Vec<[f32; 4]> {
-    (0..p.t.len()).map(|i| [p.w[i], p.t[i], p.mask_weight[i], p.observed[i]]).collect()
+    (0..p.t.len())
+        .map(|i| [p.w[i], p.t[i], p.mask_weight[i], p.observed[i]])
+        .collect()
 }
 
 pub(crate) struct GpuEngine<'a> {
@@ -44,7 +48,13 @@ pub(crate) struct GpuEngine<'a> {
 }
 
 impl<'a> GpuEngine<'a> {
-    pub fn new(ctx: Arc<GpuContext>, data: RunData<'a>, head: &Head, exposure: Option<&Head>, config: &TrainConfig) -> Result<Self> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        data: RunData<'a>,
+        head: &Head,
+        exposure: Option<&Head>,
+        config: &TrainConfig,
+    ) -> Result<Self> {
         ctx.check()?;
         let kind = data.prepared.kind();
         let train = data.train;
@@ -56,8 +66,18 @@ impl<'a> GpuEngine<'a> {
         let e_dim = train.exposure.ncols();
 
         // Resident data: training rows then validation rows.
-        let mut x_all = train.emb.as_standard_layout().to_owned().into_raw_vec_and_offset().0;
-        let mut e_all = train.exposure.as_standard_layout().to_owned().into_raw_vec_and_offset().0;
+        let mut x_all = train
+            .emb
+            .as_standard_layout()
+            .to_owned()
+            .into_raw_vec_and_offset()
+            .0;
+        let mut e_all = train
+            .exposure
+            .as_standard_layout()
+            .to_owned()
+            .into_raw_vec_and_offset()
+            .0;
         let mut rows = row_data(data.prepared);
         if let (Some(v), Some(pv)) = (data.val, data.prepared_val) {
             x_all.extend(v.emb.as_standard_layout().iter());
@@ -74,10 +94,17 @@ impl<'a> GpuEngine<'a> {
         let row_buf = storage(&ctx, "row_data", bytemuck::cast_slice(&rows), none);
 
         let mut flat = head.to_flat();
-        let mut decay: Vec<f32> = head.tensors().iter().enumerate().flat_map(|(i, t)| std::iter::repeat_n(if i % 2 == 0 { 1.0 } else { 0.0 }, t.len())).collect();
+        let mut decay: Vec<f32> = head
+            .tensors()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| std::iter::repeat_n(if i % 2 == 0 { 1.0 } else { 0.0 }, t.len()))
+            .collect();
         if let Some(e) = exposure {
             flat.extend(e.to_flat());
-            decay.extend(e.tensors().iter().enumerate().flat_map(|(i, t)| std::iter::repeat_n(if i % 2 == 0 { 1.0f32 } else { 0.0 }, t.len())));
+            decay.extend(e.tensors().iter().enumerate().flat_map(|(i, t)| {
+                std::iter::repeat_n(if i % 2 == 0 { 1.0f32 } else { 0.0 }, t.len())
+            }));
         }
         let n_params = flat.len();
         let params = storage(&ctx, "params", bytemuck::cast_slice(&flat), none);
@@ -89,9 +116,17 @@ impl<'a> GpuEngine<'a> {
         // Per-epoch index buffers, sized for the largest epoch.
         let is_pairwise = kind.is_pairwise();
         let n_pairs = data.prepared.pairs.len() + data.prepared_val.map_or(0, |p| p.pairs.len());
-        let cap_rows = if is_pairwise { 2 * data.prepared.pairs.len() + n_val } else { n };
+        let cap_rows = if is_pairwise {
+            2 * data.prepared.pairs.len() + n_val
+        } else {
+            n
+        };
         let cap_pairs = n_pairs.max(1);
-        let units = if is_pairwise { data.prepared.pairs.len() } else { n_train };
+        let units = if is_pairwise {
+            data.prepared.pairs.len()
+        } else {
+            n_train
+        };
         let cap_steps = units.div_ceil(config.batch_size) + 1;
         let batch_rows = zeros(&ctx, "batch_rows", cap_rows);
         let pairs = zeros(&ctx, "pairs", cap_pairs * 4);
@@ -100,7 +135,11 @@ impl<'a> GpuEngine<'a> {
         let loss_acc = zeros(&ctx, "loss_acc", 4);
         let stage = staging(&ctx, 16 + n_params * 4);
 
-        let batch_max = if is_pairwise { 2 * config.batch_size } else { config.batch_size };
+        let batch_max = if is_pairwise {
+            2 * config.batch_size
+        } else {
+            config.batch_size
+        };
         let max_rows = batch_max.min(n_train.max(1)).max(n_val).max(1);
         let xb = zeros(&ctx, "x_batch", max_rows * dim);
         let eb = zeros(&ctx, "e_batch", max_rows * e_dim);
@@ -111,20 +150,39 @@ impl<'a> GpuEngine<'a> {
         let d_out = zeros(&ctx, "d_out", out_len);
 
         let plans = layer_plans(head, 0);
-        let exposure_plan: Option<LayerPlan> = exposure.map(|e| layer_plans(e, head.num_params())[0]);
+        let exposure_plan: Option<LayerPlan> =
+            exposure.map(|e| layer_plans(e, head.num_params())[0]);
 
         let gather = |width: usize, source: &wgpu::Buffer, dest: &wgpu::Buffer| {
             let u = uniform(&ctx, &[width as u32]);
-            Dispatch::new(&ctx, Kernel::Gather, &[&u, &steps, &state, &batch_rows, source, dest], max_rows * width)
+            Dispatch::new(
+                &ctx,
+                Kernel::Gather,
+                &[&u, &steps, &state, &batch_rows, source, dest],
+                max_rows * width,
+            )
         };
         let mut forward = vec![gather(dim, &x_all, &xb)];
-        let (head_fwd, hidden) = forward_dispatches(&ctx, &plans, &steps, &state, &xb, &params, &out_pre, &out, 0, max_rows);
+        let (head_fwd, hidden) = forward_dispatches(
+            &ctx, &plans, &steps, &state, &xb, &params, &out_pre, &out, 0, max_rows,
+        );
         forward.extend(head_fwd);
         if let Some(ep) = exposure_plan {
             if e_dim > 0 {
                 forward.push(gather(e_dim, &e_all, &eb));
             }
-            let (exp_fwd, _) = forward_dispatches(&ctx, &[ep], &steps, &state, &eb, &params, &out_pre, &out, aux_offset, max_rows);
+            let (exp_fwd, _) = forward_dispatches(
+                &ctx,
+                &[ep],
+                &steps,
+                &state,
+                &eb,
+                &params,
+                &out_pre,
+                &out,
+                aux_offset,
+                max_rows,
+            );
             forward.extend(exp_fwd);
         }
 
@@ -154,7 +212,22 @@ impl<'a> GpuEngine<'a> {
         };
         let loss = |mode: u32| {
             let u = loss_params(mode);
-            Dispatch::new(&ctx, loss_kernel, &[&u, &steps, &state, &batch_rows, &row_buf, &out, &pairs, &d_out, &loss_acc], 1)
+            Dispatch::new(
+                &ctx,
+                loss_kernel,
+                &[
+                    &u,
+                    &steps,
+                    &state,
+                    &batch_rows,
+                    &row_buf,
+                    &out,
+                    &pairs,
+                    &d_out,
+                    &loss_acc,
+                ],
+                1,
+            )
         };
         let step_end = |advance: u32| {
             let u = uniform(&ctx, &[advance]);
@@ -163,36 +236,92 @@ impl<'a> GpuEngine<'a> {
 
         // Backward: last layer first; hidden deltas in their own buffers.
         let mut backward = Vec::new();
-        let deltas: Vec<wgpu::Buffer> = plans[..plans.len() - 1].iter().map(|p| zeros(&ctx, "delta", max_rows * p.out_dim as usize)).collect();
+        let deltas: Vec<wgpu::Buffer> = plans[..plans.len() - 1]
+            .iter()
+            .map(|p| zeros(&ctx, "delta", max_rows * p.out_dim as usize))
+            .collect();
         for l in (0..plans.len()).rev() {
             let p = plans[l];
-            let delta = if l + 1 == plans.len() { &d_out } else { &deltas[l] };
+            let delta = if l + 1 == plans.len() {
+                &d_out
+            } else {
+                &deltas[l]
+            };
             let input = if l == 0 { &xb } else { &hidden[l - 1].1 };
             let u = uniform(&ctx, &[p.in_dim, p.out_dim, p.w_offset, p.b_offset, 0]);
-            backward.push(Dispatch::new(&ctx, Kernel::LinearBackwardWeights, &[&u, &steps, &state, delta, input, &grads], (p.out_dim * (p.in_dim + 1)) as usize));
+            backward.push(Dispatch::new(
+                &ctx,
+                Kernel::LinearBackwardWeights,
+                &[&u, &steps, &state, delta, input, &grads],
+                (p.out_dim * (p.in_dim + 1)) as usize,
+            ));
             if l > 0 {
                 let below = plans[l - 1];
-                let u = uniform(&ctx, &[p.in_dim, p.out_dim, below.activation, p.w_offset, 0]);
-                backward.push(Dispatch::new(&ctx, Kernel::LinearBackwardInput, &[&u, &steps, &state, delta, &params, &hidden[l - 1].0, &deltas[l - 1]], max_rows * p.in_dim as usize));
+                let u = uniform(
+                    &ctx,
+                    &[p.in_dim, p.out_dim, below.activation, p.w_offset, 0],
+                );
+                backward.push(Dispatch::new(
+                    &ctx,
+                    Kernel::LinearBackwardInput,
+                    &[
+                        &u,
+                        &steps,
+                        &state,
+                        delta,
+                        &params,
+                        &hidden[l - 1].0,
+                        &deltas[l - 1],
+                    ],
+                    max_rows * p.in_dim as usize,
+                ));
             }
         }
         if let Some(ep) = exposure_plan {
-            let u = uniform(&ctx, &[ep.in_dim, ep.out_dim, ep.w_offset, ep.b_offset, aux_offset]);
-            backward.push(Dispatch::new(&ctx, Kernel::LinearBackwardWeights, &[&u, &steps, &state, &d_out, &eb, &grads], (ep.out_dim * (ep.in_dim + 1)) as usize));
+            let u = uniform(
+                &ctx,
+                &[ep.in_dim, ep.out_dim, ep.w_offset, ep.b_offset, aux_offset],
+            );
+            backward.push(Dispatch::new(
+                &ctx,
+                Kernel::LinearBackwardWeights,
+                &[&u, &steps, &state, &d_out, &eb, &grads],
+                (ep.out_dim * (ep.in_dim + 1)) as usize,
+            ));
         }
         let o = data.optimizer;
         let adam_u = uniform(
             &ctx,
-            &[(o.lr as f32).to_bits(), (o.beta1 as f32).to_bits(), (o.beta2 as f32).to_bits(), (o.eps as f32).to_bits(), (o.weight_decay as f32).to_bits(), n_params as u32],
+            &[
+                (o.lr as f32).to_bits(),
+                (o.beta1 as f32).to_bits(),
+                (o.beta2 as f32).to_bits(),
+                (o.eps as f32).to_bits(),
+                (o.weight_decay as f32).to_bits(),
+                n_params as u32,
+            ],
         );
-        let adam = Dispatch::new(&ctx, Kernel::AdamW, &[&adam_u, &state, &grads, &decay, &params, &m, &v], n_params);
+        let adam = Dispatch::new(
+            &ctx,
+            Kernel::AdamW,
+            &[&adam_u, &state, &grads, &decay, &params, &m, &v],
+            n_params,
+        );
 
         let mut train_step: Vec<Dispatch> = Vec::new();
         let mut val_step: Vec<Dispatch> = Vec::new();
         // Forward dispatches are shared by both passes (same bind groups): rebuild per pass.
         for d in &forward {
-            train_step.push(Dispatch { kernel: d.kernel, bind_group: d.bind_group.clone(), grid: d.grid });
-            val_step.push(Dispatch { kernel: d.kernel, bind_group: d.bind_group.clone(), grid: d.grid });
+            train_step.push(Dispatch {
+                kernel: d.kernel,
+                bind_group: d.bind_group.clone(),
+                grid: d.grid,
+            });
+            val_step.push(Dispatch {
+                kernel: d.kernel,
+                bind_group: d.bind_group.clone(),
+                grid: d.grid,
+            });
         }
         train_step.push(loss(0));
         train_step.extend(backward);
@@ -201,7 +330,9 @@ impl<'a> GpuEngine<'a> {
         val_step.push(loss(1));
         val_step.push(step_end(0));
 
-        let mut keep = vec![x_all, e_all, row_buf, grads, m, v, decay, xb, eb, out_pre, out, d_out];
+        let mut keep = vec![
+            x_all, e_all, row_buf, grads, m, v, decay, xb, eb, out_pre, out, d_out,
+        ];
         keep.extend(deltas);
         keep.extend(hidden.into_iter().flat_map(|(a, b)| [a, b]));
         Ok(GpuEngine {
@@ -237,32 +368,78 @@ impl Engine for GpuEngine<'_> {
         let mut pairs: Vec<[u32; 4]> = Vec::new();
         let mut steps: Vec<[u32; 4]> = Vec::new();
         for (batch_rows, batch_pairs) in batches {
-            steps.push([rows.len() as u32, batch_rows.len() as u32, pairs.len() as u32, batch_pairs.len() as u32]);
+            steps.push([
+                rows.len() as u32,
+                batch_rows.len() as u32,
+                pairs.len() as u32,
+                batch_pairs.len() as u32,
+            ]);
             rows.extend(batch_rows.iter().map(|&r| r as u32));
-            pairs.extend(batch_pairs.iter().map(|&(w, l, wt)| [w as u32, l as u32, wt.to_bits(), 0]));
+            pairs.extend(
+                batch_pairs
+                    .iter()
+                    .map(|&(w, l, wt)| [w as u32, l as u32, wt.to_bits(), 0]),
+            );
         }
         if validate {
             let pv = self.data.prepared_val.expect("checked");
             let n_val = pv.t.len();
-            steps.push([rows.len() as u32, n_val as u32, pairs.len() as u32, pv.pairs.len() as u32]);
+            steps.push([
+                rows.len() as u32,
+                n_val as u32,
+                pairs.len() as u32,
+                pv.pairs.len() as u32,
+            ]);
             rows.extend((0..n_val).map(|i| (self.n_train + i) as u32));
-            pairs.extend(pv.pairs.iter().map(|&(w, l, wt)| [w as u32, l as u32, wt.to_bits(), 0]));
+            pairs.extend(
+                pv.pairs
+                    .iter()
+                    .map(|&(w, l, wt)| [w as u32, l as u32, wt.to_bits(), 0]),
+            );
         }
-        if rows.len() > self.cap_rows || pairs.len() > self.cap_pairs || steps.len() > self.cap_steps {
-            return Err(Error::InvalidData("epoch larger than the buffers planned for it".into()));
+        if rows.len() > self.cap_rows
+            || pairs.len() > self.cap_pairs
+            || steps.len() > self.cap_steps
+        {
+            return Err(Error::InvalidData(
+                "epoch larger than the buffers planned for it".into(),
+            ));
         }
         let q = &self.ctx.queue;
-        q.write_buffer(&self.batch_rows, 0, bytemuck::cast_slice(&rows.iter().copied().chain(std::iter::repeat_n(0, 4)).take(rows.len().max(4)).collect::<Vec<u32>>()));
+        q.write_buffer(
+            &self.batch_rows,
+            0,
+            bytemuck::cast_slice(
+                &rows
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, 4))
+                    .take(rows.len().max(4))
+                    .collect::<Vec<u32>>(),
+            ),
+        );
         if !pairs.is_empty() {
             q.write_buffer(&self.pairs, 0, bytemuck::cast_slice(&pairs));
         }
         q.write_buffer(&self.steps, 0, bytemuck::cast_slice(&steps));
-        q.write_buffer(&self.state, 0, bytemuck::cast_slice(&[0u32, self.adam_steps, 0, 0]));
+        q.write_buffer(
+            &self.state,
+            0,
+            bytemuck::cast_slice(&[0u32, self.adam_steps, 0, 0]),
+        );
         q.write_buffer(&self.loss_acc, 0, bytemuck::cast_slice(&[0f32; 4]));
 
-        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("epoch") });
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("epoch"),
+            });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("epoch"), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("epoch"),
+                timestamp_writes: None,
+            });
             for _ in batches {
                 for d in &self.train_step {
                     d.record(&self.ctx, &mut pass);

@@ -11,9 +11,21 @@ pub(crate) enum Binding {
 impl Binding {
     pub fn ty(self) -> wgpu::BindingType {
         match self {
-            Binding::Uniform => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
-            Binding::Read => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: true }, has_dynamic_offset: false, min_binding_size: None },
-            Binding::ReadWrite => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: false }, has_dynamic_offset: false, min_binding_size: None },
+            Binding::Uniform => wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            Binding::Read => wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: true },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            Binding::ReadWrite => wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: false },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
         }
     }
 }
@@ -41,6 +53,7 @@ use Binding::{Read as R, ReadWrite as W, Uniform as U};
 const LOSS_BINDINGS: &[Binding] = &[U, R, R, R, R, R, R, W, W];
 
 impl Kernel {
+    #[cfg(test)]
     pub const ALL: [Kernel; 10] = [
         Kernel::Gather,
         Kernel::LinearForward,
@@ -74,8 +87,12 @@ impl Kernel {
         let own = match self {
             Kernel::Gather => include_str!("../../../shaders/gather_rows.wgsl"),
             Kernel::LinearForward => include_str!("../../../shaders/linear_forward.wgsl"),
-            Kernel::LinearBackwardInput => include_str!("../../../shaders/linear_backward_input.wgsl"),
-            Kernel::LinearBackwardWeights => include_str!("../../../shaders/linear_backward_weights.wgsl"),
+            Kernel::LinearBackwardInput => {
+                include_str!("../../../shaders/linear_backward_input.wgsl")
+            }
+            Kernel::LinearBackwardWeights => {
+                include_str!("../../../shaders/linear_backward_weights.wgsl")
+            }
             Kernel::AdamW => include_str!("../../../shaders/adamw.wgsl"),
             Kernel::StepEnd => include_str!("../../../shaders/step_end.wgsl"),
             Kernel::LossBce => include_str!("../../../shaders/loss_bce.wgsl"),
@@ -85,7 +102,9 @@ impl Kernel {
         };
         match self {
             Kernel::LossBeta => format!("{LOGISTIC}\n{SPECIAL}\n{own}"),
-            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise => format!("{LOGISTIC}\n{own}"),
+            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise => {
+                format!("{LOGISTIC}\n{own}")
+            }
             _ => own.to_string(),
         }
     }
@@ -99,6 +118,29 @@ impl Kernel {
             Kernel::AdamW => &[U, R, R, R, W, W, W],
             Kernel::StepEnd => &[U, W],
             _ => LOSS_BINDINGS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel parses and validates with naga (the browser compiles the same WGSL, so a
+    /// shader error must surface natively first).
+    #[test]
+    fn every_kernel_validates() {
+        for k in Kernel::ALL {
+            let module = naga::front::wgsl::parse_str(&k.source())
+                .unwrap_or_else(|e| panic!("{}: {}", k.name(), e.emit_to_string(&k.source())));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", k.name()));
+            let own = k.bindings().len();
+            assert!(own <= 9, "{}: {own} bindings", k.name());
         }
     }
 }

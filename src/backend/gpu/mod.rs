@@ -28,7 +28,11 @@ pub fn score(ctx: &GpuContext, head: &Head, x: ArrayView2<f32>) -> Result<Vec<f3
 }
 
 /// Async scoring: the form the browser needs (never blocks).
-pub async fn score_async(ctx: &GpuContext, head: &Head, x: ArrayView2<'_, f32>) -> Result<Vec<f32>> {
+pub async fn score_async(
+    ctx: &GpuContext,
+    head: &Head,
+    x: ArrayView2<'_, f32>,
+) -> Result<Vec<f32>> {
     cpu::validate_input(head, x)?;
     if x.nrows() == 0 {
         return Ok(Vec::new());

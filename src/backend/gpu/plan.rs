@@ -40,14 +40,25 @@ pub(crate) fn layer_plans(head: &Head, base: usize) -> Vec<LayerPlan> {
         .iter()
         .enumerate()
         .map(|(l, &(i, o))| {
-            let p = LayerPlan { in_dim: i as u32, out_dim: o as u32, activation: if l + 1 == shapes.len() { 0 } else { act }, w_offset: at as u32, b_offset: (at + i * o) as u32 };
+            let p = LayerPlan {
+                in_dim: i as u32,
+                out_dim: o as u32,
+                activation: if l + 1 == shapes.len() { 0 } else { act },
+                w_offset: at as u32,
+                b_offset: (at + i * o) as u32,
+            };
             at += i * o + o;
             p
         })
         .collect()
 }
 
-pub(crate) fn storage(ctx: &GpuContext, label: &str, bytes: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffer {
+pub(crate) fn storage(
+    ctx: &GpuContext,
+    label: &str,
+    bytes: &[u8],
+    extra: wgpu::BufferUsages,
+) -> wgpu::Buffer {
     // Bindings may not be empty: pad to 16 bytes.
     let mut padded;
     let contents = if bytes.len() < 16 {
@@ -57,14 +68,24 @@ pub(crate) fn storage(ctx: &GpuContext, label: &str, bytes: &[u8], extra: wgpu::
     } else {
         bytes
     };
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC | extra })
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC
+                | extra,
+        })
 }
 
 pub(crate) fn zeros(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: (floats.max(4) * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     })
 }
@@ -72,11 +93,21 @@ pub(crate) fn zeros(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffe
 pub(crate) fn uniform(ctx: &GpuContext, words: &[u32]) -> wgpu::Buffer {
     let mut w = words.to_vec();
     w.resize(w.len().div_ceil(4) * 4, 0);
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("params"), contents: bytemuck::cast_slice(&w), usage: wgpu::BufferUsages::UNIFORM })
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::cast_slice(&w),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
 }
 
 pub(crate) fn staging(ctx: &GpuContext, bytes: usize) -> wgpu::Buffer {
-    ctx.device.create_buffer(&wgpu::BufferDescriptor { label: Some("staging"), size: bytes as u64, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("staging"),
+        size: bytes as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
 }
 
 /// A kernel dispatch ready to record: pipeline, bind group and grid.
@@ -87,11 +118,35 @@ pub(crate) struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new(ctx: &GpuContext, kernel: Kernel, buffers: &[&wgpu::Buffer], threads: usize) -> Self {
+    pub fn new(
+        ctx: &GpuContext,
+        kernel: Kernel,
+        buffers: &[&wgpu::Buffer],
+        threads: usize,
+    ) -> Self {
         let pipeline = ctx.pipeline(kernel);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(kernel.name()), layout: &pipeline.layout, entries: &entries });
-        Dispatch { kernel, bind_group, grid: if kernel == Kernel::StepEnd || kernel.is_loss() { (1, 1) } else { grid(threads) } }
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name()),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            kernel,
+            bind_group,
+            grid: if kernel == Kernel::StepEnd || kernel.is_loss() {
+                (1, 1)
+            } else {
+                grid(threads)
+            },
+        }
     }
 
     pub fn record(&self, ctx: &GpuContext, pass: &mut wgpu::ComputePass<'_>) {
@@ -104,7 +159,10 @@ impl Dispatch {
 
 impl Kernel {
     pub fn is_loss(self) -> bool {
-        matches!(self, Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta)
+        matches!(
+            self,
+            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta
+        )
     }
 }
 
@@ -128,35 +186,90 @@ pub(crate) fn forward_dispatches(
     let mut hidden: Vec<(wgpu::Buffer, wgpu::Buffer)> = Vec::new();
     for (l, p) in plans.iter().enumerate() {
         let last = l + 1 == plans.len();
-        let u = uniform(ctx, &[p.in_dim, p.out_dim, p.activation, p.w_offset, p.b_offset, if last { out_offset } else { 0 }]);
+        let u = uniform(
+            ctx,
+            &[
+                p.in_dim,
+                p.out_dim,
+                p.activation,
+                p.w_offset,
+                p.b_offset,
+                if last { out_offset } else { 0 },
+            ],
+        );
         if !last {
-            hidden.push((zeros(ctx, "pre", max_rows * p.out_dim as usize), zeros(ctx, "post", max_rows * p.out_dim as usize)));
+            hidden.push((
+                zeros(ctx, "pre", max_rows * p.out_dim as usize),
+                zeros(ctx, "post", max_rows * p.out_dim as usize),
+            ));
         }
         let src = if l == 0 { input } else { &hidden[l - 1].1 };
-        let (pre, post) = if last { (out_pre, out) } else { (&hidden[l].0, &hidden[l].1) };
-        dispatches.push(Dispatch::new(ctx, Kernel::LinearForward, &[&u, steps, state, src, params, pre, post], max_rows * p.out_dim as usize));
+        let (pre, post) = if last {
+            (out_pre, out)
+        } else {
+            (&hidden[l].0, &hidden[l].1)
+        };
+        dispatches.push(Dispatch::new(
+            ctx,
+            Kernel::LinearForward,
+            &[&u, steps, state, src, params, pre, post],
+            max_rows * p.out_dim as usize,
+        ));
     }
     (dispatches, hidden)
 }
 
 /// Scores `x` through `head`: one upload, one submission, one readback of all outputs.
-pub(crate) async fn forward(ctx: &GpuContext, head: &Head, x: ndarray::ArrayView2<'_, f32>) -> Result<Vec<f32>> {
+pub(crate) async fn forward(
+    ctx: &GpuContext,
+    head: &Head,
+    x: ndarray::ArrayView2<'_, f32>,
+) -> Result<Vec<f32>> {
     ctx.check()?;
     let n = x.nrows();
     let k = head.config.outputs;
     let x = x.as_standard_layout();
-    let input = storage(ctx, "x", bytemuck::cast_slice(x.as_slice().expect("standard layout")), wgpu::BufferUsages::empty());
-    let params = storage(ctx, "params", bytemuck::cast_slice(&head.to_flat()), wgpu::BufferUsages::empty());
-    let steps = storage(ctx, "steps", bytemuck::cast_slice(&[0u32, n as u32, 0, 0]), wgpu::BufferUsages::empty());
-    let state = storage(ctx, "state", bytemuck::cast_slice(&[0u32, 0, 0, 0]), wgpu::BufferUsages::empty());
+    let input = storage(
+        ctx,
+        "x",
+        bytemuck::cast_slice(x.as_slice().expect("standard layout")),
+        wgpu::BufferUsages::empty(),
+    );
+    let params = storage(
+        ctx,
+        "params",
+        bytemuck::cast_slice(&head.to_flat()),
+        wgpu::BufferUsages::empty(),
+    );
+    let steps = storage(
+        ctx,
+        "steps",
+        bytemuck::cast_slice(&[0u32, n as u32, 0, 0]),
+        wgpu::BufferUsages::empty(),
+    );
+    let state = storage(
+        ctx,
+        "state",
+        bytemuck::cast_slice(&[0u32, 0, 0, 0]),
+        wgpu::BufferUsages::empty(),
+    );
     let out_pre = zeros(ctx, "out_pre", n * k);
     let out = zeros(ctx, "out", n * k);
     let plans = layer_plans(head, 0);
-    let (dispatches, _hidden) = forward_dispatches(ctx, &plans, &steps, &state, &input, &params, &out_pre, &out, 0, n);
+    let (dispatches, _hidden) = forward_dispatches(
+        ctx, &plans, &steps, &state, &input, &params, &out_pre, &out, 0, n,
+    );
     let stage = staging(ctx, n * k * 4);
-    let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("score") });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("score"),
+        });
     {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("score"), timestamp_writes: None });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("score"),
+            timestamp_writes: None,
+        });
         for d in &dispatches {
             d.record(ctx, &mut pass);
         }
