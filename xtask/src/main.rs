@@ -5,6 +5,7 @@
 //! - `demo`:  setup, then the main job. Until the demo app exists: `tacit eval` on the dev
 //!   fixture under the confounded protocol. Extra arguments are passed to `tacit eval`.
 //! - `results`: regenerates the README's results tables (all three protocols) into `results/`.
+//! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -230,6 +231,20 @@ fn results() -> Result {
     Ok(())
 }
 
+/// `tacit bench` on every backend of this machine, into `results/bench.{json,md}`.
+fn bench() -> Result {
+    setup()?;
+    run(cargo().args(["build", "--release", "--bin", "tacit"]))?;
+    std::fs::create_dir_all(root().join("results")).map_err(|e| e.to_string())?;
+    run(Command::new(root().join("target/release/tacit")).args([
+        "bench",
+        "--json",
+        "results/bench.json",
+        "--markdown",
+        "results/bench.md",
+    ]))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -237,7 +252,8 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("demo") => demo(&args[1..]),
         Some("results") => results(),
-        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results>".into()),
+        Some("bench") => bench(),
+        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
