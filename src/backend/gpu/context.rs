@@ -58,8 +58,8 @@ impl GpuContext {
             .map_err(|e| Error::NoGpu(format!("no GPU adapter: {e}")))?;
         let limits = wgpu::Limits::downlevel_defaults().using_resolution(adapter.limits());
         let limits = wgpu::Limits {
-            max_storage_buffers_per_shader_stage: 10
-                .min(adapter.limits().max_storage_buffers_per_shader_stage),
+            // WebGPU guarantees 8 storage buffers per stage; the loss kernels bind 7.
+            max_storage_buffers_per_shader_stage: 8,
             max_storage_buffer_binding_size: adapter.limits().max_storage_buffer_binding_size,
             max_buffer_size: adapter.limits().max_buffer_size,
             ..limits

@@ -139,8 +139,13 @@ mod tests {
             )
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {e:?}", k.name()));
-            let own = k.bindings().len();
-            assert!(own <= 9, "{}: {own} bindings", k.name());
+            // Within WebGPU's default of 8 storage buffers per stage (plus one uniform).
+            let storage = k
+                .bindings()
+                .iter()
+                .filter(|b| !matches!(b, Binding::Uniform))
+                .count();
+            assert!(storage <= 8, "{}: {storage} storage buffers", k.name());
         }
     }
 }
