@@ -141,11 +141,22 @@ fn test() -> Result {
         "warnings",
     ]))?;
     // The GPU half of the conformance suite must run here, not skip.
-    run_tests(
-        cargo()
-            .args(["test", "--workspace"])
-            .env("TACIT_REQUIRE_GPU", "1"),
-    )
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
+        .env("TACIT_REQUIRE_GPU", "1");
+    // Mesa's Vulkan loader complains on every start without a runtime directory (CI has none).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join(format!("tacit-xdg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        cmd.env("XDG_RUNTIME_DIR", dir);
+    }
+    run_tests(&mut cmd)
 }
 
 /// Runs cargo's test harness, echoing its output, and closes with one summary line over
