@@ -40,6 +40,15 @@ fn mask_clipped(z: f32, limit: f32, g: f32) -> f32 {
     return g;
 }
 
+// The non-negative correction of src/objective/nonneg.rs for partial risks p (positive
+// class) and q (negative class): (loss, gradient scale of p, gradient scale of q).
+fn nonneg_correct(p: f32, q: f32) -> vec3<f32> {
+    if (params.nonneg != 1u) {
+        return vec3<f32>(p + q, 1.0, 1.0);
+    }
+    return vec3<f32>(max(p, 0.0) + max(q, 0.0), select(1.0, 0.0, p < 0.0), select(1.0, 0.0, q < 0.0));
+}
+
 struct LossParams {
     // 0 = training step (write gradients, add to the epoch sums), 1 = evaluation (loss only).
     mode: u32,

@@ -41,14 +41,10 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     let p = red0[0] * inv_n;
     let q = red1[0] * inv_n;
     let kl_mean = red2[0] * inv_n;
-    var sp = 1.0;
-    var sn = 1.0;
-    var loss = p + q;
-    if (params.nonneg == 1u) {
-        if (p < 0.0) { sp = 0.0; }
-        if (q < 0.0) { sn = 0.0; }
-        loss = max(p, 0.0) + max(q, 0.0);
-    }
+    let corrected = nonneg_correct(p, q);
+    let sp = corrected.y;
+    let sn = corrected.z;
+    var loss = corrected.x;
     loss = loss + params.beta_lambda * kl_mean;
 
     if (params.mode == 0u) {

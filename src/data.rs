@@ -26,7 +26,8 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidData(msg.into())
 }
 
-fn numbers(st: &SafeTensors<'_>, name: &str) -> Result<Option<(Vec<usize>, Vec<f64>)>> {
+/// A tensor of any supported numeric dtype as f64, with non-finite values rejected.
+pub(crate) fn numbers(st: &SafeTensors<'_>, name: &str) -> Result<Option<(Vec<usize>, Vec<f64>)>> {
     let t = match st.tensor(name) {
         Ok(t) => t,
         Err(_) => return Ok(None),

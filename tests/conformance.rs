@@ -74,6 +74,25 @@ fn forward_matches_the_cpu_reference() {
     }
 }
 
+/// A head for `kind` and the objective with fixed flip rates (no auxiliary anchor fit).
+fn setup(
+    kind: ObjectiveKind,
+    dim: usize,
+    hidden: usize,
+    rho01: f64,
+    seed: u64,
+) -> (Head, ObjectiveConfig) {
+    let cfg = HeadConfig {
+        outputs: kind.head_outputs(),
+        ..HeadConfig::new(dim, &[hidden])
+    };
+    let objective = ObjectiveConfig {
+        flip: Some(FlipRates { rho10: 0.1, rho01 }),
+        ..ObjectiveConfig::new(kind)
+    };
+    (Head::init(&cfg, seed).unwrap(), objective)
+}
+
 /// A feedback set exercising every field an objective reads.
 fn feedback(n: usize, dim: usize, seed: u64) -> Examples {
     let mut r = Rng::new(seed);
@@ -133,18 +152,7 @@ fn a_100_step_training_run_agrees_for_every_objective() {
     let train_set = feedback(640, 16, 7);
     let val_set = feedback(128, 16, 8);
     for kind in ObjectiveKind::ALL {
-        let cfg = HeadConfig {
-            outputs: kind.head_outputs(),
-            ..HeadConfig::new(16, &[8])
-        };
-        let head = Head::init(&cfg, 2).unwrap();
-        let objective = ObjectiveConfig {
-            flip: Some(FlipRates {
-                rho10: 0.1,
-                rho01: 0.1,
-            }),
-            ..ObjectiveConfig::new(kind)
-        };
+        let (head, objective) = setup(kind, 16, 8, 0.1, 2);
         // Pairwise batches are drawn over 320 pairs: 32 per batch gives 10 steps an epoch.
         let batch_size = if kind.is_pairwise() { 32 } else { 64 };
         let tc = TrainConfig {
@@ -419,18 +427,7 @@ fn every_objective_gradient_agrees_across_backends() {
             .collect()
     };
     for kind in ObjectiveKind::ALL {
-        let cfg = HeadConfig {
-            outputs: kind.head_outputs(),
-            ..HeadConfig::new(12, &[6])
-        };
-        let head = Head::init(&cfg, 5).unwrap();
-        let objective = ObjectiveConfig {
-            flip: Some(FlipRates {
-                rho10: 0.1,
-                rho01: 0.05,
-            }),
-            ..ObjectiveConfig::new(kind)
-        };
+        let (head, objective) = setup(kind, 12, 6, 0.05, 5);
         let mut per_device = Vec::new();
         for device in devices() {
             let t = train_on(

@@ -191,28 +191,11 @@ pub mod file {
     use super::{Examples, Pair};
     use crate::error::{Error, Result};
 
+    /// A tensor as f32 (any dtype the data reader accepts), through the one decoder of
+    /// `crate::data`.
     fn floats(st: &SafeTensors<'_>, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        let Ok(t) = st.tensor(name) else {
-            return Ok(None);
-        };
-        let values = match t.dtype() {
-            Dtype::F32 => t
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::I32 => t
-                .data()
-                .chunks_exact(4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-                .collect(),
-            other => {
-                return Err(Error::InvalidData(format!(
-                    "tensor '{name}' has dtype {other:?}; expected F32 or I32"
-                )))
-            }
-        };
-        Ok(Some((t.shape().to_vec(), values)))
+        Ok(crate::data::numbers(st, name)?
+            .map(|(shape, v)| (shape, v.into_iter().map(|x| x as f32).collect())))
     }
 
     /// Whether the bytes look like a feedback file (they hold an `observed` tensor).
