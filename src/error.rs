@@ -58,6 +58,27 @@ pub enum Error {
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
 
+    /// An options object with a field this version does not know (a typo would otherwise be
+    /// silently ignored).
+    #[error("unknown option: {0}")]
+    UnknownOption(String),
+
+    /// The browser exposes no WebGPU adapter and `backend: "webgpu"` was asked for.
+    #[error("WebGPU is not available: {0}")]
+    NoWebGpu(String),
+
+    /// A call that cannot run while another is in progress (a second `train`).
+    #[error("busy: {0}")]
+    Busy(String),
+
+    /// The model was closed; open it again.
+    #[error("the model is closed")]
+    Closed,
+
+    /// Persistent storage (IndexedDB) failed or is unavailable.
+    #[error("storage error: {0}")]
+    Storage(String),
+
     /// File-system failure.
     #[error("i/o error on {path}: {source}")]
     Io {
@@ -80,6 +101,11 @@ pub enum ErrorCode {
     NoGpu,
     DeviceLost,
     Io,
+    UnknownOption,
+    NoWebGpu,
+    Busy,
+    Closed,
+    Storage,
 }
 
 impl ErrorCode {
@@ -96,6 +122,11 @@ impl ErrorCode {
             ErrorCode::NoGpu => "no_gpu",
             ErrorCode::DeviceLost => "device_lost",
             ErrorCode::Io => "io",
+            ErrorCode::UnknownOption => "unknown_option",
+            ErrorCode::NoWebGpu => "no_webgpu",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Closed => "closed",
+            ErrorCode::Storage => "storage",
         }
     }
 }
@@ -120,6 +151,11 @@ impl Error {
             Error::NoGpu(_) => ErrorCode::NoGpu,
             Error::DeviceLost(_) => ErrorCode::DeviceLost,
             Error::Io { .. } => ErrorCode::Io,
+            Error::UnknownOption(_) => ErrorCode::UnknownOption,
+            Error::NoWebGpu(_) => ErrorCode::NoWebGpu,
+            Error::Busy(_) => ErrorCode::Busy,
+            Error::Closed => ErrorCode::Closed,
+            Error::Storage(_) => ErrorCode::Storage,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod featurize;
 pub mod feedback;
 pub mod head;
 pub mod math;
+pub mod model;
 pub mod objective;
 pub mod optim;
 pub mod rng;
