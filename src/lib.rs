@@ -22,6 +22,8 @@ pub mod rng;
 pub mod sim;
 pub mod store;
 pub mod trainer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, ErrorCode, Result};
 pub use feedback::{Examples, Pair};

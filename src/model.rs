@@ -139,6 +139,17 @@ pub struct TrainOutcome {
     n: usize,
 }
 
+impl TrainOutcome {
+    pub fn objective(&self) -> ObjectiveKind {
+        self.kind
+    }
+
+    /// Observations the call trained on.
+    pub fn examples(&self) -> usize {
+        self.n
+    }
+}
+
 impl TrainJob {
     pub fn examples(&self) -> usize {
         self.n
@@ -318,6 +329,17 @@ impl RewardModel {
             config,
             upto_seq: self.log.last().map_or(0, |e| e.seq),
             n: self.log.len(),
+        })
+    }
+
+    /// The weights `apply(outcome)` would install, as safetensors bytes: a host persists
+    /// these first and applies only once they are stored.
+    pub fn trained_bytes(&self, outcome: &TrainOutcome) -> Result<Vec<u8>> {
+        store::to_bytes(&Weights {
+            head: outcome.head.clone(),
+            exposure_head: outcome.exposure_head.clone(),
+            objective: Some(outcome.kind),
+            version: self.weights.version,
         })
     }
 
