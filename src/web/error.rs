@@ -27,13 +27,7 @@ pub fn describe(value: &JsValue) -> String {
     value.as_string().unwrap_or_else(|| format!("{value:?}"))
 }
 
-/// serde-wasm-bindgen errors: an unknown field is `unknown_option`; anything else is an
-/// options object of the wrong shape (`invalid_config`).
+/// serde-wasm-bindgen errors: an options object of the wrong shape.
 pub fn from_serde(what: &str, err: serde_wasm_bindgen::Error) -> Error {
-    let message = err.to_string();
-    if message.starts_with("unknown field") {
-        Error::UnknownOption(format!("{what}: {message}"))
-    } else {
-        Error::InvalidConfig(format!("{what}: {message}"))
-    }
+    Error::InvalidConfig(format!("{what}: {err}"))
 }

@@ -27,7 +27,9 @@ use crate::model::{self, ModelSpec, RewardModel as Model};
 use crate::store;
 use crate::trainer;
 use error::to_js;
-use options::{parse_train, to_js as result_to_js, ObserveInput, OpenOptions, TrainResult};
+use options::{
+    float_array, parse_train, to_js as result_to_js, ObserveInput, OpenOptions, TrainResult,
+};
 use storage::Storage;
 
 /// A reward model in the page (or worker): see the package README.
@@ -207,27 +209,6 @@ async fn yield_to_host() {
         }
     });
     let _ = JsFuture::from(promise).await;
-}
-
-/// A `Float32Array` (or an array of numbers) as a vector.
-fn float_array(value: &JsValue, what: &str) -> Result<Vec<f32>> {
-    if let Some(a) = value.dyn_ref::<Float32Array>() {
-        return Ok(a.to_vec());
-    }
-    if js_sys::Array::is_array(value) {
-        let a = js_sys::Array::from(value);
-        return a
-            .iter()
-            .map(|v| {
-                v.as_f64()
-                    .map(|f| f as f32)
-                    .ok_or_else(|| Error::InvalidData(format!("{what} must hold numbers")))
-            })
-            .collect();
-    }
-    Err(Error::InvalidData(format!(
-        "{what} must be a Float32Array (n × dim values, row after row)"
-    )))
 }
 
 /// A promise of `fut`, its error mapped to a `TacitError`.

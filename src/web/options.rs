@@ -2,6 +2,7 @@
 //! serde-wasm-bindgen (unknown fields refused, defaults filled in), converted to the crate's
 //! types, validated there. The TypeScript declarations of these shapes are in `types.rs`.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -43,13 +44,40 @@ pub struct OpenOptions {
 pub const DEFAULT_NAME: &str = "default";
 const MAX_NAME: usize = 128;
 
+/// Deserialises an options object strictly. serde-wasm-bindgen looks up only the fields a
+/// struct declares, so an unknown (say, misspelt) option would pass unnoticed; going through
+/// a JSON value makes every key visible to `deny_unknown_fields`.
+fn strict<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T> {
+    if !value.is_object() || js_sys::Array::is_array(&value) {
+        return Err(Error::InvalidConfig(format!("{what} must be an object")));
+    }
+    let json: serde_json::Value =
+        serde_wasm_bindgen::from_value(value).map_err(|e| from_serde(what, e))?;
+    serde_json::from_value(json).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("unknown field") {
+            Error::UnknownOption(format!("{what}: {message}"))
+        } else {
+            Error::InvalidConfig(format!("{what}: {message}"))
+        }
+    })
+}
+
+/// A shallow copy of `value` without `field`, and that field's value (functions and typed
+/// arrays are not data for serde, so they are taken out first).
+fn take(value: &JsValue, field: &str) -> (JsValue, JsValue) {
+    let taken = js_sys::Reflect::get(value, &field.into()).unwrap_or_default();
+    let rest = js_sys::Object::assign(&js_sys::Object::new(), value.unchecked_ref());
+    let _ = js_sys::Reflect::delete_property(&rest, &field.into());
+    (rest.into(), taken)
+}
+
 impl OpenOptions {
     pub fn parse(value: JsValue) -> Result<Self> {
         if value.is_undefined() || value.is_null() {
             return Ok(OpenOptions::default());
         }
-        let o: OpenOptions =
-            serde_wasm_bindgen::from_value(value).map_err(|e| from_serde("open options", e))?;
+        let o: OpenOptions = strict(value, "open options")?;
         let name = o.name();
         if name.is_empty() || name.len() > MAX_NAME {
             return Err(Error::InvalidConfig(format!(
@@ -92,14 +120,13 @@ impl OpenOptions {
     }
 }
 
-/// `observe(observation)`.
+/// `observe(observation)` (the embedding is read apart, as a typed array).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObserveInput {
     pub id: String,
     #[serde(default)]
     pub turn: Option<String>,
-    pub embedding: Vec<f32>,
     pub shown: ShownInput,
     #[serde(default)]
     pub events: Vec<Event>,
@@ -122,8 +149,19 @@ const MAX_ID: usize = 256;
 
 impl ObserveInput {
     pub fn parse(value: JsValue) -> Result<LoggedObservation> {
-        let o: ObserveInput =
-            serde_wasm_bindgen::from_value(value).map_err(|e| from_serde("observation", e))?;
+        if !value.is_object() {
+            return Err(Error::InvalidData(
+                "an observation must be an object".into(),
+            ));
+        }
+        let (rest, embedding) = take(&value, "embedding");
+        if embedding.is_undefined() {
+            return Err(Error::InvalidData(
+                "observation: missing field `embedding`".into(),
+            ));
+        }
+        let embedding = float_array(&embedding, "observation embedding")?;
+        let o: ObserveInput = strict(rest, "observation")?;
         if o.id.len() > MAX_ID || o.turn.as_ref().is_some_and(|t| t.len() > MAX_ID) {
             return Err(Error::InvalidData(format!(
                 "id and turn must be at most {MAX_ID} characters"
@@ -133,7 +171,7 @@ impl ObserveInput {
             seq: 0,
             id: o.id,
             turn: o.turn,
-            embedding: o.embedding,
+            embedding,
             observation: Observation {
                 shown: Shown {
                     position: o.shown.position,
@@ -159,7 +197,7 @@ pub fn parse_train(value: JsValue) -> Result<(TrainOptions, Option<js_sys::Funct
             "train options must be an object".into(),
         ));
     }
-    let on_progress = js_sys::Reflect::get(&value, &"onProgress".into()).unwrap_or_default();
+    let (rest, on_progress) = take(&value, "onProgress");
     let callback = if on_progress.is_undefined() || on_progress.is_null() {
         None
     } else {
@@ -169,10 +207,7 @@ pub fn parse_train(value: JsValue) -> Result<(TrainOptions, Option<js_sys::Funct
                 .map_err(|_| Error::InvalidConfig("onProgress must be a function".into()))?,
         )
     };
-    let rest = js_sys::Object::assign(&js_sys::Object::new(), value.unchecked_ref());
-    let _ = js_sys::Reflect::delete_property(&rest, &"onProgress".into());
-    let options: TrainOptions =
-        serde_wasm_bindgen::from_value(rest.into()).map_err(|e| from_serde("train options", e))?;
+    let options: TrainOptions = strict(rest, "train options")?;
     Ok((options, callback))
 }
 
@@ -232,6 +267,26 @@ impl TrainResult {
             fell_back_to_cpu: r.fell_back_to_cpu,
         }
     }
+}
+
+/// A `Float32Array` (or an array of numbers) as a vector.
+pub fn float_array(value: &JsValue, what: &str) -> Result<Vec<f32>> {
+    if let Some(a) = value.dyn_ref::<js_sys::Float32Array>() {
+        return Ok(a.to_vec());
+    }
+    if js_sys::Array::is_array(value) {
+        return js_sys::Array::from(value)
+            .iter()
+            .map(|v| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| Error::InvalidData(format!("{what} must hold numbers")))
+            })
+            .collect();
+    }
+    Err(Error::InvalidData(format!(
+        "{what} must be a Float32Array (n × dim values, row after row)"
+    )))
 }
 
 /// Plain JS objects (not `Map`s) for results.
