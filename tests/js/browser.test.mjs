@@ -56,9 +56,11 @@ test("a Web Worker scores and trains on WebGPU, matching the main thread and a J
       scores: Array.from(await rm.score(new Float32Array(x))),
       cpu: Array.from(await cpu.score(new Float32Array(x))),
       weights: Array.from(rm.exportWeights()),
+      flavour: tacit.wasmFileName(),
     };
   }, { dim, x });
   assert.equal(main.backend, "webgpu");
+  assert.equal(main.flavour, "tacit_rm_simd_bg.wasm");
   const reference = referenceScores(new Uint8Array(main.weights), new Float32Array(x), dim);
   assert.ok(maxRelDiff(main.scores, reference) < 1e-5, "webgpu vs reference");
   assert.ok(maxRelDiff(main.cpu, reference) < 1e-5, "cpu vs reference");

@@ -5,10 +5,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
-import { initSync, RewardModel, featurize } from "../../pkg/tacit_rm.js";
+import { initSync, RewardModel, featurize, wasmFileName } from "../../pkg/index.js";
 import { randomFloats, referenceScores, maxRelDiff } from "./lib/reference.mjs";
 
-initSync({ module: readFileSync(new URL("../../pkg/tacit_rm_bg.wasm", import.meta.url)) });
+// The flavour the entry module picks here (SIMD in node 20), or the one TACIT_WASM names:
+// `cargo xtask test` runs this file once per flavour.
+const flavour = process.env.TACIT_WASM ?? wasmFileName();
+initSync({ module: readFileSync(new URL(`../../pkg/${flavour}`, import.meta.url)) });
 
 const DIM = 32;
 
@@ -19,6 +22,10 @@ async function rejectsWith(promise, code) {
     return true;
   });
 }
+
+test("the entry module picks the SIMD flavour where WebAssembly SIMD exists", () => {
+  assert.equal(wasmFileName(), "tacit_rm_simd_bg.wasm");
+});
 
 test("the probe falls back to the CPU in node and persistence is off", async () => {
   const rm = await RewardModel.open({ dim: DIM, hidden: [16] });

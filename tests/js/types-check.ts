@@ -9,7 +9,7 @@ import init, {
   type Stats,
   type TacitError,
   type Observation,
-} from "../../pkg/tacit_rm.js";
+} from "../../pkg/index.js";
 
 export async function usage(): Promise<number> {
   await init();

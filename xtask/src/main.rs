@@ -7,6 +7,7 @@
 //! - `results`: regenerates the README's results tables (all three protocols) into `results/`.
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
 //! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
+//! - `bench-flavours`: the baseline and SIMD wasm builds on the CPU path, in node.
 
 mod web;
 
@@ -290,7 +291,8 @@ fn main() -> ExitCode {
         Some("results") => results(),
         Some("bench") => bench(),
         Some("pkg") => setup().and_then(|()| web::build_pkg()),
-        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|pkg>".into()),
+        Some("bench-flavours") => setup().and_then(|()| web::bench_flavours()),
+        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|pkg|bench-flavours>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

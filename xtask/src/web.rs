@@ -38,12 +38,10 @@ pub fn setup() -> Result {
     let js = root().join("tests/js");
     let lock = js.join("package-lock.json");
     let installed = js.join("node_modules/.package-lock.json");
-    // Skip `npm ci` when node_modules already matches the lockfile.
-    let fresh = std::fs::read(&lock).ok().is_some_and(|l| {
-        std::fs::read(&installed)
-            .ok()
-            .is_some_and(|i| packages_of(&l) == packages_of(&i))
-    });
+    // Skip `npm ci` when node_modules was installed after the lockfile last changed (npm
+    // writes node_modules/.package-lock.json at the end of every install).
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = matches!((modified(&lock), modified(&installed)), (Some(l), Some(i)) if i >= l);
     if !fresh {
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
@@ -52,46 +50,55 @@ pub fn setup() -> Result {
     Ok(())
 }
 
-/// The `"packages"` part of a lockfile, which npm copies into node_modules when installing.
-fn packages_of(lock: &[u8]) -> String {
-    let text = String::from_utf8_lossy(lock);
-    text.find("\"packages\"")
-        .map(|i| {
-            text[i..]
-                .lines()
-                .filter(|l| !l.contains("\"\": {"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Builds the npm package into `pkg/`: the wasm (profile `web`), the ES-module glue and
-/// `.d.ts` from wasm-bindgen, package.json and README; then writes the size report.
+/// Builds the npm package into `pkg/`: the wasm in two flavours (profile `web`; baseline and
+/// `+simd128`, which `index.js` picks by feature detection), the ES-module glue and `.d.ts`
+/// from wasm-bindgen, the entry module, package.json and README; then the size report.
 pub fn build_pkg() -> Result {
-    run(cargo().args([
-        "build",
-        "--lib",
-        "--target",
-        WASM_TARGET,
-        "--profile",
-        PROFILE,
-    ]))?;
-    let wasm = root().join(format!("target/{WASM_TARGET}/{PROFILE}/tacit_rm.wasm"));
     let pkg = root().join("pkg");
     if pkg.exists() {
         std::fs::remove_dir_all(&pkg).map_err(|e| format!("cannot clear pkg/: {e}"))?;
     }
-    run(Command::new("wasm-bindgen")
-        .args([
+    let simd_out = root().join("target/pkg-simd");
+    for (out, simd) in [(pkg.clone(), false), (simd_out.clone(), true)] {
+        let mut build = cargo();
+        build.args([
+            "build",
+            "--lib",
             "--target",
-            "web",
-            "--out-dir",
-            "pkg",
-            "--out-name",
-            "tacit_rm",
-        ])
-        .arg(&wasm))?;
+            WASM_TARGET,
+            "--profile",
+            PROFILE,
+        ]);
+        // Different codegen flags: a target directory of its own, so that the two flavours
+        // do not rebuild each other.
+        let target_dir = root().join(if simd { "target/simd128" } else { "target" });
+        if simd {
+            build
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .env("RUSTFLAGS", "-C target-feature=+simd128");
+        }
+        run(&mut build)?;
+        let wasm = target_dir.join(format!("{WASM_TARGET}/{PROFILE}/tacit_rm.wasm"));
+        run(Command::new("wasm-bindgen")
+            .args(["--target", "web", "--out-name", "tacit_rm", "--out-dir"])
+            .arg(&out)
+            .arg(&wasm))?;
+    }
+    // index.js loads either .wasm with one glue: refuse to ship if the glue differs.
+    let glue = |dir: &Path| std::fs::read(dir.join("tacit_rm.js")).map_err(|e| e.to_string());
+    if glue(&pkg)? != glue(&simd_out)? {
+        return Err("the SIMD build's JS glue differs from the baseline's".into());
+    }
+    std::fs::copy(
+        simd_out.join("tacit_rm_bg.wasm"),
+        pkg.join("tacit_rm_simd_bg.wasm"),
+    )
+    .map_err(|e| format!("copying the SIMD wasm: {e}"))?;
     let template = root().join("src/web/npm");
+    for f in ["index.js", "index.d.ts"] {
+        std::fs::copy(template.join(f), pkg.join(f))
+            .map_err(|e| format!("src/web/npm/{f}: {e}"))?;
+    }
     let manifest = std::fs::read_to_string(template.join("package.json"))
         .map_err(|e| format!("src/web/npm/package.json: {e}"))?
         .replace(
@@ -115,7 +122,12 @@ fn crate_version() -> Result<String> {
 
 /// Raw and gzip -9 sizes of the shipped files into `results/package-size.{json,md}`.
 fn size_report() -> Result {
-    let files = ["tacit_rm_bg.wasm", "tacit_rm.js"];
+    let files = [
+        "tacit_rm_bg.wasm",
+        "tacit_rm_simd_bg.wasm",
+        "tacit_rm.js",
+        "index.js",
+    ];
     let mut rows = Vec::new();
     for f in files {
         let path = root().join("pkg").join(f);
@@ -138,12 +150,20 @@ fn size_report() -> Result {
             .collect::<Vec<_>>()
             .join(",\n")
     );
-    let (tr, tg) = rows.iter().fold((0, 0), |(a, b), (_, r, g)| (a + r, b + g));
+    // What a browser with WebAssembly SIMD downloads: that flavour, the glue, the entry.
+    let (tr, tg) = rows
+        .iter()
+        .filter(|(f, _, _)| *f != "tacit_rm_bg.wasm")
+        .fold((0, 0), |(a, b), (_, r, g)| (a + r, b + g));
     let mut md = String::from("| file | bytes | gzip -9 |\n|---|---:|---:|\n");
     for (f, r, g) in &rows {
         md += &format!("| `{f}` | {} | {} |\n", kib(*r), kib(*g));
     }
-    md += &format!("| **total** | {} | {} |\n", kib(tr), kib(tg));
+    md += &format!(
+        "| **downloaded** (SIMD wasm + glue + entry) | {} | {} |\n",
+        kib(tr),
+        kib(tg)
+    );
     std::fs::create_dir_all(root().join("results")).map_err(|e| e.to_string())?;
     std::fs::write(root().join("results/package-size.json"), json).map_err(|e| e.to_string())?;
     std::fs::write(root().join("results/package-size.md"), &md).map_err(|e| e.to_string())?;
@@ -186,5 +206,20 @@ pub fn test() -> Result {
         .env("CHROMIUM", CHROMIUM)
         .env_remove("VK_DRIVER_FILES")
         .env_remove("VK_ICD_FILENAMES");
-    run_tests(&mut node)
+    run_tests(&mut node)?;
+    // The baseline flavour (what engines without WebAssembly SIMD load) through the same suite.
+    let mut baseline = Command::new("node");
+    baseline
+        .args(["--test", "node.test.mjs"])
+        .current_dir(&js)
+        .env("TACIT_WASM", "tacit_rm_bg.wasm");
+    run_tests(&mut baseline)
+}
+
+/// The two wasm flavours on the CPU path, in node, into `results/wasm-flavours.{json,md}`.
+pub fn bench_flavours() -> Result {
+    build_pkg()?;
+    run(Command::new("node")
+        .arg("flavours.bench.mjs")
+        .current_dir(root().join("tests/js")))
 }

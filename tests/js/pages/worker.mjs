@@ -1,5 +1,5 @@
 // A module worker using the package: opens a model, scores, trains, and reports back.
-import init, { RewardModel } from "/pkg/tacit_rm.js";
+import init, { RewardModel } from "/pkg/index.js";
 
 const ready = init();
 
