@@ -58,6 +58,29 @@ pub enum Error {
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
 
+    /// The sync server could not be reached, or answered with a transient failure (5xx, 429);
+    /// the update stays queued and is retried.
+    #[error("network error: {0}")]
+    Network(String),
+
+    /// The sync server and this client disagree on the model (stale base version beyond what
+    /// the server accepts, other dims, an idempotency key reused for another body).
+    #[error("sync conflict: {0}")]
+    SyncConflict(String),
+
+    /// The sync server refused the credentials (401) or their role (403).
+    #[error("sync unauthorised: {0}")]
+    SyncUnauthorized(String),
+
+    /// The sync server refused a request for good (a 4xx other than the above); `code` is the
+    /// server's own stable code (see `sync::protocol::ApiErrorCode`).
+    #[error("sync server refused the request ({status} {code}): {message}")]
+    SyncRejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+
     /// File-system failure.
     #[error("i/o error on {path}: {source}")]
     Io {
@@ -80,6 +103,10 @@ pub enum ErrorCode {
     NoGpu,
     DeviceLost,
     Io,
+    Network,
+    SyncConflict,
+    SyncUnauthorized,
+    SyncRejected,
 }
 
 impl ErrorCode {
@@ -96,6 +123,10 @@ impl ErrorCode {
             ErrorCode::NoGpu => "no_gpu",
             ErrorCode::DeviceLost => "device_lost",
             ErrorCode::Io => "io",
+            ErrorCode::Network => "network",
+            ErrorCode::SyncConflict => "sync_conflict",
+            ErrorCode::SyncUnauthorized => "sync_unauthorized",
+            ErrorCode::SyncRejected => "sync_rejected",
         }
     }
 }
@@ -120,6 +151,10 @@ impl Error {
             Error::NoGpu(_) => ErrorCode::NoGpu,
             Error::DeviceLost(_) => ErrorCode::DeviceLost,
             Error::Io { .. } => ErrorCode::Io,
+            Error::Network(_) => ErrorCode::Network,
+            Error::SyncConflict(_) => ErrorCode::SyncConflict,
+            Error::SyncUnauthorized(_) => ErrorCode::SyncUnauthorized,
+            Error::SyncRejected { .. } => ErrorCode::SyncRejected,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod optim;
 pub mod rng;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod trainer;
 
 pub use error::{Error, ErrorCode, Result};
