@@ -27,15 +27,51 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         return Err("--clients and --seconds must be positive".into());
     }
     let scratch = std::env::temp_dir().join(format!("tacit-server-bench-{}", std::process::id()));
-    let url = match &args.db {
-        Some(url) => url.clone(),
-        None => {
-            std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-            format!("sqlite://{}", scratch.join("bench.db").display())
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let sqlite = format!("sqlite://{}", scratch.join("bench.db").display());
+    let mut reports = vec![measure(&args, "sqlite", &sqlite).await];
+    let _ = std::fs::remove_dir_all(&scratch);
+    if let Some(url) = &args.postgres {
+        reports.push(measure(&args, "postgres", url).await);
+    }
+    let reports = reports.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
+    println!("{json}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        let mut md = String::from(
+            "| storage | head | clients | seconds | pushes accepted | failed | pushes/s | rounds closed |\n\
+             |---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &reports {
+            md += &format!(
+                "| {} | {} ({} params) | {} | {:.1} | {} | {} | {:.0} | {} |\n",
+                r["storage"].as_str().unwrap_or(""),
+                r["head"].as_str().unwrap_or(""),
+                r["num_params"],
+                r["clients"],
+                r["seconds"].as_f64().unwrap_or(0.0),
+                r["accepted_pushes"],
+                r["failed_pushes"],
+                r["pushes_per_second"].as_f64().unwrap_or(0.0),
+                r["rounds_closed"],
+            );
         }
-    };
-    let backend = format!("{:?}", crate::db::backend_of(&url)?).to_lowercase();
-    let db = crate::db::connect(&url, 8).await?;
+        std::fs::write(path, md).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let failed: u64 = reports.iter().filter_map(|r| r["failed_pushes"].as_u64()).sum();
+    if failed > 0 {
+        return Err(format!("{failed} pushes failed during the run"));
+    }
+    Ok(())
+}
+
+/// One measured run against one database.
+async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_json::Value, String> {
+    let db = crate::db::connect(url, 8).await?;
     let policy = Policy {
         body_limit: 16 << 20,
         round_updates: args.round_updates.max(1),
@@ -133,45 +169,21 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         - rounds_before;
     let _ = stop_server.send(());
     let _ = server.await;
-    if args.db.is_none() {
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
-
     let accepted = accepted.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    let rate = accepted as f64 / elapsed;
-    let report = serde_json::json!({
-        "backend": backend,
+    Ok(serde_json::json!({
+        "storage": storage,
         "head": format!("{DIM}->{HIDDEN}->1"),
         "num_params": config.num_params(),
         "clients": args.clients,
         "seconds": elapsed,
         "accepted_pushes": accepted,
         "failed_pushes": failed,
-        "pushes_per_second": rate,
+        "pushes_per_second": accepted as f64 / elapsed,
         "rounds_closed": rounds,
         "round_updates": args.round_updates,
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    });
-    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.markdown {
-        let md = format!(
-            "| backend | head | clients | seconds | pushes accepted | failed | pushes/s | rounds closed |\n\
-             |---|---|---|---|---|---|---|---|\n\
-             | {backend} | {DIM}→{HIDDEN}→1 ({} params) | {} | {elapsed:.1} | {accepted} | {failed} | {rate:.0} | {rounds} |\n",
-            config.num_params(),
-            args.clients,
-        );
-        std::fs::write(path, md).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    if failed > 0 {
-        return Err(format!("{failed} pushes failed during the run"));
-    }
-    Ok(())
+    }))
 }
 
 /// Small random deltas (norm well under the bounds), encoded once.

@@ -144,9 +144,10 @@ impl Policy {
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// Database for the run; a fresh SQLite file in a temporary directory by default.
+    /// Also measure on this Postgres database (the SQLite run, on a fresh file in a
+    /// temporary directory, always happens).
     #[arg(long)]
-    pub db: Option<String>,
+    pub postgres: Option<String>,
     /// Concurrent pushing clients.
     #[arg(long, default_value_t = 8)]
     pub clients: usize,

@@ -7,6 +7,9 @@
 //! - `results`: regenerates the README's results tables (all three protocols) into `results/`.
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
 
+mod postgres;
+mod server_bench;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -79,6 +82,7 @@ fn setup() -> Result {
     if !has_lavapipe() {
         install_apt(&["mesa-vulkan-drivers", "libvulkan1"])?;
     }
+    postgres::ensure_installed()?;
     let fixture = root().join(FIXTURE);
     if !fixture.exists() {
         return Err(format!(
@@ -142,8 +146,12 @@ fn test() -> Result {
     ]))?;
     // The GPU half of the conformance suite must run here, not skip.
     let mut cmd = cargo();
+    // The sync server's tests run against a real Postgres too, and must not skip.
+    let pg = postgres::Cluster::start()?;
     cmd.args(["test", "--workspace"])
-        .env("TACIT_REQUIRE_GPU", "1");
+        .env("TACIT_REQUIRE_GPU", "1")
+        .env("TACIT_TEST_POSTGRES_URL", &pg.url)
+        .env("TACIT_REQUIRE_POSTGRES", "1");
     // Mesa's Vulkan loader complains on every start without a runtime directory (CI has none).
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join(format!("tacit-xdg-{}", std::process::id()));
@@ -264,7 +272,8 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("results") => results(),
         Some("bench") => bench(),
-        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench>".into()),
+        Some("bench-server") => server_bench::bench_server(),
+        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|bench-server>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
