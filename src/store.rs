@@ -179,7 +179,12 @@ pub enum Values {
     Any,
 }
 
-fn read_head(st: &SafeTensors<'_>, prefix: &str, config: HeadConfig, values: Values) -> Result<Head> {
+fn read_head(
+    st: &SafeTensors<'_>,
+    prefix: &str,
+    config: HeadConfig,
+    values: Values,
+) -> Result<Head> {
     config
         .validate()
         .map_err(|e| Error::CorruptWeights(format!("metadata describes an invalid head: {e}")))?;

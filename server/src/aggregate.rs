@@ -17,7 +17,9 @@ use tacit_rm::sync::delta::l2_norm;
 pub enum Aggregator {
     Mean,
     /// Drops `fraction` of the values at each end of every coordinate.
-    TrimmedMean { fraction: f64 },
+    TrimmedMean {
+        fraction: f64,
+    },
     Median,
 }
 

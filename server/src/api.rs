@@ -136,7 +136,11 @@ fn etag_value(version: u64) -> HeaderValue {
 }
 
 fn not_modified(version: u64) -> Response {
-    (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value(version))]).into_response()
+    (
+        StatusCode::NOT_MODIFIED,
+        [(header::ETAG, etag_value(version))],
+    )
+        .into_response()
 }
 
 async fn put_model(

@@ -62,7 +62,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         }
         std::fs::write(path, md).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let failed: u64 = reports.iter().filter_map(|r| r["failed_pushes"].as_u64()).sum();
+    let failed: u64 = reports
+        .iter()
+        .filter_map(|r| r["failed_pushes"].as_u64())
+        .sum();
     if failed > 0 {
         return Err(format!("{failed} pushes failed during the run"));
     }
@@ -98,7 +101,10 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
-    let base_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let base_url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::serve::run(
         listener,

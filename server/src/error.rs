@@ -38,7 +38,10 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!(error = %e, "database error");
-        ApiError::new(ApiErrorCode::Internal, "storage failure; nothing was changed")
+        ApiError::new(
+            ApiErrorCode::Internal,
+            "storage failure; nothing was changed",
+        )
     }
 }
 

@@ -20,7 +20,10 @@ use crate::db::Db;
 pub enum Closed {
     /// Not due (or nothing pending, or the model is gone).
     NotDue,
-    Round { version: u64, n_updates: usize },
+    Round {
+        version: u64,
+        n_updates: usize,
+    },
 }
 
 /// Closes a round of `model` if one is due.
@@ -57,8 +60,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         .min()
         .unwrap_or(0);
     let waited = Duration::from_millis(crate::now_ms().saturating_sub(oldest).max(0) as u64);
-    if (pending.len() as u64) < policy.round_updates
-        && waited.as_secs_f64() < policy.round_seconds
+    if (pending.len() as u64) < policy.round_updates && waited.as_secs_f64() < policy.round_seconds
     {
         return Ok(Closed::NotDue);
     }
@@ -119,11 +121,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     .await?;
     // Ids are integers from the database itself: safe to inline, and one statement instead
     // of one per update.
-    let id_list = ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let id_list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     sqlx::query(&format!(
         "UPDATE updates SET status = 'aggregated', round = $1 WHERE id IN ({id_list})"
     ))
@@ -144,7 +142,14 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    tracing::info!(model, round, version = new_version, updates = ids.len(), n_examples, "round closed");
+    tracing::info!(
+        model,
+        round,
+        version = new_version,
+        updates = ids.len(),
+        n_examples,
+        "round closed"
+    );
     Ok(Closed::Round {
         version: new_version as u64,
         n_updates: ids.len(),

@@ -19,7 +19,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_timer, timer_stopped) = watch::channel(false);
-    let timer = tokio::spawn(crate::rounds::timer(db.clone(), policy.clone(), timer_stopped));
+    let timer = tokio::spawn(crate::rounds::timer(
+        db.clone(),
+        policy.clone(),
+        timer_stopped,
+    ));
     let app = router(Arc::new(AppState {
         db: db.clone(),
         policy,

@@ -27,16 +27,16 @@ pub async fn accept(
     key: &str,
     body: &[u8],
 ) -> ApiResult<Stored> {
-    let body_sha = hex(&Sha256::digest(body));
+    let delta = Delta::from_bytes(body).map_err(ApiError::from_weights_error)?;
+    let content_sha = content_hash(&delta);
     // A retry of a stored push gets its first answer, whatever has happened since (rounds
     // closed, the base gone stale): it was accepted then, it is accepted now, and only once.
-    if let Some(answer) = earlier_answer(db, model, who, key, &body_sha).await? {
+    if let Some(answer) = earlier_answer(db, model, who, key, &content_sha).await? {
         return Ok(Stored {
             answer,
             replayed: true,
         });
     }
-    let delta = Delta::from_bytes(body).map_err(ApiError::from_weights_error)?;
     let (version, shape) = models::shape(db, model).await?;
     if Shape::of(&delta.config) != shape {
         return Err(ApiError::new(
@@ -81,7 +81,7 @@ pub async fn accept(
     // A concurrent push of the same key may commit between our check and this insert: the
     // unique constraint makes one insert win, and both then read the winner's row.
     let inserted = sqlx::query(
-        "INSERT INTO updates (model, client, idempotency_key, body_sha256, base_version, \
+        "INSERT INTO updates (model, client, idempotency_key, content_sha256, base_version, \
            n_examples, objective, norm, delta, status, received_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10) \
          ON CONFLICT (model, client, idempotency_key) DO NOTHING",
@@ -89,7 +89,7 @@ pub async fn accept(
     .bind(model)
     .bind(&who.client)
     .bind(key)
-    .bind(&body_sha)
+    .bind(&content_sha)
     .bind(delta.base_version as i64)
     .bind(delta.n_examples as i64)
     .bind(delta.objective.name())
@@ -102,15 +102,32 @@ pub async fn accept(
     let row = stored_row(&mut tx, model, who, key).await?;
     tx.commit().await?;
     let (_, sha, answer) = row.ok_or_else(|| {
-        ApiError::new(ApiErrorCode::Internal, "the stored update could not be read back")
+        ApiError::new(
+            ApiErrorCode::Internal,
+            "the stored update could not be read back",
+        )
     })?;
-    if sha != body_sha {
+    if sha != content_sha {
         return Err(key_reused(key));
     }
     Ok(Stored {
         replayed: inserted == 0,
         answer,
     })
+}
+
+/// What a delta says, hashed: safetensors writers may order the JSON header differently for
+/// the same content, and a retry must be recognised by content, not by bytes.
+fn content_hash(delta: &Delta) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&Shape::of(&delta.config)).expect("plain fields serialise"));
+    h.update(delta.base_version.to_le_bytes());
+    h.update(delta.n_examples.to_le_bytes());
+    h.update(delta.objective.name().as_bytes());
+    for v in &delta.values {
+        h.update(v.to_le_bytes());
+    }
+    hex(&h.finalize())
 }
 
 fn key_reused(key: &str) -> ApiError {
@@ -125,11 +142,11 @@ async fn earlier_answer(
     model: &str,
     who: &Principal,
     key: &str,
-    body_sha: &str,
+    content_sha: &str,
 ) -> ApiResult<Option<UpdateAccepted>> {
     let mut conn = db.pool.acquire().await?;
     match stored_row(&mut conn, model, who, key).await? {
-        Some((_, sha, _)) if sha != body_sha => Err(key_reused(key)),
+        Some((_, sha, _)) if sha != content_sha => Err(key_reused(key)),
         Some((_, _, answer)) => Ok(Some(answer)),
         None => Ok(None),
     }
@@ -144,7 +161,7 @@ async fn stored_row(
     key: &str,
 ) -> Result<Option<Row3>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT id, body_sha256, base_version, n_examples FROM updates \
+        "SELECT id, content_sha256, base_version, n_examples FROM updates \
          WHERE model = $1 AND client = $2 AND idempotency_key = $3",
     )
     .bind(model)
@@ -156,7 +173,7 @@ async fn stored_row(
         let id = r.try_get::<i64, _>("id")? as u64;
         Ok((
             id,
-            r.try_get("body_sha256")?,
+            r.try_get("content_sha256")?,
             UpdateAccepted {
                 update_id: id,
                 base_version: r.try_get::<i64, _>("base_version")? as u64,

@@ -16,7 +16,14 @@ use tacit_rm::{Head, ObjectiveKind};
 fn client_for(server_weights: Weights, token: &str, name: &str) -> SyncClient {
     let mut config = SyncConfig::new(name, token);
     config.clip_norm = 1e6; // no client clipping: the reference mean below is exact
-    SyncClient::new(config, server_weights, vec![], &format!("k{}", token.len()), 0).unwrap()
+    SyncClient::new(
+        config,
+        server_weights,
+        vec![],
+        &format!("k{}", token.len()),
+        0,
+    )
+    .unwrap()
 }
 
 fn round_trip(backend: Backend) {
@@ -26,7 +33,10 @@ fn round_trip(backend: Backend) {
     let admin = token(&db.url, "admin", true);
     let alice = token(&db.url, "alice", false);
     let bob = token(&db.url, "bob", false);
-    let server = Server::start(&db.url, &["--round-updates", "2", "--round-seconds", "3600"]);
+    let server = Server::start(
+        &db.url,
+        &["--round-updates", "2", "--round-seconds", "3600"],
+    );
     let config = small_config();
     let base = Head::init(&config, 7).unwrap();
     let put = put_model(&server, &admin, "m", &base);
@@ -61,7 +71,10 @@ fn round_trip(backend: Backend) {
 
     // Bob's push was the second: the round closed before his pull.
     let m = meta(&server, &admin, "m");
-    assert_eq!((m.version, m.rounds, m.pending_updates, m.accepted_updates), (2, 1, 0, 2));
+    assert_eq!(
+        (m.version, m.rounds, m.pending_updates, m.accepted_updates),
+        (2, 1, 0, 2)
+    );
     assert_eq!(m.accepted_examples, 4);
 
     // Independent reference: base + Σ nᵢ dᵢ / Σ nᵢ, in f64.

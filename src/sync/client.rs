@@ -294,7 +294,10 @@ impl SyncClient {
                     (401 | 403, _) => Err(Error::SyncUnauthorized(body.message)),
                     (409, _) => {
                         self.queue.remove(0);
-                        Err(Error::SyncConflict(format!("{}: {}", body.code, body.message)))
+                        Err(Error::SyncConflict(format!(
+                            "{}: {}",
+                            body.code, body.message
+                        )))
                     }
                     _ => {
                         self.queue.remove(0);

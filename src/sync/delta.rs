@@ -130,7 +130,9 @@ impl Delta {
             meta.get(key)
                 .ok_or_else(|| Error::CorruptWeights(format!("delta metadata has no '{key}'")))?
                 .parse()
-                .map_err(|_| Error::CorruptWeights(format!("delta metadata '{key}' is not a count")))
+                .map_err(|_| {
+                    Error::CorruptWeights(format!("delta metadata '{key}' is not a count"))
+                })
         };
         let base_version = number(META_BASE_VERSION)?;
         let n_examples = number(META_N_EXAMPLES)?;

@@ -8,5 +8,7 @@ pub mod delta;
 pub mod http;
 pub mod protocol;
 
-pub use client::{HttpRequest, HttpResponse, PendingPush, PullOutcome, PushOutcome, SyncClient, SyncConfig};
+pub use client::{
+    HttpRequest, HttpResponse, PendingPush, PullOutcome, PushOutcome, SyncClient, SyncConfig,
+};
 pub use delta::Delta;

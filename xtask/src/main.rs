@@ -273,7 +273,10 @@ fn main() -> ExitCode {
         Some("results") => results(),
         Some("bench") => bench(),
         Some("bench-server") => server_bench::bench_server(),
-        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|bench-server>".into()),
+        _ => Err(
+            "usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|bench-server>"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,7 +57,8 @@ impl Cluster {
         let as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!("tacit-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let port = free_port()?;
         let cluster = Cluster {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
@@ -66,21 +67,28 @@ impl Cluster {
             as_postgres,
         };
         if as_postgres {
-            run(Command::new("chown").args(["postgres:postgres"]).arg(&cluster.dir))?;
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&cluster.dir))?;
         }
         let data = cluster.dir.join("data");
-        run(&mut cluster.command("initdb").args([
-            "--auth=trust",
-            "--username=postgres",
-            "--encoding=UTF8",
-            "--no-instructions",
-            "-D",
-        ]).arg(&data))?;
+        run(&mut cluster
+            .command("initdb")
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--no-instructions",
+                "-D",
+            ])
+            .arg(&data))?;
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=300",
             cluster.dir.display()
         );
-        run(&mut cluster.command("pg_ctl").args(["-w", "-l"])
+        run(&mut cluster
+            .command("pg_ctl")
+            .args(["-w", "-l"])
             .arg(cluster.dir.join("log"))
             .args(["-o", &options, "-D"])
             .arg(&data)

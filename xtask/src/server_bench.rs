@@ -10,13 +10,15 @@ pub fn bench_server() -> Result {
     run(cargo().args(["build", "--release", "-p", "tacit-server"]))?;
     std::fs::create_dir_all(root().join("results")).map_err(|e| e.to_string())?;
     let pg = postgres::Cluster::start()?;
-    run(Command::new(root().join("target/release/tacit-server")).args([
-        "bench",
-        "--postgres",
-        &pg.url,
-        "--json",
-        "results/server-bench.json",
-        "--markdown",
-        "results/server-bench.md",
-    ]))
+    run(
+        Command::new(root().join("target/release/tacit-server")).args([
+            "bench",
+            "--postgres",
+            &pg.url,
+            "--json",
+            "results/server-bench.json",
+            "--markdown",
+            "results/server-bench.md",
+        ]),
+    )
 }

@@ -200,8 +200,16 @@ pub fn token(db: &str, client: &str, admin: bool) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let token = stdout.lines().last().expect("a token line").trim().to_string();
-    assert!(token.starts_with("tacit_") && token.len() == 6 + 64, "{token}");
+    let token = stdout
+        .lines()
+        .last()
+        .expect("a token line")
+        .trim()
+        .to_string();
+    assert!(
+        token.starts_with("tacit_") && token.len() == 6 + 64,
+        "{token}"
+    );
     token
 }
 
