@@ -78,6 +78,28 @@ pub enum Error {
     /// Persistent storage (IndexedDB) failed or is unavailable.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The sync server could not be reached, or answered with a transient failure (5xx, 429);
+    /// the update stays queued and is retried.
+    #[error("network error: {0}")]
+    Network(String),
+
+    /// The sync server and this client disagree on the model (stale base version beyond what
+    /// the server accepts, other dims, an idempotency key reused for another body).
+    #[error("sync conflict: {0}")]
+    SyncConflict(String),
+
+    /// The sync server refused the credentials (401) or their role (403).
+    #[error("sync unauthorised: {0}")]
+    SyncUnauthorized(String),
+
+    /// The sync server refused a request for good (a 4xx other than the above); `code` is the
+    /// server's own stable code (see `sync::protocol::ApiErrorCode`).
+    #[error("sync server refused the request ({status} {code}): {message}")]
+    SyncRejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
 
     /// File-system failure.
     #[error("i/o error on {path}: {source}")]
@@ -106,6 +128,10 @@ pub enum ErrorCode {
     Busy,
     Closed,
     Storage,
+    Network,
+    SyncConflict,
+    SyncUnauthorized,
+    SyncRejected,
 }
 
 impl ErrorCode {
@@ -127,6 +153,10 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Closed => "closed",
             ErrorCode::Storage => "storage",
+            ErrorCode::Network => "network",
+            ErrorCode::SyncConflict => "sync_conflict",
+            ErrorCode::SyncUnauthorized => "sync_unauthorized",
+            ErrorCode::SyncRejected => "sync_rejected",
         }
     }
 }
@@ -156,6 +186,10 @@ impl Error {
             Error::Busy(_) => ErrorCode::Busy,
             Error::Closed => ErrorCode::Closed,
             Error::Storage(_) => ErrorCode::Storage,
+            Error::Network(_) => ErrorCode::Network,
+            Error::SyncConflict(_) => ErrorCode::SyncConflict,
+            Error::SyncUnauthorized(_) => ErrorCode::SyncUnauthorized,
+            Error::SyncRejected { .. } => ErrorCode::SyncRejected,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod optim;
 pub mod rng;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod trainer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

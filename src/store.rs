@@ -69,6 +69,13 @@ fn head_tensors(prefix: &str, head: &Head) -> Vec<(String, Vec<usize>, Vec<u8>)>
 
 /// Serialises weights to safetensors bytes.
 pub fn to_bytes(w: &Weights) -> Result<Vec<u8>> {
+    to_bytes_with_metadata(w, &[])
+}
+
+/// Like [`to_bytes`], with extra `__metadata__` entries beside the standard ones (the sync
+/// protocol's `base_version` and `n_examples` ride on a delta this way). An extra key that
+/// names a standard entry is refused: it would silently change what the file describes.
+pub fn to_bytes_with_metadata(w: &Weights, extra: &[(&str, String)]) -> Result<Vec<u8>> {
     if !w.head.is_finite() || w.exposure_head.as_ref().is_some_and(|e| !e.is_finite()) {
         return Err(Error::NonFinite {
             what: "weights to save".into(),
@@ -89,6 +96,13 @@ pub fn to_bytes(w: &Weights) -> Result<Vec<u8>> {
     meta.insert("version".to_string(), w.version.to_string());
     if let Some(o) = w.objective {
         meta.insert("objective".to_string(), o.name().to_string());
+    }
+    for (key, value) in extra {
+        if meta.insert(key.to_string(), value.clone()).is_some() || *key == "exposure_dim" {
+            return Err(Error::InvalidConfig(format!(
+                "extra metadata key '{key}' is reserved"
+            )));
+        }
     }
     let mut tensors = head_tensors("", &w.head);
     if let Some(e) = &w.exposure_head {
@@ -164,6 +178,17 @@ fn meta_num<T: std::str::FromStr>(meta: &HashMap<String, String>, key: &str) -> 
 
 /// Reads an f32 tensor of an exact shape.
 pub(crate) fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let values = read_f32_any(st, name, shape)?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::CorruptWeights(format!(
+            "tensor '{name}' has a non-finite value at {i}"
+        )));
+    }
+    Ok(values)
+}
+
+/// Reads an f32 tensor of an exact shape, non-finite values included.
+fn read_f32_any(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let t = st
         .tensor(name)
         .map_err(|_| Error::CorruptWeights(format!("tensor '{name}' is missing")))?;
@@ -184,15 +209,23 @@ pub(crate) fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Res
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::CorruptWeights(format!(
-            "tensor '{name}' has a non-finite value at {i}"
-        )));
-    }
     Ok(values)
 }
 
-fn read_head(st: &SafeTensors<'_>, prefix: &str, config: HeadConfig) -> Result<Head> {
+/// Whether reading refuses NaN and ±Inf as corruption ([`from_bytes`]) or hands them to a
+/// caller that reports them itself ([`parse`]: the sync server answers them with their own code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    Finite,
+    Any,
+}
+
+fn read_head(
+    st: &SafeTensors<'_>,
+    prefix: &str,
+    config: HeadConfig,
+    values: Values,
+) -> Result<Head> {
     config
         .validate()
         .map_err(|e| Error::CorruptWeights(format!("metadata describes an invalid head: {e}")))?;
@@ -201,12 +234,16 @@ fn read_head(st: &SafeTensors<'_>, prefix: &str, config: HeadConfig) -> Result<H
         .iter()
         .enumerate()
         .map(|(i, &(fan_in, fan_out))| {
-            let w = read_f32(
+            let read = match values {
+                Values::Finite => read_f32,
+                Values::Any => read_f32_any,
+            };
+            let w = read(
                 st,
                 &format!("{prefix}layers.{i}.weight"),
                 &[fan_out, fan_in],
             )?;
-            let b = read_f32(st, &format!("{prefix}layers.{i}.bias"), &[fan_out])?;
+            let b = read(st, &format!("{prefix}layers.{i}.bias"), &[fan_out])?;
             Ok(Linear {
                 weight: Array2::from_shape_vec((fan_out, fan_in), w).expect("shape checked"),
                 bias: Array1::from(b),
@@ -218,6 +255,12 @@ fn read_head(st: &SafeTensors<'_>, prefix: &str, config: HeadConfig) -> Result<H
 
 /// Parses safetensors bytes written by [`to_bytes`] (or any tool following the same layout).
 pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
+    parse(bytes, Values::Finite).map(|(w, _)| w)
+}
+
+/// Parses like [`from_bytes`] and also returns the whole `__metadata__` block, so that a
+/// format layered on this one (the sync protocol's deltas) reads its own keys from it.
+pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, String>)> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::CorruptWeights(format!("not a readable safetensors file: {e}")))?;
     let (_, header) =
@@ -246,12 +289,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
             .map_err(|e| Error::CorruptWeights(e.to_string()))?,
         outputs: meta_num(&meta, "outputs")?,
     };
-    let head = read_head(&st, "", config.clone())?;
+    let head = read_head(&st, "", config.clone(), values)?;
     let exposure_head = match meta.get("exposure_dim") {
         Some(_) => Some(read_head(
             &st,
             "exposure.",
             HeadConfig::new(meta_num(&meta, "exposure_dim")?, &[]),
+            values,
         )?),
         None => None,
     };
@@ -260,12 +304,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
         .map(|o| ObjectiveKind::parse(o))
         .transpose()
         .map_err(|e| Error::CorruptWeights(e.to_string()))?;
-    Ok(Weights {
+    let weights = Weights {
         head,
         exposure_head,
         objective,
         version: meta_num(&meta, "version")?,
-    })
+    };
+    Ok((weights, meta))
 }
 
 /// Like [`from_bytes`], and checks the head has the expected shape.

@@ -9,6 +9,8 @@
 //! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
 //! - `bench-flavours`: the baseline and SIMD wasm builds on the CPU path, in node.
 
+mod postgres;
+mod server_bench;
 mod web;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +92,7 @@ fn setup() -> Result {
     if !has_lavapipe() {
         install_apt(&["mesa-vulkan-drivers", "libvulkan1"])?;
     }
+    postgres::ensure_installed()?;
     let fixture = root().join(FIXTURE);
     if !fixture.exists() {
         return Err(format!(
@@ -154,8 +157,12 @@ fn test() -> Result {
     ]))?;
     // The GPU half of the conformance suite must run here, not skip.
     let mut cmd = cargo();
+    // The sync server's tests run against a real Postgres too, and must not skip.
+    let pg = postgres::Cluster::start()?;
     cmd.args(["test", "--workspace"])
-        .env("TACIT_REQUIRE_GPU", "1");
+        .env("TACIT_REQUIRE_GPU", "1")
+        .env("TACIT_TEST_POSTGRES_URL", &pg.url)
+        .env("TACIT_REQUIRE_POSTGRES", "1");
     // Mesa's Vulkan loader complains on every start without a runtime directory (CI has none).
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join(format!("tacit-xdg-{}", std::process::id()));
@@ -292,7 +299,8 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("pkg") => setup().and_then(|()| web::build_pkg()),
         Some("bench-flavours") => setup().and_then(|()| web::bench_flavours()),
-        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|pkg|bench-flavours>".into()),
+        Some("bench-server") => server_bench::bench_server(),
+        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|bench-server|pkg|bench-flavours>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,134 @@
+//! The aggregation math of a round, pure and deterministic given its noise seed.
+//!
+//! 1. Each delta is clipped to L2 norm `clip_norm` (bounding any one client's influence).
+//! 2. The clipped deltas are combined: FedAvg's example-weighted mean, or, against poisoned
+//!    updates, the coordinate-wise trimmed mean or median (unweighted: a robust statistic
+//!    weighted by self-reported example counts would let one client buy the majority).
+//! 3. The combined step is clipped to `clip_norm` again, so that a round moves the global by
+//!    at most the bound whatever the aggregator (a coordinate-wise median of bounded vectors
+//!    is not itself bounded by the same norm).
+//! 4. Optional Gaussian noise of standard deviation `noise_std` per coordinate (the Gaussian
+//!    mechanism of DP-FedAvg; its privacy accounting is the operator's to choose).
+
+use tacit_rm::rng::Rng;
+use tacit_rm::sync::delta::l2_norm;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Aggregator {
+    Mean,
+    /// Drops `fraction` of the values at each end of every coordinate.
+    TrimmedMean {
+        fraction: f64,
+    },
+    Median,
+}
+
+impl Aggregator {
+    pub fn name(self) -> String {
+        match self {
+            Aggregator::Mean => "mean".into(),
+            Aggregator::TrimmedMean { fraction } => format!("trimmed-mean({fraction})"),
+            Aggregator::Median => "median".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AggregationConfig {
+    pub aggregator: Aggregator,
+    pub clip_norm: f64,
+    pub noise_std: f64,
+}
+
+/// One client's contribution to a round.
+pub struct Contribution {
+    pub delta: Vec<f32>,
+    pub n_examples: u64,
+}
+
+/// Scales to norm at most `bound`.
+pub fn clip_f64(values: &mut [f64], bound: f64) {
+    let norm = values.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if norm > bound {
+        let scale = bound / norm;
+        values.iter_mut().for_each(|v| *v *= scale);
+    }
+}
+
+/// The step to add to the global. `contributions` is non-empty and every delta has `len`
+/// values (the caller checked shapes when the updates were accepted).
+pub fn combine(
+    contributions: &[Contribution],
+    len: usize,
+    config: &AggregationConfig,
+    noise_seed: u64,
+) -> Vec<f32> {
+    let clipped: Vec<(Vec<f64>, f64)> = contributions
+        .iter()
+        .map(|c| {
+            let norm = l2_norm(&c.delta);
+            let scale = if norm > config.clip_norm {
+                config.clip_norm / norm
+            } else {
+                1.0
+            };
+            let values = c.delta.iter().map(|&v| f64::from(v) * scale).collect();
+            (values, c.n_examples as f64)
+        })
+        .collect();
+    let mut step = match config.aggregator {
+        Aggregator::Mean => {
+            let total: f64 = clipped.iter().map(|(_, n)| n).sum();
+            let mut sum = vec![0.0f64; len];
+            for (values, n) in &clipped {
+                for (s, v) in sum.iter_mut().zip(values) {
+                    *s += n * v;
+                }
+            }
+            sum.iter_mut().for_each(|s| *s /= total);
+            sum
+        }
+        Aggregator::TrimmedMean { fraction } => {
+            let m = clipped.len();
+            // Never trim everything: at least one value per coordinate remains.
+            let cut = ((fraction * m as f64).floor() as usize).min((m - 1) / 2);
+            coordinate_wise(&clipped, len, |column| {
+                let kept = &column[cut..m - cut];
+                kept.iter().sum::<f64>() / kept.len() as f64
+            })
+        }
+        Aggregator::Median => coordinate_wise(&clipped, len, |column| {
+            let m = column.len();
+            if m % 2 == 1 {
+                column[m / 2]
+            } else {
+                (column[m / 2 - 1] + column[m / 2]) / 2.0
+            }
+        }),
+    };
+    clip_f64(&mut step, config.clip_norm);
+    if config.noise_std > 0.0 {
+        let mut rng = Rng::new(noise_seed);
+        step.iter_mut()
+            .for_each(|s| *s += config.noise_std * rng.normal());
+    }
+    step.into_iter().map(|v| v as f32).collect()
+}
+
+/// Applies `statistic` to every coordinate's sorted values.
+fn coordinate_wise(
+    clipped: &[(Vec<f64>, f64)],
+    len: usize,
+    statistic: impl Fn(&[f64]) -> f64,
+) -> Vec<f64> {
+    let mut column = vec![0.0f64; clipped.len()];
+    (0..len)
+        .map(|j| {
+            for (slot, (values, _)) in column.iter_mut().zip(clipped) {
+                *slot = values[j];
+            }
+            column.sort_by(f64::total_cmp);
+            statistic(&column)
+        })
+        .collect()
+}

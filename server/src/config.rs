@@ -1,0 +1,164 @@
+//! `tacit-server` command line; every `serve` setting also reads an environment variable, so
+//! that replicas are configured the same way in a container.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::aggregate::{AggregationConfig, Aggregator};
+
+#[derive(Parser)]
+#[command(name = "tacit-server", version, about = "tacit-rm weight sync server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the sync API.
+    Serve(ServeArgs),
+    /// Manage bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Measure sustained pushes per second on loopback against a fresh database.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it as the last line of output.
+    Create {
+        #[arg(long, env = "TACIT_DB")]
+        db: String,
+        #[arg(long)]
+        client: String,
+        /// May create and replace models.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Revoke every token of a client.
+    Revoke {
+        #[arg(long, env = "TACIT_DB")]
+        db: String,
+        #[arg(long)]
+        client: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AggregatorName {
+    Mean,
+    TrimmedMean,
+    Median,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "TACIT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// `sqlite://FILE` (created if missing) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "TACIT_DB", default_value = "sqlite://tacit-server.db")]
+    pub db: String,
+    /// Postgres connections per replica (SQLite always uses one).
+    #[arg(long, env = "TACIT_DB_CONNECTIONS", default_value_t = 8)]
+    pub db_connections: u32,
+    #[command(flatten)]
+    pub policy: Policy,
+}
+
+/// What the server accepts and how it aggregates. Replicas sharing a database must run with
+/// the same policy.
+#[derive(Args, Clone, Debug)]
+pub struct Policy {
+    /// Largest request body, bytes.
+    #[arg(long, env = "TACIT_BODY_LIMIT", default_value_t = 16 << 20)]
+    pub body_limit: usize,
+    /// A round closes when this many updates are pending…
+    #[arg(long, env = "TACIT_ROUND_UPDATES", default_value_t = 10)]
+    pub round_updates: u64,
+    /// …or when the oldest pending update is this old (seconds).
+    #[arg(long, env = "TACIT_ROUND_SECONDS", default_value_t = 60.0)]
+    pub round_seconds: f64,
+    #[arg(long, env = "TACIT_AGGREGATOR", value_enum, default_value_t = AggregatorName::Mean)]
+    pub aggregator: AggregatorName,
+    /// Fraction trimmed at each end of every coordinate by `trimmed-mean`.
+    #[arg(long, env = "TACIT_TRIM_FRACTION", default_value_t = 0.1)]
+    pub trim_fraction: f64,
+    /// Server-side L2 clip of every delta and of every round's step.
+    #[arg(long, env = "TACIT_CLIP_NORM", default_value_t = 10.0)]
+    pub clip_norm: f64,
+    /// Deltas with a larger L2 norm are refused (422) rather than clipped.
+    #[arg(long, env = "TACIT_MAX_UPDATE_NORM", default_value_t = 100.0)]
+    pub max_update_norm: f64,
+    /// Standard deviation of the Gaussian noise added to every coordinate of a round's step.
+    #[arg(long, env = "TACIT_NOISE_STD", default_value_t = 0.0)]
+    pub noise_std: f64,
+    /// Deltas based on a global more than this many versions old are refused (409).
+    #[arg(long, env = "TACIT_MAX_STALENESS", default_value_t = 10)]
+    pub max_staleness: u64,
+}
+
+impl Policy {
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be positive and finite (got {v})"))
+            }
+        };
+        positive("clip-norm", self.clip_norm)?;
+        positive("max-update-norm", self.max_update_norm)?;
+        positive("round-seconds", self.round_seconds)?;
+        if !(self.noise_std.is_finite() && self.noise_std >= 0.0) {
+            return Err(format!("--noise-std must be >= 0 (got {})", self.noise_std));
+        }
+        if !(0.0..0.5).contains(&self.trim_fraction) {
+            return Err(format!(
+                "--trim-fraction must be in [0, 0.5) (got {})",
+                self.trim_fraction
+            ));
+        }
+        if self.round_updates == 0 {
+            return Err("--round-updates must be at least 1".into());
+        }
+        if self.body_limit < 1024 {
+            return Err("--body-limit must be at least 1024 bytes".into());
+        }
+        Ok(())
+    }
+
+    pub fn aggregation(&self) -> AggregationConfig {
+        AggregationConfig {
+            aggregator: match self.aggregator {
+                AggregatorName::Mean => Aggregator::Mean,
+                AggregatorName::TrimmedMean => Aggregator::TrimmedMean {
+                    fraction: self.trim_fraction,
+                },
+                AggregatorName::Median => Aggregator::Median,
+            },
+            clip_norm: self.clip_norm,
+            noise_std: self.noise_std,
+        }
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Also measure on this Postgres database (the SQLite run, on a fresh file in a
+    /// temporary directory, always happens).
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Concurrent pushing clients.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Measured duration, seconds (after a one-second warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Updates per aggregation round during the run.
+    #[arg(long, default_value_t = 10)]
+    pub round_updates: u64,
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
+}

@@ -1,0 +1,220 @@
+//! Connections and migrations. One code path serves SQLite and Postgres through sqlx's `Any`
+//! driver with runtime queries; the few statements that differ (column types, row locks)
+//! are chosen by [`Backend`].
+//!
+//! SQLite: WAL journal, `synchronous = FULL` (a commit is on disk before it returns, so a
+//! 202 survives SIGKILL and power loss), and one connection: SQLite has one writer anyway,
+//! and a single connection rules out the lock-upgrade deadlocks of concurrent deferred
+//! transactions. Postgres: a pool; replicas coordinate through row locks (see `rounds`).
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use sqlx::{Connection, Executor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Db {
+    /// `SELECT … FOR UPDATE` where the database has row locks; SQLite's single writer
+    /// connection already serialises transactions.
+    pub fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Parses `sqlite://FILE`, `sqlite:FILE` or `postgres://…` / `postgresql://…`.
+pub fn backend_of(url: &str) -> Result<Backend, String> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(format!(
+            "database URL must start with sqlite:// or postgres:// (got '{}')",
+            url.split(':').next().unwrap_or("")
+        ))
+    }
+}
+
+/// Connects, applies pending migrations, and returns the pool.
+pub async fn connect(url: &str, pool_size: u32) -> Result<Db, String> {
+    sqlx::any::install_default_drivers();
+    let backend = backend_of(url)?;
+    let (url, size) = match backend {
+        // Create the file on first use, as a zero-set-up default should.
+        Backend::Sqlite if !url.contains('?') => (format!("{url}?mode=rwc"), 1),
+        Backend::Sqlite => (url.to_string(), 1),
+        Backend::Postgres => (url.to_string(), pool_size.max(1)),
+    };
+    let mut options = AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(30));
+    if backend == Backend::Sqlite {
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                Ok(())
+            })
+        });
+    }
+    let pool = options
+        .connect(&url)
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let db = Db { pool, backend };
+    migrate(&db)
+        .await
+        .map_err(|e| format!("cannot migrate the database: {e}"))?;
+    Ok(db)
+}
+
+/// Schema migrations, in order; each is applied once, in a transaction with its record.
+/// Append only: an applied migration is never edited.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, SCHEMA_V1_SQLITE, SCHEMA_V1_POSTGRES)];
+
+const SCHEMA_V1_SQLITE: &str = "
+CREATE TABLE models (
+    name TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    shape TEXT NOT NULL,
+    num_params BIGINT NOT NULL,
+    weights BLOB NOT NULL,
+    rounds BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    client TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    base_version BIGINT NOT NULL,
+    n_examples BIGINT NOT NULL,
+    objective TEXT NOT NULL,
+    norm DOUBLE PRECISION NOT NULL,
+    delta BLOB NOT NULL,
+    status TEXT NOT NULL,
+    round BIGINT,
+    received_at BIGINT NOT NULL,
+    UNIQUE (model, client, idempotency_key)
+);
+CREATE INDEX updates_pending ON updates (model, status);
+CREATE TABLE rounds (
+    model TEXT NOT NULL,
+    round BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    n_updates BIGINT NOT NULL,
+    n_examples BIGINT NOT NULL,
+    aggregator TEXT NOT NULL,
+    closed_at BIGINT NOT NULL,
+    PRIMARY KEY (model, round)
+);
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    client TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    admin BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+";
+
+const SCHEMA_V1_POSTGRES: &str = "
+CREATE TABLE models (
+    name TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    shape TEXT NOT NULL,
+    num_params BIGINT NOT NULL,
+    weights BYTEA NOT NULL,
+    rounds BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE updates (
+    id BIGSERIAL PRIMARY KEY,
+    model TEXT NOT NULL,
+    client TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    base_version BIGINT NOT NULL,
+    n_examples BIGINT NOT NULL,
+    objective TEXT NOT NULL,
+    norm DOUBLE PRECISION NOT NULL,
+    delta BYTEA NOT NULL,
+    status TEXT NOT NULL,
+    round BIGINT,
+    received_at BIGINT NOT NULL,
+    UNIQUE (model, client, idempotency_key)
+);
+CREATE INDEX updates_pending ON updates (model, status);
+CREATE TABLE rounds (
+    model TEXT NOT NULL,
+    round BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    n_updates BIGINT NOT NULL,
+    n_examples BIGINT NOT NULL,
+    aggregator TEXT NOT NULL,
+    closed_at BIGINT NOT NULL,
+    PRIMARY KEY (model, round)
+);
+CREATE TABLE tokens (
+    id BIGSERIAL PRIMARY KEY,
+    client TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    admin BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+";
+
+async fn migrate(db: &Db) -> Result<(), sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    if db.backend == Backend::Postgres {
+        // Replicas starting together: one migrates, the others wait here and then find the
+        // work done. The lock is released with the transaction.
+        sqlx::query("SELECT pg_advisory_xact_lock(7357001)")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        .await?;
+    for &(version, sqlite, postgres) in MIGRATIONS {
+        let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if applied {
+            continue;
+        }
+        let script = match db.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        };
+        for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            tx.execute(statement).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(version, "applied migration");
+    }
+    tx.commit().await
+}

@@ -1,0 +1,26 @@
+//! tacit-server: the aggregation server of tacit-rm's weight sync (DESIGN §7).
+//!
+//! Request path: [`api`] (routes, auth, body limits) → [`updates`] / [`models`] (validation
+//! and storage in one transaction each) → [`rounds`] (aggregation under a row lock) using the
+//! pure math of [`aggregate`]. [`db`] owns connections and migrations, [`tokens`] the
+//! credentials. Everything a client can get wrong is an [`error::ApiError`] with a stable code.
+
+pub mod aggregate;
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod models;
+pub mod rounds;
+pub mod serve;
+pub mod tokens;
+pub mod updates;
+
+/// Milliseconds since the Unix epoch: the timestamps stored in the database.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

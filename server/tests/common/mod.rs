@@ -1,0 +1,324 @@
+//! Test harness: the real `tacit-server` binary on loopback, over a fresh SQLite file or a
+//! fresh Postgres database, and small HTTP helpers built on the crate's own client types.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tacit_rm::store::{self, Weights};
+use tacit_rm::sync::client::{HttpRequest, HttpResponse};
+use tacit_rm::sync::http::{Transport, UreqTransport};
+use tacit_rm::sync::protocol::{self, ModelMeta};
+use tacit_rm::sync::Delta;
+use tacit_rm::{Head, HeadConfig, ObjectiveKind};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tacit-server");
+/// Set by `cargo xtask test`, which starts a throwaway Postgres cluster.
+pub const POSTGRES_URL: &str = "TACIT_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database: a SQLite file in a temporary directory, or a new database in the
+/// Postgres cluster named by `TACIT_TEST_POSTGRES_URL`. `None` (with a printed notice) when
+/// no Postgres is configured — unless `CI` or `TACIT_REQUIRE_POSTGRES` is set, where that is
+/// a failure, so that a Postgres test can never pass by not running.
+pub struct Database {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn database(backend: Backend, test: &str) -> Option<Database> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let url = format!("sqlite://{}", dir.path().join("server.db").display());
+            Some(Database {
+                url,
+                _dir: Some(dir),
+            })
+        }
+        Backend::Postgres => {
+            let Ok(admin_url) = std::env::var(POSTGRES_URL) else {
+                let required = std::env::var_os("CI").is_some()
+                    || std::env::var_os("TACIT_REQUIRE_POSTGRES").is_some();
+                assert!(
+                    !required,
+                    "{POSTGRES_URL} is not set but CI / TACIT_REQUIRE_POSTGRES requires the Postgres tests"
+                );
+                eprintln!("SKIPPED {test} on Postgres: set {POSTGRES_URL} (cargo xtask test does)");
+                return None;
+            };
+            // Random part first: Postgres cuts identifiers at 63 bytes.
+            let name: String = format!(
+                "t_{}_{}_{}",
+                &tacit_rm::sync::http::random_key_prefix()[..10],
+                std::process::id(),
+                test.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            )
+            .to_lowercase()
+            .chars()
+            .take(63)
+            .collect();
+            create_postgres_database(&admin_url, &name);
+            let (base, _) = admin_url
+                .rsplit_once('/')
+                .expect("a postgres URL ends with /DATABASE");
+            Some(Database {
+                url: format!("{base}/{name}"),
+                _dir: None,
+            })
+        }
+    }
+}
+
+fn create_postgres_database(admin_url: &str, name: &str) {
+    use sqlx::{Connection, Executor};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("connect to the test Postgres");
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create a test database");
+        conn.close().await.ok();
+    });
+}
+
+/// Runs a test body on SQLite and on Postgres, as two test functions.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                super::$name($crate::common::Backend::Postgres)
+            }
+        }
+    )*};
+}
+
+/// A running `tacit-server serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    db: String,
+    args: Vec<String>,
+}
+
+impl Server {
+    pub fn start(db: &str, args: &[&str]) -> Server {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(db, &args);
+        Server {
+            child,
+            url,
+            db: db.to_string(),
+            args,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    /// Starts again on the same database (on a new port).
+    pub fn restart(&mut self) {
+        let (child, url) = spawn(&self.db, &self.args);
+        self.child = child;
+        self.url = url;
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        self.child.wait().expect("reap the server")
+    }
+
+    pub fn transport(&self) -> UreqTransport {
+        UreqTransport::new(&self.url, Duration::from_secs(60))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(db: &str, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tacit-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("read the server's first line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// `tacit-server token create`, returning the last line of its output.
+pub fn token(db: &str, client: &str, admin: bool) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "create", "--db", db, "--client", client])
+        .env("RUST_LOG", "warn");
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().expect("run token create");
+    assert!(
+        out.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let token = stdout
+        .lines()
+        .last()
+        .expect("a token line")
+        .trim()
+        .to_string();
+    assert!(
+        token.starts_with("tacit_") && token.len() == 6 + 64,
+        "{token}"
+    );
+    token
+}
+
+pub fn revoke(db: &str, client: &str) {
+    let out = Command::new(BIN)
+        .args(["token", "revoke", "--db", db, "--client", client])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run token revoke");
+    assert!(out.status.success());
+}
+
+pub fn request(
+    server: &Server,
+    method: &'static str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> HttpResponse {
+    server
+        .transport()
+        .send(&HttpRequest {
+            method,
+            path: path.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body,
+        })
+        .expect("the server answers")
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+pub fn put_model(server: &Server, admin: &str, name: &str, head: &Head) -> HttpResponse {
+    let bytes = store::to_bytes(&Weights::new(head.clone())).expect("serialise");
+    request(
+        server,
+        "PUT",
+        &protocol::model_path(name),
+        &[("Authorization", &bearer(admin))],
+        bytes,
+    )
+}
+
+pub fn pull(server: &Server, token: &str, name: &str) -> Weights {
+    let r = request(
+        server,
+        "GET",
+        &protocol::model_path(name),
+        &[("Authorization", &bearer(token))],
+        vec![],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let w = store::from_bytes(&r.body).expect("served weights parse");
+    assert_eq!(r.etag, Some(protocol::etag(w.version)));
+    w
+}
+
+pub fn meta(server: &Server, token: &str, name: &str) -> ModelMeta {
+    let r = request(
+        server,
+        "GET",
+        &protocol::meta_path(name),
+        &[("Authorization", &bearer(token))],
+        vec![],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).expect("meta JSON")
+}
+
+pub fn push(server: &Server, token: &str, name: &str, key: &str, body: Vec<u8>) -> HttpResponse {
+    request(
+        server,
+        "POST",
+        &protocol::updates_path(name),
+        &[
+            ("Authorization", &bearer(token)),
+            (protocol::IDEMPOTENCY_KEY, key),
+        ],
+        body,
+    )
+}
+
+pub fn small_config() -> HeadConfig {
+    HeadConfig::new(8, &[4])
+}
+
+pub fn delta(config: &HeadConfig, values: Vec<f32>, base_version: u64, n_examples: u64) -> Delta {
+    Delta {
+        config: config.clone(),
+        values,
+        base_version,
+        n_examples,
+        objective: ObjectiveKind::parse("ips").expect("a known objective"),
+    }
+}
+
+/// Deterministic pseudo-random values of a given scale, from the crate's seeded generator.
+pub fn values(n: usize, seed: u64, scale: f64) -> Vec<f32> {
+    let mut rng = tacit_rm::rng::Rng::new(seed);
+    (0..n).map(|_| (scale * rng.normal()) as f32).collect()
+}
+
+pub fn error_code(r: &HttpResponse) -> String {
+    let body: protocol::ErrorBody = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|_| panic!("not an error body: {}", String::from_utf8_lossy(&r.body)));
+    body.code
+}

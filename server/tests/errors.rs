@@ -1,0 +1,308 @@
+//! Every error code the server answers, with malformed and truncated safetensors, NaN deltas
+//! and norms over the bound; and after all of them, nothing stored and nothing changed.
+
+mod common;
+
+use common::*;
+use tacit_rm::store::{self, Weights};
+use tacit_rm::sync::protocol::{self, UpdateAccepted};
+use tacit_rm::{Head, HeadConfig};
+
+fn assert_error(r: &tacit_rm::sync::HttpResponse, status: u16, code: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "expected {status} {code}, got {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(error_code(r), code);
+}
+
+fn every_error_code(backend: Backend) {
+    let Some(db) = database(backend, "errors") else {
+        return;
+    };
+    let admin = token(&db.url, "admin", true);
+    let alice = token(&db.url, "alice", false);
+    let carol = token(&db.url, "carol", false);
+    let server = Server::start(
+        &db.url,
+        &[
+            "--round-updates",
+            "1",
+            "--max-staleness",
+            "1",
+            "--max-update-norm",
+            "1.0",
+            "--body-limit",
+            "4096",
+        ],
+    );
+    let config = small_config();
+    let n = config.num_params();
+    let base = Head::init(&config, 3).unwrap();
+    assert_eq!(put_model(&server, &admin, "m", &base).status, 200);
+    let served_before = pull(&server, &alice, "m");
+    let good = |base_version: u64| delta(&config, values(n, 9, 0.01), base_version, 5);
+    let good_bytes = good(1).to_bytes().unwrap();
+
+    // 401: no token, an unknown token, a revoked token.
+    assert_error(
+        &request(
+            &server,
+            "POST",
+            &protocol::updates_path("m"),
+            &[(protocol::IDEMPOTENCY_KEY, "a")],
+            good_bytes.clone(),
+        ),
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &push(&server, "tacit_nope", "m", "a", good_bytes.clone()),
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &request(
+            &server,
+            "GET",
+            &protocol::model_path("m"),
+            &[("Authorization", "Basic xyz")],
+            vec![],
+        ),
+        401,
+        "unauthorized",
+    );
+    revoke(&db.url, "carol");
+    assert_error(
+        &push(&server, &carol, "m", "a", good_bytes.clone()),
+        401,
+        "unauthorized",
+    );
+
+    // 403: a client token cannot create or replace models.
+    assert_error(&put_model(&server, &alice, "m", &base), 403, "forbidden");
+    assert_error(
+        &put_model(&server, &alice, "other", &base),
+        403,
+        "forbidden",
+    );
+
+    // 404: unknown model, invalid name, unknown route.
+    assert_error(
+        &push(&server, &alice, "nope", "a", good_bytes.clone()),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &request(
+            &server,
+            "GET",
+            &protocol::model_path("nope"),
+            &[("Authorization", &bearer(&alice))],
+            vec![],
+        ),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &request(
+            &server,
+            "GET",
+            &protocol::meta_path("nope"),
+            &[("Authorization", &bearer(&alice))],
+            vec![],
+        ),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &request(
+            &server,
+            "GET",
+            "/v1/models/bad%20name",
+            &[("Authorization", &bearer(&alice))],
+            vec![],
+        ),
+        404,
+        "not_found",
+    );
+    assert_error(
+        &request(&server, "GET", "/v2/else", &[], vec![]),
+        404,
+        "not_found",
+    );
+
+    // 400: not safetensors, truncated safetensors, no idempotency key, a weights file
+    // without the delta's metadata, zero examples, an unknown objective.
+    assert_error(
+        &push(
+            &server,
+            &alice,
+            "m",
+            "a",
+            b"definitely not safetensors".to_vec(),
+        ),
+        400,
+        "malformed",
+    );
+    for cut in [4, 8, 100, good_bytes.len() / 2, good_bytes.len() - 1] {
+        assert_error(
+            &push(&server, &alice, "m", "a", good_bytes[..cut].to_vec()),
+            400,
+            "malformed",
+        );
+    }
+    assert_error(&push(&server, &alice, "m", "a", vec![]), 400, "malformed");
+    assert_error(
+        &request(
+            &server,
+            "POST",
+            &protocol::updates_path("m"),
+            &[("Authorization", &bearer(&alice))],
+            good_bytes.clone(),
+        ),
+        400,
+        "malformed",
+    );
+    let long_key = "k".repeat(protocol::MAX_IDEMPOTENCY_KEY + 1);
+    assert_error(
+        &push(&server, &alice, "m", &long_key, good_bytes.clone()),
+        400,
+        "malformed",
+    );
+    let plain_weights = store::to_bytes(&Weights::new(base.clone())).unwrap();
+    assert_error(
+        &push(&server, &alice, "m", "a", plain_weights),
+        400,
+        "malformed",
+    );
+    assert_error(
+        &push(
+            &server,
+            &alice,
+            "m",
+            "a",
+            delta(&config, values(n, 9, 0.01), 1, 0).to_bytes().unwrap(),
+        ),
+        400,
+        "malformed",
+    );
+    let unknown_objective = String::from_utf8_lossy(&good_bytes).replace("\"ips\"", "\"zzz\"");
+    assert_error(
+        &push(&server, &alice, "m", "a", unknown_objective.into_bytes()),
+        400,
+        "malformed",
+    );
+    // Re-PUT of the same weights by the admin: allowed, version 2.
+    assert_eq!(put_model(&server, &admin, "m", &base).status, 200);
+    assert_error(&garbage_put(&server, &admin), 400, "malformed");
+
+    // 409: other dims; a base version from the future.
+    let other = HeadConfig::new(8, &[3]);
+    let wrong_dims = delta(&other, values(other.num_params(), 1, 0.01), 2, 1);
+    assert_error(
+        &push(&server, &alice, "m", "a", wrong_dims.to_bytes().unwrap()),
+        409,
+        "dims_mismatch",
+    );
+    assert_error(
+        &push(&server, &alice, "m", "a", good(99).to_bytes().unwrap()),
+        409,
+        "stale_base_version",
+    );
+
+    // 413: over the body limit.
+    assert_error(
+        &push(&server, &alice, "m", "a", vec![0u8; 5000]),
+        413,
+        "too_large",
+    );
+    let big = Head::init(&HeadConfig::new(64, &[16]), 1).unwrap();
+    assert_error(&put_model(&server, &admin, "m", &big), 413, "too_large");
+
+    // 422: NaN and infinity in a delta; a norm over the bound; NaN weights in a PUT.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut bytes = good(2).to_bytes().unwrap();
+        let len = bytes.len();
+        bytes[len - 4..].copy_from_slice(&bad.to_le_bytes()); // last value of the last tensor
+        assert_error(&push(&server, &alice, "m", "a", bytes), 422, "non_finite");
+    }
+    let mut huge = good(2);
+    huge.values.iter_mut().for_each(|v| *v = 1.0); // norm √41 > 1
+    assert_error(
+        &push(&server, &alice, "m", "a", huge.to_bytes().unwrap()),
+        422,
+        "norm_over_bound",
+    );
+    let mut nan_weights = store::to_bytes(&Weights::new(base.clone())).unwrap();
+    let len = nan_weights.len();
+    nan_weights[len - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert_error(
+        &request(
+            &server,
+            "PUT",
+            &protocol::model_path("m"),
+            &[("Authorization", &bearer(&admin))],
+            nan_weights,
+        ),
+        422,
+        "non_finite",
+    );
+
+    // Nothing half-written by any of the above: the re-PUT above made version 2, and no
+    // update was stored.
+    let m = meta(&server, &admin, "m");
+    assert_eq!(
+        (m.version, m.accepted_updates, m.pending_updates, m.rounds),
+        (2, 0, 0, 0)
+    );
+    assert_eq!(pull(&server, &alice, "m").head, served_before.head);
+
+    // Valid pushes close a round each (--round-updates 1): versions 3, then 4.
+    let first = push(&server, &alice, "m", "first", good(2).to_bytes().unwrap());
+    assert_eq!(
+        first.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    let answer: UpdateAccepted = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!((answer.base_version, answer.n_examples), (2, 5));
+    assert_eq!(
+        push(&server, &alice, "m", "second", good(3).to_bytes().unwrap()).status,
+        202
+    );
+    assert_eq!(meta(&server, &admin, "m").version, 4);
+    // 409: base 2 is now two versions behind, over --max-staleness 1.
+    assert_error(
+        &push(&server, &alice, "m", "third", good(2).to_bytes().unwrap()),
+        409,
+        "stale_base_version",
+    );
+    // 409: a used key with another body; the same body replays the first answer exactly,
+    // although its base has gone stale since.
+    assert_error(
+        &push(&server, &alice, "m", "first", good(3).to_bytes().unwrap()),
+        409,
+        "idempotency_key_reused",
+    );
+    let replay = push(&server, &alice, "m", "first", good(2).to_bytes().unwrap());
+    assert_eq!((replay.status, &replay.body), (202, &first.body));
+    let m = meta(&server, &admin, "m");
+    assert_eq!((m.version, m.accepted_updates, m.rounds), (4, 2, 2));
+}
+
+fn garbage_put(server: &Server, admin: &str) -> tacit_rm::sync::HttpResponse {
+    request(
+        server,
+        "PUT",
+        &protocol::model_path("m"),
+        &[("Authorization", &bearer(admin))],
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage".to_vec(),
+    )
+}
+
+on_both_backends!(every_error_code);
