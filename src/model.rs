@@ -370,6 +370,19 @@ impl RewardModel {
         Ok(())
     }
 
+    /// Installs weights of the same head shape (a pulled, rebased global), keeping the log.
+    pub fn replace_weights(&mut self, weights: Weights) -> Result<()> {
+        if weights.head.config != *self.config() {
+            return Err(Error::IncompatibleWeights(format!(
+                "expected a head {:?}, got {:?}",
+                self.config(),
+                weights.head.config
+            )));
+        }
+        self.weights = weights;
+        Ok(())
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             pending: self.log.len(),

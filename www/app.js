@@ -201,7 +201,8 @@ async function train() {
 
 async function sync() {
   $("sync-status").textContent = "syncing…";
-  const r = await rm.sync({ url: location.origin, token: syncToken ?? "" });
+  // The server holds one shared "demo" model, whatever the local model is called.
+  const r = await rm.sync({ url: location.origin, token: syncToken ?? "", model: "demo" });
   $("sync-status").textContent =
     `version ${r.version}: ${r.pushed ? "pushed an update" : "nothing to push"}` +
     `${r.pulled ? ", pulled the merged model" : ""}${r.queued ? `, ${r.queued} queued` : ""}`;

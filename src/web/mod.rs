@@ -11,6 +11,7 @@ mod backend;
 mod error;
 mod options;
 mod storage;
+mod sync;
 mod types;
 
 use std::cell::RefCell;
@@ -30,7 +31,8 @@ use error::to_js;
 use options::{
     float_array, parse_train, to_js as result_to_js, ObserveInput, OpenOptions, TrainResult,
 };
-use storage::Storage;
+use storage::{Commit, Storage};
+use sync::{SyncOptions, SyncResult, SyncState};
 
 /// A reward model in the page (or worker): see the package README.
 #[wasm_bindgen]
@@ -43,21 +45,24 @@ struct Inner {
     spec: ModelSpec,
     storage: Option<Storage>,
     state: RefCell<State>,
+    /// The sync client's state, as last stored.
+    sync: RefCell<SyncState>,
 }
 
 struct State {
     /// `None` once closed.
     model: Option<Model>,
-    training: bool,
+    /// A `train` or `sync` call is running (both move the weights; one at a time).
+    busy: Option<&'static str>,
 }
 
-/// Clears the `training` flag however a training call ends.
-struct TrainingGuard<'a>(&'a Inner);
+/// Clears the busy flag however a `train` or `sync` call ends.
+struct BusyGuard<'a>(&'a Inner);
 
-impl Drop for TrainingGuard<'_> {
+impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut st) = self.0.state.try_borrow_mut() {
-            st.training = false;
+            st.busy = None;
         }
     }
 }
@@ -93,7 +98,11 @@ impl Inner {
         let entry = ObserveInput::parse(observation)?;
         let entry = self.with(|m| m.observe(entry))?;
         if let Some(s) = &self.storage {
-            if let Err(e) = s.add_observation(&self.name, &entry).await {
+            let commit = Commit {
+                add: Some(&entry),
+                ..Commit::default()
+            };
+            if let Err(e) = s.commit(&self.name, commit).await {
                 // Not stored, so not acknowledged: take it back out of the pending log.
                 let _ = self.with(|m| {
                     m.unobserve(entry.seq);
@@ -112,18 +121,18 @@ impl Inner {
                 .state
                 .try_borrow_mut()
                 .map_err(|_| Error::Busy("the model is in use by another call".into()))?;
-            if st.training {
-                return Err(Error::Busy("a training call is already running".into()));
+            if let Some(call) = st.busy {
+                return Err(Error::Busy(format!("a {call} call is already running")));
             }
             let job = st
                 .model
                 .as_ref()
                 .ok_or(Error::Closed)?
                 .prepare_training(&opts)?;
-            st.training = true;
+            st.busy = Some("train");
             job
         };
-        let _guard = TrainingGuard(self);
+        let _guard = BusyGuard(self);
         let mut thrown: Option<JsValue> = None;
         let mut progress = |r: &trainer::EpochReport| {
             let Some(f) = &on_progress else {
@@ -150,10 +159,18 @@ impl Inner {
         }
         // Persist first, apply after: a failed write leaves memory and disk as they were.
         let bytes = self.with(|m| m.trained_bytes(&outcome))?;
+        let mut sync = self.sync.borrow().clone();
+        sync.unsynced_examples += outcome.examples() as u64;
         if let Some(s) = &self.storage {
-            s.save_trained(&self.name, &self.spec, &bytes, outcome.upto_seq)
-                .await?;
+            let commit = Commit {
+                model: Some((&self.spec, &bytes)),
+                drop_upto: Some(outcome.upto_seq),
+                sync: Some(sync.to_js()?),
+                ..Commit::default()
+            };
+            s.commit(&self.name, commit).await?;
         }
+        *self.sync.borrow_mut() = sync;
         self.with(|m| {
             m.apply(&outcome);
             if outcome.report.fell_back_to_cpu {
@@ -175,17 +192,130 @@ impl Inner {
             .to_vec();
         let weights = store::from_bytes_expecting(&bytes, &self.spec.head_config())?;
         if let Some(s) = &self.storage {
-            s.save_model(&self.name, &self.spec, &bytes).await?;
+            let commit = Commit {
+                model: Some((&self.spec, &bytes)),
+                ..Commit::default()
+            };
+            s.commit(&self.name, commit).await?;
         }
         self.with(|m| m.import_weights(&store::to_bytes(&weights)?))
+    }
+
+    /// Stores the sync state (when persistent) and keeps it as the current one.
+    async fn save_sync(&self, state: SyncState) -> Result<()> {
+        if let Some(s) = &self.storage {
+            let commit = Commit {
+                sync: Some(state.to_js()?),
+                ..Commit::default()
+            };
+            s.commit(&self.name, commit).await?;
+        }
+        *self.sync.borrow_mut() = state;
+        Ok(())
+    }
+
+    async fn sync(&self, options: JsValue) -> Result<SyncResult> {
+        let opts: SyncOptions = options::strict(options, "sync options")?;
+        let config = opts.config(&self.name)?;
+        let timeout = opts.timeout_ms.unwrap_or(15_000);
+        let budget = opts.retry_budget_ms.unwrap_or(3_000);
+        let weights = {
+            let mut st = self
+                .state
+                .try_borrow_mut()
+                .map_err(|_| Error::Busy("the model is in use by another call".into()))?;
+            if let Some(call) = st.busy {
+                return Err(Error::Busy(format!("a {call} call is already running")));
+            }
+            let w = st.model.as_ref().ok_or(Error::Closed)?.weights().clone();
+            st.busy = Some("sync");
+            w
+        };
+        let _guard = BusyGuard(self);
+        let mut state = self.sync.borrow().clone();
+        let mut client = state.client(config)?;
+        if state.unsynced_examples > 0 {
+            // Queue local training as one clipped delta, stored before any network traffic.
+            let objective = weights.objective.unwrap_or(self.spec.objective);
+            client.commit_local(
+                &weights.head,
+                state.unsynced_examples,
+                objective,
+                sync::now_ms(),
+            )?;
+            state.unsynced_examples = 0;
+            state.update_from(&client);
+            self.save_sync(state.clone()).await?;
+        }
+        let (pushed, failure) = sync::push_due(&mut client, &opts.url, timeout, budget, |c| {
+            let mut s = state.clone();
+            s.update_from(c);
+            self.save_sync(s)
+        })
+        .await?;
+        state.update_from(&client);
+        let offline = |pushed, client: &crate::sync::SyncClient| SyncResult {
+            version: client.base_version(),
+            pushed,
+            pulled: false,
+            queued: client.queue().len(),
+            offline: true,
+        };
+        if failure.is_some() && !client.queue().is_empty() {
+            return Ok(offline(pushed, &client));
+        }
+        let mut local = weights.head.clone();
+        let answer = sync::fetch(&opts.url, &client.pull_request(), timeout).await;
+        let outcome = match client.on_pull_response(answer, &mut local) {
+            Err(Error::Network(_)) => return Ok(offline(pushed, &client)),
+            other => other?,
+        };
+        state.update_from(&client);
+        let pulled = sync::pulled(&outcome);
+        if pulled {
+            let rebased = store::Weights {
+                head: local,
+                version: client.base_version(),
+                ..weights
+            };
+            let bytes = store::to_bytes(&rebased)?;
+            if let Some(s) = &self.storage {
+                let commit = Commit {
+                    model: Some((&self.spec, &bytes)),
+                    sync: Some(state.to_js()?),
+                    ..Commit::default()
+                };
+                s.commit(&self.name, commit).await?;
+            }
+            *self.sync.borrow_mut() = state;
+            self.with(|m| m.replace_weights(rebased))?;
+        } else {
+            self.save_sync(state).await?;
+        }
+        Ok(SyncResult {
+            version: client.base_version(),
+            pushed,
+            pulled,
+            queued: client.queue().len(),
+            offline: false,
+        })
     }
 
     async fn reset(&self) -> Result<()> {
         let fresh = Model::new(&self.spec, Device::Cpu)?;
         let bytes = fresh.export_weights()?;
+        // Starting over starts sync over too: the fresh weights are the new reference.
+        let sync = SyncState::fresh(fresh.weights());
         if let Some(s) = &self.storage {
-            s.replace(&self.name, &self.spec, &bytes).await?;
+            let commit = Commit {
+                model: Some((&self.spec, &bytes)),
+                drop_all: true,
+                sync: Some(sync.to_js()?),
+                ..Commit::default()
+            };
+            s.commit(&self.name, commit).await?;
         }
+        *self.sync.borrow_mut() = sync;
         self.with(|m| {
             let device = m.device().clone();
             *m = Model::new(&self.spec, device)?;
@@ -316,6 +446,18 @@ impl RewardModel {
         promise(async move { result_to_js(&inner.train(options).await?) })
     }
 
+    /// Pushes what training changed since the last sync (a clipped delta, queued in
+    /// IndexedDB first, so that an update made offline goes out later and only once), then
+    /// pulls the merged global if it is newer and rebases the local weights onto it.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncResult>")]
+    pub fn sync(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "SyncOptions")] options: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        promise(async move { result_to_js(&inner.sync(options).await?) })
+    }
+
     /// The weights as safetensors bytes (with the model's metadata).
     #[wasm_bindgen(js_name = exportWeights)]
     pub fn export_weights(&self) -> std::result::Result<Uint8Array, JsValue> {
@@ -400,17 +542,33 @@ async fn open(options: JsValue) -> Result<RewardModel> {
     };
     let spec = opts.spec(stored.as_ref().map(|s| &s.spec))?;
     let device = backend::choose(opts.backend).await?;
-    let model = match stored {
+    let (model, sync) = match stored {
         Some(s) => {
             let weights = store::from_bytes_expecting(&s.weights, &spec.head_config())?;
-            Model::restore(weights, spec.objective, s.log, device)?
+            let sync = match &s.sync {
+                Some(record) => SyncState::from_js(record)?,
+                None => SyncState::fresh(&weights),
+            };
+            (
+                Model::restore(weights, spec.objective, s.log, device)?,
+                sync,
+            )
         }
         None => {
             let m = Model::new(&spec, device)?;
+            // The starting weights are the sync reference: training before the first sync
+            // is then pushed as a change, even across reloads.
+            let sync = SyncState::fresh(m.weights());
             if let Some(s) = &storage {
-                s.save_model(&name, &spec, &m.export_weights()?).await?;
+                let bytes = m.export_weights()?;
+                let commit = Commit {
+                    model: Some((&spec, &bytes)),
+                    sync: Some(sync.to_js()?),
+                    ..Commit::default()
+                };
+                s.commit(&name, commit).await?;
             }
-            m
+            (m, sync)
         }
     };
     Ok(RewardModel {
@@ -420,8 +578,9 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             storage,
             state: RefCell::new(State {
                 model: Some(model),
-                training: false,
+                busy: None,
             }),
+            sync: RefCell::new(sync),
         }),
     })
 }

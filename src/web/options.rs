@@ -47,7 +47,7 @@ const MAX_NAME: usize = 128;
 /// Deserialises an options object strictly. serde-wasm-bindgen looks up only the fields a
 /// struct declares, so an unknown (say, misspelt) option would pass unnoticed; going through
 /// a JSON value makes every key visible to `deny_unknown_fields`.
-fn strict<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T> {
+pub fn strict<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T> {
     if !value.is_object() || js_sys::Array::is_array(&value) {
         return Err(Error::InvalidConfig(format!("{what} must be an object")));
     }

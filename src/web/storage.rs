@@ -2,6 +2,8 @@
 //!
 //! - `models`, keyed by model name: `{ spec: string (JSON), weights: Uint8Array (safetensors) }`.
 //! - `observations`, keyed by `[name, seq]`: `{ entry: string (JSON of a logged observation) }`.
+//! - `sync`, keyed by model name: the sync client's state (`sync.rs`): the reference
+//!   weights, the queue of pushes with their idempotency keys, the key counter.
 //!
 //! Every commit is one transaction, and a call resolves only after its transaction's
 //! `complete` event: an acknowledged observation is on disk, and "new weights + drop the
@@ -25,15 +27,31 @@ use crate::feedback::log::LoggedObservation;
 use crate::model::ModelSpec;
 
 const DB_NAME: &str = "tacit-rm";
-const DB_VERSION: u32 = 1;
+/// 2 added the `sync` store; the upgrade only creates stores that are missing.
+const DB_VERSION: u32 = 2;
 const MODELS: &str = "models";
 const OBSERVATIONS: &str = "observations";
+const SYNC: &str = "sync";
+const STORES: [&str; 3] = [MODELS, OBSERVATIONS, SYNC];
 
 /// What `open` finds for a name.
 pub struct Stored {
     pub spec: ModelSpec,
     pub weights: Vec<u8>,
     pub log: Vec<LoggedObservation>,
+    /// The sync record, if the model has one (see `sync.rs` for its shape).
+    pub sync: Option<JsValue>,
+}
+
+/// What one transaction writes (everything absent is left as it is).
+#[derive(Default)]
+pub struct Commit<'a> {
+    pub model: Option<(&'a ModelSpec, &'a [u8])>,
+    pub add: Option<&'a LoggedObservation>,
+    /// Delete the observations with `seq ≤` this.
+    pub drop_upto: Option<u64>,
+    pub drop_all: bool,
+    pub sync: Option<JsValue>,
 }
 
 pub struct Storage {
@@ -54,8 +72,10 @@ pub fn factory() -> Option<IdbFactory> {
     value.dyn_into::<IdbFactory>().ok()
 }
 
-/// Resolves with the request's result on `success`, rejects on `error`.
-async fn settle(request: &IdbRequest) -> std::result::Result<JsValue, JsValue> {
+/// Resolves with the request's result on `success`, rejects on `error`. Not an `async fn`:
+/// the handlers must be attached now, when the request is made — a lazy future would attach
+/// them only when first polled, after an earlier await, and miss an event that already fired.
+fn settle(request: &IdbRequest) -> JsFuture {
     let req = request.clone();
     let promise = Promise::new(&mut |resolve, reject| {
         let req_ok = req.clone();
@@ -75,11 +95,12 @@ async fn settle(request: &IdbRequest) -> std::result::Result<JsValue, JsValue> {
         req.set_onsuccess(Some(on_success.unchecked_ref()));
         req.set_onerror(Some(on_error.unchecked_ref()));
     });
-    JsFuture::from(promise).await
+    JsFuture::from(promise)
 }
 
-/// Resolves when the transaction has committed; rejects if it errors or aborts.
-async fn committed(tx: &IdbTransaction) -> std::result::Result<(), JsValue> {
+/// Resolves when the transaction has committed; rejects if it errors or aborts. Eager for the
+/// same reason as [`settle`].
+fn committed(tx: &IdbTransaction) -> JsFuture {
     let promise = Promise::new(&mut |resolve, reject| {
         let on_complete = Closure::once_into_js(move || {
             let _ = resolve.call0(&JsValue::NULL);
@@ -105,7 +126,7 @@ async fn committed(tx: &IdbTransaction) -> std::result::Result<(), JsValue> {
         tx.set_onerror(Some(on_error.unchecked_ref()));
         tx.set_onabort(Some(on_abort.unchecked_ref()));
     });
-    JsFuture::from(promise).await.map(|_| ())
+    JsFuture::from(promise)
 }
 
 fn key(name: &str, seq: u64) -> JsValue {
@@ -155,11 +176,10 @@ impl Storage {
             if let Ok(result) = req.result() {
                 let db: IdbDatabase = result.unchecked_into();
                 let names = db.object_store_names();
-                if !names.contains(MODELS) {
-                    let _ = db.create_object_store(MODELS);
-                }
-                if !names.contains(OBSERVATIONS) {
-                    let _ = db.create_object_store(OBSERVATIONS);
+                for store in STORES {
+                    if !names.contains(store) {
+                        let _ = db.create_object_store(store);
+                    }
                 }
             }
         });
@@ -185,7 +205,7 @@ impl Storage {
 
     /// The stored model and its pending log, if `name` was saved before.
     pub async fn load(&self, name: &str) -> Result<Option<Stored>> {
-        let tx = self.transaction(&[MODELS, OBSERVATIONS], IdbTransactionMode::Readonly)?;
+        let tx = self.transaction(&STORES, IdbTransactionMode::Readonly)?;
         let store = |s| {
             tx.object_store(s)
                 .map_err(|e| storage_err("object store", &e))
@@ -196,10 +216,18 @@ impl Storage {
         let log_req = store(OBSERVATIONS)?
             .get_all_with_key(&range(name, None)?)
             .map_err(|e| storage_err("reading the log", &e))?;
-        let model = settle(&model_req)
+        let sync_req = store(SYNC)?
+            .get(&name.into())
+            .map_err(|e| storage_err("reading the sync state", &e))?;
+        let (model_req, log_req, sync_req) =
+            (settle(&model_req), settle(&log_req), settle(&sync_req));
+        let model = model_req
             .await
             .map_err(|e| storage_err("reading the model", &e))?;
-        let log = settle(&log_req)
+        let sync = sync_req
+            .await
+            .map_err(|e| storage_err("reading the sync state", &e))?;
+        let log = log_req
             .await
             .map_err(|e| storage_err("reading the log", &e))?;
         if model.is_undefined() {
@@ -235,43 +263,16 @@ impl Storage {
             spec,
             weights,
             log: entries,
+            sync: (!sync.is_undefined()).then_some(sync),
         }))
-    }
-
-    /// Saves the model record (weights and spec) alone.
-    pub async fn save_model(&self, name: &str, spec: &ModelSpec, weights: &[u8]) -> Result<()> {
-        self.commit(name, Some((spec, weights)), None, None, false)
-            .await
-    }
-
-    /// Appends one observation.
-    pub async fn add_observation(&self, name: &str, entry: &LoggedObservation) -> Result<()> {
-        self.commit(name, None, Some(entry), None, false).await
-    }
-
-    /// New weights and the removal of the observations they were trained on, atomically.
-    pub async fn save_trained(
-        &self,
-        name: &str,
-        spec: &ModelSpec,
-        weights: &[u8],
-        upto_seq: u64,
-    ) -> Result<()> {
-        self.commit(name, Some((spec, weights)), None, Some(upto_seq), false)
-            .await
-    }
-
-    /// Fresh weights and an empty log, atomically (`reset`).
-    pub async fn replace(&self, name: &str, spec: &ModelSpec, weights: &[u8]) -> Result<()> {
-        self.commit(name, Some((spec, weights)), None, None, true)
-            .await
     }
 
     /// Removes a model and its log.
     pub async fn delete(&self, name: &str) -> Result<()> {
-        let tx = self.transaction(&[MODELS, OBSERVATIONS], IdbTransactionMode::Readwrite)?;
+        let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
         let run = || -> std::result::Result<(), JsValue> {
             tx.object_store(MODELS)?.delete(&name.into())?;
+            tx.object_store(SYNC)?.delete(&name.into())?;
             tx.object_store(OBSERVATIONS)?
                 .delete(&range(name, None).map_err(|e| JsValue::from(e.to_string()))?)?;
             Ok(())
@@ -279,34 +280,34 @@ impl Storage {
         run().map_err(|e| storage_err("deleting the model", &e))?;
         committed(&tx)
             .await
+            .map(|_| ())
             .map_err(|e| storage_err("deleting the model", &e))
     }
 
-    /// One read-write transaction over both stores.
-    async fn commit(
-        &self,
-        name: &str,
-        model: Option<(&ModelSpec, &[u8])>,
-        add: Option<&LoggedObservation>,
-        drop_upto: Option<u64>,
-        drop_all: bool,
-    ) -> Result<()> {
-        let tx = self.transaction(&[MODELS, OBSERVATIONS], IdbTransactionMode::Readwrite)?;
+    /// One read-write transaction over every store: what `commit` says, all or nothing.
+    pub async fn commit(&self, name: &str, commit: Commit<'_>) -> Result<()> {
+        let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
         let issue = || -> Result<()> {
             let js = |e: JsValue| storage_err("writing", &e);
-            if let Some((spec, weights)) = model {
+            if let Some((spec, weights)) = commit.model {
                 tx.object_store(MODELS)
                     .map_err(js)?
                     .put_with_key(&model_value(spec, weights)?, &name.into())
                     .map_err(js)?;
             }
+            if let Some(sync) = &commit.sync {
+                tx.object_store(SYNC)
+                    .map_err(js)?
+                    .put_with_key(sync, &name.into())
+                    .map_err(js)?;
+            }
             let observations = tx.object_store(OBSERVATIONS).map_err(js)?;
-            if drop_all {
+            if commit.drop_all {
                 observations.delete(&range(name, None)?).map_err(js)?;
-            } else if let Some(upto) = drop_upto {
+            } else if let Some(upto) = commit.drop_upto {
                 observations.delete(&range(name, Some(upto))?).map_err(js)?;
             }
-            if let Some(entry) = add {
+            if let Some(entry) = commit.add {
                 observations
                     .put_with_key(&entry_value(entry)?, &key(name, entry.seq))
                     .map_err(js)?;
@@ -319,6 +320,7 @@ impl Storage {
         }
         committed(&tx)
             .await
+            .map(|_| ())
             .map_err(|e| storage_err("committing", &e))
     }
 

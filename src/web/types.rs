@@ -10,7 +10,8 @@ const TYPES: &'static str = r#"
 export type ErrorCode =
   | "dim_mismatch" | "non_finite_input" | "empty_input" | "unknown_name" | "invalid_config"
   | "corrupt_weights" | "incompatible_weights" | "invalid_data" | "no_gpu" | "device_lost"
-  | "io" | "unknown_option" | "no_webgpu" | "busy" | "closed" | "storage";
+  | "io" | "unknown_option" | "no_webgpu" | "busy" | "closed" | "storage"
+  | "network" | "sync_conflict" | "sync_unauthorized" | "sync_rejected";
 
 /** What every failure of the package is. */
 export interface TacitError extends Error { name: "TacitError"; code: ErrorCode }
@@ -95,6 +96,34 @@ export interface TrainResult {
   steps: number;
   finalLoss: number | null;
   fellBackToCpu: boolean;
+}
+
+export interface SyncOptions {
+  /** The sync server's base URL, e.g. "https://example.org/tacit". */
+  url: string;
+  /** A client token from `tacit-server token create`. */
+  token: string;
+  /** The model's name on the server; default: the local model's name. */
+  model?: string;
+  /** L2 bound of a pushed delta (at or under the server's); default 10. */
+  clipNorm?: number;
+  /** Per-request timeout; default 15000 ms. */
+  timeoutMs?: number;
+  /** How long one call may wait to retry a failed push before leaving it queued; default 3000 ms. */
+  retryBudgetMs?: number;
+}
+
+export interface SyncResult {
+  /** The global version the local weights now build on. */
+  version: number;
+  /** Updates the server accepted during this call. */
+  pushed: number;
+  /** A newer global was pulled and the local weights rebased onto it. */
+  pulled: boolean;
+  /** Updates still queued (kept in IndexedDB, pushed by a later call, never twice). */
+  queued: number;
+  /** The server could not be reached. */
+  offline: boolean;
 }
 
 export interface Stats {

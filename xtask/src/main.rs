@@ -2,8 +2,8 @@
 //!
 //! - `setup`: installs what a fresh machine needs, skipping what is already there.
 //! - `test`:  setup, then formatting, clippy (native and wasm32) and the whole test suite.
-//! - `demo`:  setup, then the main job. Until the demo app exists: `tacit eval` on the dev
-//!   fixture under the confounded protocol. Extra arguments are passed to `tacit eval`.
+//! - `demo [--port N]`: setup, the npm package and the sync server, then the demo chat page
+//!   on http://127.0.0.1:N/ (default 8080) with the sync server behind it (`www/serve.mjs`).
 //! - `results`: regenerates the README's results tables (all three protocols) into `results/`.
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
 //! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
@@ -233,20 +233,37 @@ fn run_tests(cmd: &mut Command) -> Result {
     }
 }
 
+/// The main job: the sync server on an embedded SQLite file and the demo chat page, both
+/// started by `www/serve.mjs` (which stops both on Ctrl-C or SIGTERM).
 fn demo(extra: &[String]) -> Result {
+    let port = match extra {
+        [] => "8080".to_string(),
+        [flag, port] if flag == "--port" && port.parse::<u16>().is_ok() => port.clone(),
+        _ => return Err("usage: cargo xtask demo [--port N]".into()),
+    };
     setup()?;
-    run(cargo().args(["build", "--release", "--bin", "tacit"]))?;
-    let mut cmd = Command::new(root().join("target/release/tacit"));
-    cmd.args([
-        "eval",
-        "--data",
-        FIXTURE,
-        "--protocol",
-        "confounded",
-        "--verbose",
+    web::build_pkg()?;
+    run(cargo().args(["build", "-p", "tacit-server"]))?;
+    let db = format!("sqlite://{}", root().join("target/demo/demo.db").display());
+    let mut node = Command::new("node");
+    node.arg("www/serve.mjs").args([
+        "--server",
+        "target/debug/tacit-server",
+        "--db",
+        &db,
+        "--port",
+        &port,
     ]);
-    cmd.args(extra);
-    run(&mut cmd)
+    in_root(&mut node);
+    #[cfg(unix)]
+    {
+        // Become the launcher, so that a SIGTERM sent to this process reaches it.
+        use std::os::unix::process::CommandExt;
+        eprintln!("$ {}", describe(&node));
+        Err(format!("cannot start node: {}", node.exec()))
+    }
+    #[cfg(not(unix))]
+    run(&mut node)
 }
 
 fn results() -> Result {
@@ -300,7 +317,7 @@ fn main() -> ExitCode {
         Some("pkg") => setup().and_then(|()| web::build_pkg()),
         Some("bench-flavours") => setup().and_then(|()| web::bench_flavours()),
         Some("bench-server") => server_bench::bench_server(),
-        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|bench-server|pkg|bench-flavours>".into()),
+        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|pkg|bench-flavours>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

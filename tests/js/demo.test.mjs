@@ -1,0 +1,130 @@
+// End-to-end tests of the demo chat app (www/) in headless Chromium driven by playwright-core,
+// against the real sync server started by the demo's own launcher (www/serve.mjs): once with
+// WebGPU (SwiftShader) and once with WebGPU switched off (the CPU path). Screenshots of the
+// main states go to artifacts/e2e/.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { launch, newPage } from "./lib/browser.mjs";
+import { SERVER_BIN } from "./lib/sync-server.mjs";
+import { startDemo } from "../../www/serve.mjs";
+
+const ARTIFACTS = fileURLToPath(new URL("../../artifacts/e2e/", import.meta.url));
+let demo;
+let dbDir;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  dbDir = mkdtempSync(join(tmpdir(), "tacit-demo-"));
+  demo = await startDemo({ server: SERVER_BIN, db: `sqlite://${join(dbDir, "demo.db")}` });
+});
+
+after(async () => {
+  await demo?.close();
+  rmSync(dbDir, { recursive: true, force: true });
+});
+
+async function meta() {
+  const r = await fetch(`${demo.syncUrl}/v1/models/demo/meta`, {
+    headers: { authorization: `Bearer ${demo.clientToken}` },
+  });
+  return r.json();
+}
+
+async function ready(page) {
+  await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 60_000 });
+  assert.equal(await page.textContent("[data-testid=error]"), "");
+}
+
+/** Waits for the page's buttons to come back (an action finished). */
+async function settled(page) {
+  await page.waitForFunction(() => !document.querySelector("[data-testid=train]").disabled, null, { timeout: 300_000 });
+}
+
+for (const webgpu of [true, false]) {
+  const label = webgpu ? "webgpu" : "cpu";
+
+  test(`the demo end to end on the ${label} path`, async () => {
+    const browser = await launch({ webgpu });
+    try {
+      const page = await newPage(browser);
+      const model = `e2e-${label}-${Date.now()}`;
+      await page.goto(`${demo.url}?model=${model}#token=${demo.clientToken}`);
+      await ready(page);
+      assert.equal(await page.textContent("[data-testid=backend]"), label);
+
+      // Scores render, best first.
+      const scores = (await page.locator("[data-testid=score]").allTextContents()).map((t) => Number(t.split(" ")[1]));
+      assert.equal(scores.length, 4);
+      assert.ok(scores.every(Number.isFinite));
+      assert.deepEqual(scores, [...scores].sort((a, b) => b - a));
+      await page.screenshot({ path: join(ARTIFACTS, `${label}-1-turn.png`), fullPage: true });
+
+      // Copy, thumbs and regenerate, then the next prompt: every shown answer is observed.
+      const answers = page.locator("[data-testid=answer]");
+      await answers.nth(1).locator("[data-testid=copy]").click();
+      await settled(page);
+      await answers.nth(2).locator("[data-testid=thumbs_down]").click();
+      await settled(page);
+      await answers.nth(3).locator("[data-testid=regenerate]").click();
+      await settled(page);
+      assert.equal(await page.textContent("[data-testid=pending]"), "1", "the regenerated answer is logged at once");
+      await page.click("[data-testid=next]");
+      await settled(page);
+      assert.equal(await page.textContent("[data-testid=pending]"), "5");
+
+      // The simulated user: agreement with its taste must rise with training.
+      await page.selectOption("[data-testid=sim-user]", "terse-coder");
+      await page.click("[data-testid=simulate]");
+      await settled(page);
+      assert.equal(await page.textContent("[data-testid=error]"), "");
+      const [before, after] = await page.evaluate(() => [Number(document.body.dataset.agreeBefore), Number(document.body.dataset.agreeAfter)]);
+      assert.ok(after >= before + 0.2, `top-1 agreement ${before} -> ${after}`);
+      assert.equal(await page.getAttribute("[data-testid=progress]", "value"), "1");
+      assert.ok(Number(await page.getAttribute("[data-testid=plot]", "data-points")) >= 2, "the plot has points");
+      assert.match(await page.textContent("[data-testid=train-status]"), /trained pairwise on \d+ observations/);
+      assert.equal(await page.textContent("[data-testid=pending]"), "0");
+      await page.screenshot({ path: join(ARTIFACTS, `${label}-2-trained.png`), fullPage: true });
+
+      // Sync: the update reaches the server and the version moves.
+      const versionBefore = (await meta()).version;
+      await page.click("[data-testid=sync]");
+      await settled(page);
+      assert.equal(await page.textContent("[data-testid=error]"), "");
+      const after_ = await meta();
+      assert.ok(after_.version > versionBefore, `server version ${versionBefore} -> ${after_.version}`);
+      assert.equal(await page.textContent("[data-testid=version]"), String(after_.version));
+      await page.screenshot({ path: join(ARTIFACTS, `${label}-3-synced.png`), fullPage: true });
+
+      // One more observation, then a reload: the weights and the pending log are restored.
+      await answers.nth(0).locator("[data-testid=thumbs_up]").click();
+      await settled(page);
+      await page.click("[data-testid=next]");
+      await settled(page);
+      const stored = await page.evaluate(async () => {
+        const rm = await (await import("/pkg/index.js")).RewardModel.open({ name: new URLSearchParams(location.search).get("model") });
+        const out = { weights: Array.from(rm.exportWeights()), pending: rm.stats().pending };
+        await rm.close();
+        return out;
+      });
+      assert.equal(stored.pending, 4);
+      await page.reload();
+      await ready(page);
+      assert.equal(await page.textContent("[data-testid=pending]"), "4");
+      assert.equal(await page.textContent("[data-testid=version]"), String(after_.version));
+      const restored = await page.evaluate(async () => {
+        const rm = await (await import("/pkg/index.js")).RewardModel.open({ name: new URLSearchParams(location.search).get("model") });
+        return Array.from(rm.exportWeights());
+      });
+      assert.deepEqual(restored, stored.weights, "weights restored bit for bit");
+      await page.screenshot({ path: join(ARTIFACTS, `${label}-4-reloaded.png`), fullPage: true });
+      assert.deepEqual(page.errors, [], "no console errors");
+    } finally {
+      await browser.close();
+    }
+  });
+}

@@ -1,0 +1,167 @@
+// The demo's launcher (what `cargo xtask demo` runs): starts the sync server on an embedded
+// SQLite file, makes tokens with its CLI, creates the demo model on it if missing, and serves
+// the page on one origin — www/ at /, the npm package at /pkg/, and the sync API (/v1/…,
+// /healthz) proxied to the sync server — so the page syncs without cross-origin requests.
+// Ctrl-C or SIGTERM stops both.
+//
+//   node www/serve.mjs --server target/debug/tacit-server --db sqlite://target/demo/demo.db [--port 8080]
+import { spawn, execFileSync } from "node:child_process";
+import { createServer, request as httpRequest } from "node:http";
+import { readFile } from "node:fs/promises";
+import { readFileSync, mkdirSync } from "node:fs";
+import { dirname, extname, join, normalize } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const MODEL = "demo";
+/** The page's model (www/app.js): the server's starting global has the same head. */
+export const DEMO_SPEC = { dim: 384, hidden: [], seed: 0 };
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".wasm": "application/wasm",
+  ".json": "application/json",
+  ".ts": "text/plain; charset=utf-8",
+};
+
+function lastLine(buffer) {
+  return buffer.toString().trim().split("\n").at(-1);
+}
+
+/** The sync server as a child process; resolves once it listens. */
+async function startSyncServer(bin, db) {
+  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--db", db, "--round-updates", "1"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const url = await new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+    child.on("exit", (code) => reject(new Error(`tacit-server exited (${code}) before listening`)));
+  });
+  return { child, url };
+}
+
+/** Creates the demo model on the sync server unless it is there already. */
+async function ensureModel(syncUrl, adminToken) {
+  const meta = await fetch(`${syncUrl}/v1/models/${MODEL}/meta`, {
+    headers: { authorization: `Bearer ${adminToken}` },
+  });
+  if (meta.status === 200) return;
+  const pkg = await import(pathToFileURL(join(ROOT, "pkg/index.js")).href);
+  pkg.initSync({ module: readFileSync(join(ROOT, "pkg", pkg.wasmFileName())) });
+  const rm = await pkg.RewardModel.open({ persist: false, backend: "cpu", ...DEMO_SPEC });
+  const put = await fetch(`${syncUrl}/v1/models/${MODEL}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${adminToken}` },
+    body: rm.exportWeights(),
+  });
+  if (put.status >= 300) throw new Error(`creating the demo model: ${put.status} ${await put.text()}`);
+}
+
+function proxy(req, res, syncUrl) {
+  const target = new URL(req.url, syncUrl);
+  const upstream = httpRequest(
+    target,
+    { method: req.method, headers: { ...req.headers, host: target.host } },
+    (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    },
+  );
+  upstream.on("error", () => {
+    if (!res.headersSent) res.writeHead(502, { "content-type": "application/json" });
+    res.end(JSON.stringify({ code: "bad_gateway", message: "the sync server is not answering" }));
+  });
+  req.pipe(upstream);
+}
+
+async function serveFile(req, res) {
+  let path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+  if (path.includes("..")) {
+    res.writeHead(400).end();
+    return;
+  }
+  // /pkg/… is the built npm package; everything else is the page.
+  const file = path.startsWith("/pkg/") ? join(ROOT, path) : join(ROOT, "www", path === "/" ? "index.html" : path);
+  try {
+    const body = await readFile(file);
+    res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "cache-control": "no-cache" });
+    res.end(body);
+  } catch {
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+  }
+}
+
+/**
+ * Starts the demo: the sync server on `db`, the page on `port` (0 = any free port).
+ * Resolves to { url, pageUrl (with the client token), syncUrl, adminToken, close }.
+ */
+export async function startDemo({ server, db, port = 0 }) {
+  if (db.startsWith("sqlite://")) mkdirSync(dirname(db.slice("sqlite://".length)), { recursive: true });
+  const token = (client, admin) =>
+    lastLine(
+      execFileSync(server, ["token", "create", "--db", db, "--client", client, ...(admin ? ["--admin"] : [])], {
+        stdio: ["ignore", "pipe", "ignore"],
+      }),
+    );
+  const adminToken = token("demo-admin", true);
+  const clientToken = token("demo-page", false);
+  const sync = await startSyncServer(server, db);
+  try {
+    await ensureModel(sync.url, adminToken);
+  } catch (e) {
+    sync.child.kill("SIGTERM");
+    throw e;
+  }
+  const http = createServer((req, res) => {
+    if (req.url.startsWith("/v1/") || req.url === "/healthz") proxy(req, res, sync.url);
+    else serveFile(req, res);
+  });
+  await new Promise((resolve) => http.listen(port, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${http.address().port}/`;
+  return {
+    url,
+    pageUrl: `${url}#token=${clientToken}`,
+    syncUrl: sync.url,
+    adminToken,
+    clientToken,
+    async close() {
+      await new Promise((r) => http.close(r));
+      http.closeAllConnections?.();
+      if (sync.child.exitCode === null) {
+        sync.child.kill("SIGTERM");
+        await new Promise((r) => sync.child.on("exit", r));
+      }
+    },
+  };
+}
+
+// Run directly: the demo until Ctrl-C / SIGTERM.
+if (process.argv[1] && fileURLToPath(import.meta.url) === normalize(process.argv[1])) {
+  const arg = (name, fallback) => {
+    const i = process.argv.indexOf(`--${name}`);
+    return i > 0 ? process.argv[i + 1] : fallback;
+  };
+  const demo = await startDemo({
+    server: arg("server", join(ROOT, "target/debug/tacit-server")),
+    db: arg("db", `sqlite://${join(ROOT, "target/demo/demo.db")}`),
+    port: Number(arg("port", "8080")),
+  });
+  console.log(`tacit-rm demo: open ${demo.pageUrl}`);
+  console.log(`(sync server at ${demo.syncUrl}; Ctrl-C stops both)`);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await demo.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
