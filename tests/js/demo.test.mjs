@@ -128,3 +128,36 @@ for (const webgpu of [true, false]) {
     }
   });
 }
+
+test("an update made offline is kept in IndexedDB across a reload and pushed once", async () => {
+  const browser = await launch({ webgpu: true });
+  try {
+    const page = await newPage(browser);
+    await page.goto(`${demo.url}?model=offline-${Date.now()}#token=${demo.clientToken}`);
+    await ready(page);
+    await page.selectOption("[data-testid=sim-user]", "friendly-explainer");
+    await page.click("[data-testid=simulate]");
+    await settled(page);
+    const before = (await meta()).accepted_updates;
+    // The network drops every sync request: the update is queued, not lost.
+    await page.route("**/v1/**", (route) => route.abort("internetdisconnected"));
+    await page.click("[data-testid=sync]");
+    await settled(page);
+    assert.match(await page.textContent("[data-testid=sync-status]"), /1 queued/);
+    assert.equal((await meta()).accepted_updates, before);
+    await page.reload();
+    await ready(page);
+    await page.unroute("**/v1/**");
+    await page.click("[data-testid=sync]");
+    await settled(page);
+    assert.match(await page.textContent("[data-testid=sync-status]"), /pushed an update/);
+    await page.click("[data-testid=sync]");
+    await settled(page);
+    assert.match(await page.textContent("[data-testid=sync-status]"), /nothing to push/);
+    assert.equal((await meta()).accepted_updates, before + 1, "pushed exactly once");
+    // The aborted requests are the only console errors allowed here.
+    assert.deepEqual(page.errors.filter((e) => !e.includes("ERR_INTERNET_DISCONNECTED")), []);
+  } finally {
+    await browser.close();
+  }
+});
