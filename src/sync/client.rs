@@ -270,7 +270,7 @@ impl SyncClient {
             Err(reason) => return Ok(self.retry_later(now_ms, reason)),
         };
         match response.status {
-            200 | 201 | 202 => {
+            200..=202 => {
                 let accepted: UpdateAccepted =
                     serde_json::from_slice(&response.body).map_err(|e| Error::SyncRejected {
                         status: response.status,
