@@ -24,7 +24,7 @@ fn offline_update_is_pushed_once_after_restart(backend: Backend) {
     let base = Head::init(&config, 31).unwrap();
     assert_eq!(put_model(&server, &admin, "m", &base).status, 200);
     let dir = tempfile::tempdir().unwrap();
-    let args = |url: &str| FileSync {
+    let args = |url: &str, retry_seconds: u64| FileSync {
         url: url.to_string(),
         token: alice.clone(),
         model: "m".into(),
@@ -33,11 +33,11 @@ fn offline_update_is_pushed_once_after_restart(backend: Backend) {
         n_examples: 4,
         clip_norm: 10.0,
         timeout: Duration::from_secs(10),
-        retry_budget: Duration::ZERO,
+        retry_budget: Duration::from_secs(retry_seconds),
     };
 
     // First run: the local file is created from the global; nothing to push.
-    let first = sync_files(&args(&server.url)).unwrap();
+    let first = sync_files(&args(&server.url, 0)).unwrap();
     assert_eq!((first.pushed, first.still_queued), (0, 0));
     let weights = dir.path().join("local.safetensors");
     assert_eq!(store::load(&weights).unwrap().head, base);
@@ -49,15 +49,16 @@ fn offline_update_is_pushed_once_after_restart(backend: Backend) {
     store::save(&weights, &local).unwrap();
     let old_url = server.url.clone();
     server.kill();
-    let offline = sync_files(&args(&old_url)).unwrap();
+    let offline = sync_files(&args(&old_url, 0)).unwrap();
     assert_eq!((offline.pushed, offline.still_queued), (0, 1));
     assert!(offline.last_failure.is_some());
     let queued = std::fs::read_to_string(dir.path().join("state/queue.json")).unwrap();
     assert!(queued.contains("\"key\""));
 
-    // Back online: pushed, the round closes (K = 1), the merged global comes back.
+    // Back online: pushed (after the backoff of the failed attempt, which the pass waits
+    // for within its retry budget), the round closes (K = 1), the merged global comes back.
     server.restart();
-    let online = sync_files(&args(&server.url)).unwrap();
+    let online = sync_files(&args(&server.url, 5)).unwrap();
     assert_eq!((online.pushed, online.still_queued), (1, 0));
     assert_eq!(online.pull, Some(PullOutcome::Updated { version: 2 }));
     let global = pull(&server, &alice, "m");
@@ -69,7 +70,7 @@ fn offline_update_is_pushed_once_after_restart(backend: Backend) {
     assert_eq!(synced.version, 2);
 
     // Nothing new: nothing pushed, and the server counted the update once.
-    let again = sync_files(&args(&server.url)).unwrap();
+    let again = sync_files(&args(&server.url, 0)).unwrap();
     assert_eq!((again.pushed, again.still_queued), (0, 0));
     let m = meta(&server, &admin, "m");
     assert_eq!(
