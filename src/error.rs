@@ -58,6 +58,26 @@ pub enum Error {
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
 
+    /// An options object with a field this version does not know (a typo would otherwise be
+    /// silently ignored).
+    #[error("unknown option: {0}")]
+    UnknownOption(String),
+
+    /// The browser exposes no WebGPU adapter and `backend: "webgpu"` was asked for.
+    #[error("WebGPU is not available: {0}")]
+    NoWebGpu(String),
+
+    /// A call that cannot run while another is in progress (a second `train`).
+    #[error("busy: {0}")]
+    Busy(String),
+
+    /// The model was closed; open it again.
+    #[error("the model is closed")]
+    Closed,
+
+    /// Persistent storage (IndexedDB) failed or is unavailable.
+    #[error("storage error: {0}")]
+    Storage(String),
     /// The sync server could not be reached, or answered with a transient failure (5xx, 429);
     /// the update stays queued and is retried.
     #[error("network error: {0}")]
@@ -103,6 +123,11 @@ pub enum ErrorCode {
     NoGpu,
     DeviceLost,
     Io,
+    UnknownOption,
+    NoWebGpu,
+    Busy,
+    Closed,
+    Storage,
     Network,
     SyncConflict,
     SyncUnauthorized,
@@ -123,6 +148,11 @@ impl ErrorCode {
             ErrorCode::NoGpu => "no_gpu",
             ErrorCode::DeviceLost => "device_lost",
             ErrorCode::Io => "io",
+            ErrorCode::UnknownOption => "unknown_option",
+            ErrorCode::NoWebGpu => "no_webgpu",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Closed => "closed",
+            ErrorCode::Storage => "storage",
             ErrorCode::Network => "network",
             ErrorCode::SyncConflict => "sync_conflict",
             ErrorCode::SyncUnauthorized => "sync_unauthorized",
@@ -151,6 +181,11 @@ impl Error {
             Error::NoGpu(_) => ErrorCode::NoGpu,
             Error::DeviceLost(_) => ErrorCode::DeviceLost,
             Error::Io { .. } => ErrorCode::Io,
+            Error::UnknownOption(_) => ErrorCode::UnknownOption,
+            Error::NoWebGpu(_) => ErrorCode::NoWebGpu,
+            Error::Busy(_) => ErrorCode::Busy,
+            Error::Closed => ErrorCode::Closed,
+            Error::Storage(_) => ErrorCode::Storage,
             Error::Network(_) => ErrorCode::Network,
             Error::SyncConflict(_) => ErrorCode::SyncConflict,
             Error::SyncUnauthorized(_) => ErrorCode::SyncUnauthorized,

@@ -15,6 +15,7 @@ pub mod featurize;
 pub mod feedback;
 pub mod head;
 pub mod math;
+pub mod model;
 pub mod objective;
 pub mod optim;
 pub mod rng;
@@ -22,6 +23,8 @@ pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod trainer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, ErrorCode, Result};
 pub use feedback::{Examples, Pair};

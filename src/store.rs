@@ -119,8 +119,49 @@ pub fn to_bytes_with_metadata(w: &Weights, extra: &[(&str, String)]) -> Result<V
             )
         })
         .collect();
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::CorruptWeights(format!("cannot serialise: {e}")))
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::CorruptWeights(format!("cannot serialise: {e}")))?;
+    Ok(canonical_metadata(bytes))
+}
+
+/// The same file with its `__metadata__` keys sorted. safetensors writes them in `HashMap`
+/// order, which differs from run to run; sorted, equal weights give equal bytes (what the
+/// browser's bit-for-bit restore check and content hashes rely on). Sorting keeps the
+/// header's length, so the data offsets and padding stay valid.
+fn canonical_metadata(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|b| u64::from_le_bytes(b) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    if let Some(meta) = value
+        .get_mut("__metadata__")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        let mut entries: Vec<(String, serde_json::Value)> =
+            std::mem::take(meta).into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        meta.extend(entries);
+    }
+    match serde_json::to_vec(&value) {
+        Ok(json) if json.len() <= len => {
+            // Same length in practice; pad with spaces as safetensors does, if ever shorter.
+            let padded = json.into_iter().chain(std::iter::repeat(b' '));
+            for (slot, b) in bytes[8..8 + len].iter_mut().zip(padded) {
+                *slot = b;
+            }
+            bytes
+        }
+        _ => bytes,
+    }
 }
 
 fn meta_get<'a>(meta: &'a HashMap<String, String>, key: &str) -> Result<&'a str> {

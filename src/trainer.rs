@@ -112,11 +112,23 @@ pub fn train(
     config: &TrainConfig,
     progress: Progress<'_>,
 ) -> Result<Trained> {
-    train_on(&Device::Cpu, head, objective, train, val, config, progress)
+    // The CPU engine never waits, so its future is ready at the first poll.
+    run_ready(train_async(
+        &Device::Cpu,
+        head,
+        objective,
+        train,
+        val,
+        config,
+        progress,
+        || std::future::ready(()),
+    ))
 }
 
-/// Like [`train`], on the given device. Auxiliary fits (flip-rate anchors, `dr` imputation)
-/// run on the CPU; on a lost GPU device the run carries on on the CPU from the last weights.
+/// Like [`train`], on the given device, blocking until the run ends (the browser cannot
+/// block: there a GPU device is refused with `invalid_config`, and [`train_async`] is the
+/// entry point). Auxiliary fits (flip-rate anchors, `dr` imputation) run on the CPU; on a
+/// lost GPU device the run carries on on the CPU from the last weights.
 pub fn train_on(
     device: &Device,
     head: &Head,
@@ -125,6 +137,58 @@ pub fn train_on(
     val: Option<&Examples>,
     config: &TrainConfig,
     progress: Progress<'_>,
+) -> Result<Trained> {
+    #[cfg(target_arch = "wasm32")]
+    if matches!(device, Device::Gpu(_)) {
+        return Err(blocking_on_the_web());
+    }
+    #[cfg(target_arch = "wasm32")]
+    return run_ready(train_async(
+        device,
+        head,
+        objective,
+        train,
+        val,
+        config,
+        progress,
+        || std::future::ready(()),
+    ));
+    #[cfg(not(target_arch = "wasm32"))]
+    pollster::block_on(train_async(
+        device,
+        head,
+        objective,
+        train,
+        val,
+        config,
+        progress,
+        || std::future::ready(()),
+    ))
+}
+
+/// Polls a future that cannot be pending (the CPU engine's) to its end.
+fn run_ready<T>(fut: impl std::future::Future<Output = T>) -> T {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("the CPU engine never waits"),
+    }
+}
+
+/// The training run itself, async so that the browser never blocks: the GPU engine awaits
+/// its one readback per epoch, and `between_epochs` lets the host yield (a page repaints
+/// its progress bar) after each epoch's progress callback.
+#[allow(clippy::too_many_arguments)]
+pub async fn train_async<Y: std::future::Future<Output = ()>>(
+    device: &Device,
+    head: &Head,
+    objective: &ObjectiveConfig,
+    train: &Examples,
+    val: Option<&Examples>,
+    config: &TrainConfig,
+    progress: Progress<'_>,
+    mut between_epochs: impl FnMut() -> Y,
 ) -> Result<Trained> {
     config.validate()?;
     objective.validate()?;
@@ -200,10 +264,9 @@ pub fn train_on(
         val,
         optimizer: config.optimizer,
     };
-    let mut engine: Box<dyn Engine + '_> = match device {
-        Device::Cpu => Box::new(CpuEngine::new(data, head.clone(), exposure.clone())),
-        #[cfg(not(target_arch = "wasm32"))]
-        Device::Gpu(ctx) => Box::new(crate::backend::gpu::GpuEngine::new(
+    let mut engine = match device {
+        Device::Cpu => AnyEngine::Cpu(CpuEngine::new(data, head.clone(), exposure.clone())),
+        Device::Gpu(ctx) => AnyEngine::Gpu(crate::backend::gpu::GpuEngine::new(
             ctx.clone(),
             data,
             head,
@@ -228,13 +291,13 @@ pub fn train_on(
     let mut since_best = 0;
     for epoch in 1..=config.epochs {
         let batches = make_batches(&prepared, train.len(), config.batch_size, &mut rng);
-        let outcome = match engine.epoch(&batches, prepared_val.is_some()) {
+        let outcome = match engine.epoch(&batches, prepared_val.is_some()).await {
             Err(Error::DeviceLost(_)) => {
                 // Carry on from the last weights the GPU handed back (optimizer moments
                 // restart), rather than lose the run.
                 report.fell_back_to_cpu = true;
-                engine = Box::new(CpuEngine::new(data, current.0.clone(), current.1.clone()));
-                engine.epoch(&batches, prepared_val.is_some())?
+                engine = AnyEngine::Cpu(CpuEngine::new(data, current.0.clone(), current.1.clone()));
+                engine.epoch(&batches, prepared_val.is_some()).await?
             }
             other => other?,
         };
@@ -255,6 +318,7 @@ pub fn train_on(
         };
         report.epochs.push(epoch_report.clone());
         let flow = progress(&epoch_report);
+        between_epochs().await;
 
         match val_loss {
             Some(vl) => {
@@ -312,9 +376,19 @@ pub(crate) struct EpochOutcome {
 }
 
 /// Where a training run's steps execute: one optimizer step per batch, then the validation
-/// loss if asked.
-pub(crate) trait Engine {
-    fn epoch(&mut self, batches: &[Batch], validate: bool) -> Result<EpochOutcome>;
+/// loss if asked. An enum rather than a trait object, so that `epoch` can be async.
+enum AnyEngine<'a> {
+    Cpu(CpuEngine<'a>),
+    Gpu(crate::backend::gpu::GpuEngine<'a>),
+}
+
+impl AnyEngine<'_> {
+    async fn epoch(&mut self, batches: &[Batch], validate: bool) -> Result<EpochOutcome> {
+        match self {
+            AnyEngine::Cpu(e) => e.epoch(batches, validate),
+            AnyEngine::Gpu(e) => e.epoch(batches, validate).await,
+        }
+    }
 }
 
 /// The reference engine: ndarray on the CPU.
@@ -340,7 +414,7 @@ impl<'a> CpuEngine<'a> {
     }
 }
 
-impl Engine for CpuEngine<'_> {
+impl CpuEngine<'_> {
     fn epoch(&mut self, batches: &[Batch], validate: bool) -> Result<EpochOutcome> {
         let (train, prepared) = (self.data.train, self.data.prepared);
         let mut loss_sum = 0.0;
@@ -567,11 +641,27 @@ pub fn score(head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
     Ok(cpu::forward(head, x)?.column(0).to_vec())
 }
 
-/// Like [`score`], on the given device.
+/// Like [`score`], on the given device, blocking until done. The browser cannot block: there
+/// a GPU device is refused with `invalid_config`, and [`score_async`] is the entry point.
 pub fn score_on(device: &Device, head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
     match device {
         Device::Cpu => score(head, x),
         #[cfg(not(target_arch = "wasm32"))]
         Device::Gpu(ctx) => crate::backend::gpu::score(ctx, head, x),
+        #[cfg(target_arch = "wasm32")]
+        Device::Gpu(_) => Err(blocking_on_the_web()),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn blocking_on_the_web() -> Error {
+    Error::InvalidConfig("the browser cannot block on the GPU; use the async entry points".into())
+}
+
+/// Like [`score_on`], without blocking (the browser's form).
+pub async fn score_async(device: &Device, head: &Head, x: ArrayView2<'_, f32>) -> Result<Vec<f32>> {
+    match device {
+        Device::Cpu => score(head, x),
+        Device::Gpu(ctx) => crate::backend::gpu::score_async(ctx, head, x).await,
     }
 }

@@ -12,11 +12,8 @@ use std::sync::Arc;
 
 use tacit_rm::backend::gpu::GpuContext;
 use tacit_rm::backend::Device;
-use tacit_rm::feedback::flip::FlipRates;
-use tacit_rm::feedback::{Examples, Pair};
 use tacit_rm::head::{Activation, Head, HeadConfig};
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
-use tacit_rm::rng::Rng;
 use tacit_rm::trainer::{score, score_on, train_on, TrainConfig};
 
 fn gpu() -> Option<Arc<GpuContext>> {
@@ -36,10 +33,6 @@ fn devices() -> Vec<Device> {
     let mut d = vec![Device::Cpu];
     d.extend(gpu().map(Device::Gpu));
     d
-}
-
-fn close(a: f32, b: f32, rel: f32) -> bool {
-    (a - b).abs() <= rel * b.abs().max(1.0)
 }
 
 #[test]
@@ -64,7 +57,7 @@ fn forward_matches_the_cpu_reference() {
                 assert_eq!(got.len(), n);
                 for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
                     assert!(
-                        close(*g, *r, 1e-5),
+                        common::close(*g, *r, 1e-5),
                         "{} {cfg:?} n={n} row {i}: {g} vs {r}",
                         device.name()
                     );
@@ -74,85 +67,15 @@ fn forward_matches_the_cpu_reference() {
     }
 }
 
-/// A head for `kind` and the objective with fixed flip rates (no auxiliary anchor fit).
-fn setup(
-    kind: ObjectiveKind,
-    dim: usize,
-    hidden: usize,
-    rho01: f64,
-    seed: u64,
-) -> (Head, ObjectiveConfig) {
-    let cfg = HeadConfig {
-        outputs: kind.head_outputs(),
-        ..HeadConfig::new(dim, &[hidden])
-    };
-    let objective = ObjectiveConfig {
-        flip: Some(FlipRates { rho10: 0.1, rho01 }),
-        ..ObjectiveConfig::new(kind)
-    };
-    (Head::init(&cfg, seed).unwrap(), objective)
-}
-
-/// A feedback set exercising every field an objective reads.
-fn feedback(n: usize, dim: usize, seed: u64) -> Examples {
-    let mut r = Rng::new(seed);
-    let emb = common::random_matrix(n, dim, seed);
-    let truth: Vec<f32> = emb
-        .rows()
-        .into_iter()
-        .map(|x| (x[0] + 0.5 * x[1] > 0.0) as u8 as f32)
-        .collect();
-    let feedback: Vec<f32> = (0..n).map(|_| r.bernoulli(0.6) as u8 as f32).collect();
-    let explicit: Vec<f32> = (0..n)
-        .map(|i| {
-            if feedback[i] > 0.0 {
-                if r.bernoulli(0.1) {
-                    1.0 - truth[i]
-                } else {
-                    truth[i]
-                }
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let propensity: Vec<f32> = (0..n).map(|_| (0.2 + 0.7 * r.uniform()) as f32).collect();
-    let exposure = common::random_matrix(n, 3, seed + 1);
-    let pairs = (0..n / 2)
-        .map(|g| {
-            let (a, b) = (2 * g, 2 * g + 1);
-            let mut p = if truth[a] >= truth[b] {
-                Pair::new(a, b)
-            } else {
-                Pair::new(b, a)
-            };
-            if g % 3 == 0 {
-                p.logp_new = Some([-(r.uniform() * 3.0) as f32, -(r.uniform() * 3.0) as f32]);
-                p.logp_old = Some([-(r.uniform() * 3.0) as f32, -(r.uniform() * 3.0) as f32]);
-            }
-            p
-        })
-        .collect();
-    Examples {
-        emb,
-        observed: explicit.clone(),
-        feedback,
-        explicit,
-        propensity,
-        exposure,
-        pairs,
-    }
-}
-
 /// 100 AdamW steps of every objective: the final training loss agrees across backends
 /// within 1e-3 relative, and so do the trained heads' scores.
 #[test]
 fn a_100_step_training_run_agrees_for_every_objective() {
     let Some(ctx) = gpu() else { return };
-    let train_set = feedback(640, 16, 7);
-    let val_set = feedback(128, 16, 8);
+    let train_set = common::feedback(640, 16, 7);
+    let val_set = common::feedback(128, 16, 8);
     for kind in ObjectiveKind::ALL {
-        let (head, objective) = setup(kind, 16, 8, 0.1, 2);
+        let (head, objective) = common::setup(kind, 16, 8, 0.1, 2);
         // Pairwise batches are drawn over 320 pairs: 32 per batch gives 10 steps an epoch.
         let batch_size = if kind.is_pairwise() { 32 } else { 64 };
         let tc = TrainConfig {
@@ -213,7 +136,7 @@ fn one_submission_and_one_readback_per_epoch() {
     // A context of its own, so that parallel tests do not touch the counters.
     let Some(_) = gpu() else { return };
     let ctx = Arc::new(pollster::block_on(GpuContext::new()).unwrap());
-    let train_set = feedback(640, 16, 3);
+    let train_set = common::feedback(640, 16, 3);
     let head = Head::init(&HeadConfig::new(16, &[8]), 1).unwrap();
     let objective = ObjectiveConfig::new(ObjectiveKind::Ips);
     let tc = TrainConfig {
@@ -253,7 +176,7 @@ fn one_submission_and_one_readback_per_epoch() {
 fn a_lost_device_falls_back_to_the_cpu_and_keeps_the_weights() {
     let Some(_) = gpu() else { return };
     let ctx = Arc::new(pollster::block_on(GpuContext::new()).unwrap());
-    let train_set = feedback(320, 16, 5);
+    let train_set = common::feedback(320, 16, 5);
     let head = Head::init(&HeadConfig::new(16, &[8]), 1).unwrap();
     let objective = ObjectiveConfig::new(ObjectiveKind::Naive);
     let tc = TrainConfig {
@@ -297,7 +220,7 @@ fn a_lost_device_falls_back_to_the_cpu_and_keeps_the_weights() {
 #[test]
 fn gpu_trained_weights_round_trip_through_safetensors() {
     let Some(ctx) = gpu() else { return };
-    let train_set = feedback(320, 16, 9);
+    let train_set = common::feedback(320, 16, 9);
     let head = Head::init(
         &HeadConfig {
             outputs: 2,
@@ -329,7 +252,7 @@ fn gpu_trained_weights_round_trip_through_safetensors() {
         let s = score_on(&d, &back.head, train_set.emb.view()).unwrap();
         let r = score(&t.head, train_set.emb.view()).unwrap();
         assert!(
-            s.iter().zip(&r).all(|(a, b)| close(*a, *b, 1e-5)),
+            s.iter().zip(&r).all(|(a, b)| common::close(*a, *b, 1e-5)),
             "{}",
             d.name()
         );
@@ -400,7 +323,7 @@ fn eval_on_the_gpu_reproduces_the_cpu_table() {
 fn every_objective_gradient_agrees_across_backends() {
     use tacit_rm::backend::cpu;
     use tacit_rm::objective::Prepared;
-    let train_set = feedback(96, 12, 13);
+    let train_set = common::feedback(96, 12, 13);
     let opt = tacit_rm::optim::AdamWConfig {
         lr: 0.1,
         beta1: 0.0,
@@ -427,7 +350,7 @@ fn every_objective_gradient_agrees_across_backends() {
             .collect()
     };
     for kind in ObjectiveKind::ALL {
-        let (head, objective) = setup(kind, 12, 6, 0.05, 5);
+        let (head, objective) = common::setup(kind, 12, 6, 0.05, 5);
         let mut per_device = Vec::new();
         for device in devices() {
             let t = train_on(

@@ -162,3 +162,30 @@ fn malicious_metadata_cannot_ask_for_huge_heads() {
         "corrupt_weights"
     );
 }
+
+/// Equal weights serialise to equal bytes (the metadata's `HashMap` order would otherwise
+/// change from one call to the next), and the canonical header still reads back.
+#[test]
+fn serialisation_is_deterministic() {
+    let w = weights();
+    let first = store::to_bytes(&w).unwrap();
+    for _ in 0..20 {
+        assert_eq!(store::to_bytes(&w).unwrap(), first);
+    }
+    let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
+    let keys = [
+        "activation",
+        "dim",
+        "exposure_dim",
+        "format",
+        "hidden",
+        "objective",
+    ];
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| header.find(&format!("\"{k}\"")).unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|p| p[0] < p[1]), "{header}");
+    assert_eq!(store::from_bytes(&first).unwrap(), w);
+}

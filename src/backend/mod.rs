@@ -2,14 +2,12 @@
 //! is checked against; `gpu` runs the same kernels as WGSL compute shaders through wgpu.
 
 pub mod cpu;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod gpu;
 
 /// A device to score and train on.
 #[derive(Clone, Debug)]
 pub enum Device {
     Cpu,
-    #[cfg(not(target_arch = "wasm32"))]
     Gpu(std::sync::Arc<gpu::GpuContext>),
 }
 
@@ -17,7 +15,6 @@ impl Device {
     pub fn name(&self) -> &'static str {
         match self {
             Device::Cpu => "cpu",
-            #[cfg(not(target_arch = "wasm32"))]
             Device::Gpu(_) => "gpu",
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod flip;
+pub mod log;
 pub mod propensity;
 
 use ndarray::{Array2, Axis};

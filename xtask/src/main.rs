@@ -6,9 +6,12 @@
 //!   fixture under the confounded protocol. Extra arguments are passed to `tacit eval`.
 //! - `results`: regenerates the README's results tables (all three protocols) into `results/`.
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
+//! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
+//! - `bench-flavours`: the baseline and SIMD wasm builds on the CPU path, in node.
 
 mod postgres;
 mod server_bench;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -29,8 +32,8 @@ fn root() -> PathBuf {
 
 fn run(cmd: &mut Command) -> Result {
     eprintln!("$ {}", describe(cmd));
+    in_root(cmd);
     let status = cmd
-        .current_dir(root())
         .status()
         .map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
     if status.success() {
@@ -40,9 +43,16 @@ fn run(cmd: &mut Command) -> Result {
     }
 }
 
+/// Commands run from the workspace root unless they chose a directory.
+fn in_root(cmd: &mut Command) {
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+}
+
 fn output(cmd: &mut Command) -> Option<String> {
-    cmd.current_dir(root())
-        .output()
+    in_root(cmd);
+    cmd.output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -90,7 +100,8 @@ fn setup() -> Result {
             fixture.display()
         ));
     }
-    eprintln!("setup: toolchain components, {WASM_TARGET} target, Mesa's Vulkan driver and the dev fixture are in place");
+    web::setup()?;
+    eprintln!("setup: toolchain components, the {WASM_TARGET} target, Mesa's Vulkan driver, the dev fixture, Chromium, the wasm-bindgen CLI and the JS test packages are in place");
     Ok(())
 }
 
@@ -164,7 +175,8 @@ fn test() -> Result {
         }
         cmd.env("XDG_RUNTIME_DIR", dir);
     }
-    run_tests(&mut cmd)
+    run_tests(&mut cmd)?;
+    web::test()
 }
 
 /// Runs cargo's test harness, echoing its output, and closes with one summary line over
@@ -173,8 +185,8 @@ fn test() -> Result {
 fn run_tests(cmd: &mut Command) -> Result {
     use std::io::{BufRead, BufReader};
     eprintln!("$ {}", describe(cmd));
+    in_root(cmd);
     let mut child = cmd
-        .current_dir(root())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
@@ -182,6 +194,19 @@ fn run_tests(cmd: &mut Command) -> Result {
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line.map_err(|e| e.to_string())?;
         println!("{line}");
+        // node --test's TAP summary.
+        for (prefix, total) in [
+            ("# pass ", &mut passed),
+            ("# fail ", &mut failed),
+            ("# skipped ", &mut skipped),
+        ] {
+            if let Some(n) = line
+                .strip_prefix(prefix)
+                .and_then(|n| n.trim().parse::<u64>().ok())
+            {
+                *total += n;
+            }
+        }
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
                 rest.split(';')
@@ -272,11 +297,10 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("results") => results(),
         Some("bench") => bench(),
+        Some("pkg") => setup().and_then(|()| web::build_pkg()),
+        Some("bench-flavours") => setup().and_then(|()| web::bench_flavours()),
         Some("bench-server") => server_bench::bench_server(),
-        _ => Err(
-            "usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|bench-server>"
-                .into(),
-        ),
+        _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|bench-server|pkg|bench-flavours>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -47,6 +47,11 @@ impl std::fmt::Debug for GpuContext {
 impl GpuContext {
     /// Requests an adapter and a device (honours `WGPU_BACKEND=vulkan|gl`).
     pub async fn new() -> Result<Self> {
+        // In a page without WebGPU (or in node) touching the instance would trap; ask first.
+        #[cfg(target_arch = "wasm32")]
+        if !wgpu::util::is_browser_webgpu_supported().await {
+            return Err(Error::NoGpu("this browser does not expose WebGPU".into()));
+        }
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
@@ -106,7 +111,9 @@ impl GpuContext {
     }
 
     /// The process-wide context, built on first use (native only: blocks on the async setup).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn shared() -> Result<Arc<GpuContext>> {
+        use std::sync::OnceLock;
         static SHARED: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
         SHARED
             .get_or_init(|| {

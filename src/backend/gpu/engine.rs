@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::objective::{ObjectiveKind, Prepared};
-use crate::trainer::{Batch, Engine, EpochOutcome, RunData, TrainConfig};
+use crate::trainer::{Batch, EpochOutcome, RunData, TrainConfig};
 
 use super::context::GpuContext;
 use super::kernels::Kernel;
@@ -360,8 +360,12 @@ impl<'a> GpuEngine<'a> {
     }
 }
 
-impl Engine for GpuEngine<'_> {
-    fn epoch(&mut self, batches: &[Batch], validate: bool) -> Result<EpochOutcome> {
+impl GpuEngine<'_> {
+    pub(crate) async fn epoch(
+        &mut self,
+        batches: &[Batch],
+        validate: bool,
+    ) -> Result<EpochOutcome> {
         self.ctx.check()?;
         let validate = validate && self.data.prepared_val.is_some();
         let mut rows: Vec<u32> = Vec::new();
@@ -454,10 +458,11 @@ impl Engine for GpuEngine<'_> {
         encoder.copy_buffer_to_buffer(&self.loss_acc, 0, &self.stage, 0, 16);
         encoder.copy_buffer_to_buffer(&self.params, 0, &self.stage, 16, (self.n_params * 4) as u64);
         self.ctx.submit(encoder);
-        let bytes = pollster::block_on(self.ctx.read(&self.stage))?;
+        let bytes = self.ctx.read(&self.stage).await?;
         self.adam_steps += batches.len() as u32;
 
-        let floats: &[f32] = bytemuck::cast_slice(&bytes);
+        // A copy, not a cast: a `Vec<u8>` carries no promise of 4-byte alignment.
+        let floats: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         let (acc, flat) = floats.split_at(4);
         let head_len = self.head.num_params();
         self.head.load_flat(&flat[..head_len])?;

@@ -21,7 +21,9 @@ use crate::backend::cpu;
 use crate::error::Result;
 use crate::head::Head;
 
-/// Scores `x` (first output logit per row) on the GPU.
+/// Scores `x` (first output logit per row) on the GPU, blocking (native only; the browser
+/// awaits [`score_async`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn score(ctx: &GpuContext, head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
     cpu::validate_input(head, x)?;
     pollster::block_on(score_async(ctx, head, x))

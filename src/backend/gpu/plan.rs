@@ -277,5 +277,6 @@ pub(crate) async fn forward(
     encoder.copy_buffer_to_buffer(&out, 0, &stage, 0, (n * k * 4) as u64);
     ctx.submit(encoder);
     let bytes = ctx.read(&stage).await?;
-    Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
+    // A copy, not a cast: a `Vec<u8>` carries no promise of 4-byte alignment.
+    Ok(bytemuck::pod_collect_to_vec(&bytes))
 }

@@ -1,4 +1,5 @@
-//! `tacit`: evaluate objectives on simulated feedback, create, train and apply weights.
+//! The `tacit` command line: evaluate objectives on simulated feedback, create, train and
+//! apply weights, bench the backends.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -536,7 +537,7 @@ fn run_sync(a: SyncArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Eval(a) => run_eval(a),

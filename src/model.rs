@@ -1,0 +1,431 @@
+//! The reward model as an app holds it: a head on a device, the log of observations not yet
+//! trained on, and the last training summary. This is the logic behind the browser package
+//! (`src/web/` only converts and persists) and it works the same natively.
+//!
+//! Training is split in three so that a host with one thread (a page) never holds the model
+//! borrowed across an `await`: [`RewardModel::prepare_training`] snapshots the head and the
+//! pending log into a [`TrainJob`]; the job runs without the model; [`RewardModel::apply`]
+//! installs the result and drops exactly the observations the job trained on, so that
+//! observations made meanwhile stay pending.
+
+use std::ops::ControlFlow;
+
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Device;
+use crate::error::{check, Error, Result};
+use crate::feedback::log::{to_examples, LoggedObservation};
+use crate::feedback::Examples;
+use crate::head::{Activation, Head, HeadConfig};
+use crate::objective::{ObjectiveConfig, ObjectiveKind};
+use crate::optim::AdamWConfig;
+use crate::rng::Rng;
+use crate::store::{self, Weights};
+use crate::trainer::{self, EpochReport, TrainConfig, TrainReport};
+
+/// How to make a new model (what `RewardModel.open` takes besides its name and backend).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Embedding width.
+    pub dim: usize,
+    /// Hidden layer sizes (empty = a linear head).
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    /// The objective `train` uses unless told otherwise; it fixes the head's outputs.
+    pub objective: ObjectiveKind,
+    /// Seed of the initial weights.
+    pub seed: u64,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            dim: 384,
+            hidden: vec![128],
+            activation: Activation::Relu,
+            objective: ObjectiveKind::Implicit,
+            seed: 0,
+        }
+    }
+}
+
+impl ModelSpec {
+    pub fn head_config(&self) -> HeadConfig {
+        HeadConfig {
+            dim: self.dim,
+            hidden: self.hidden.clone(),
+            activation: self.activation,
+            outputs: self.objective.head_outputs(),
+        }
+    }
+}
+
+/// Options of one training call, with the defaults an app wants for a few hundred
+/// observations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrainOptions {
+    /// Defaults to the model's objective.
+    pub objective: Option<ObjectiveKind>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Share of turns held out for early stopping (0 = none; ignored below 10 observations).
+    pub validation_fraction: f64,
+    pub patience: usize,
+    pub seed: u64,
+    /// Propensities are clipped below at this before inverse weighting.
+    pub propensity_clip: f64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        let t = TrainConfig::default();
+        TrainOptions {
+            objective: None,
+            epochs: 5,
+            batch_size: t.batch_size,
+            learning_rate: t.optimizer.lr,
+            weight_decay: t.optimizer.weight_decay,
+            validation_fraction: 0.2,
+            patience: 3,
+            seed: 0,
+            propensity_clip: ObjectiveConfig::default().propensity_clip,
+        }
+    }
+}
+
+/// What an app may ask of the model at any time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Observations logged and not yet trained on.
+    pub pending: usize,
+    /// Kish's effective sample size of the last training call's importance weights.
+    pub effective_sample_size: Option<f64>,
+    /// Last epoch's training loss of the last training call.
+    pub last_loss: Option<f64>,
+    /// Observations trained on since the model was made.
+    pub trained_examples: u64,
+    /// The sync base version of the weights (0 = never synced).
+    pub version: u64,
+}
+
+/// A training call detached from the model: it owns everything it needs.
+pub struct TrainJob {
+    device: Device,
+    head: Head,
+    objective: ObjectiveConfig,
+    train: Examples,
+    val: Option<Examples>,
+    config: TrainConfig,
+    /// The log entries up to this sequence number are the job's data.
+    upto_seq: u64,
+    n: usize,
+}
+
+/// A finished job, ready for [`RewardModel::apply`].
+pub struct TrainOutcome {
+    pub report: TrainReport,
+    /// Log entries up to this sequence number were trained on (the host deletes them from
+    /// its persistent log in the same transaction that stores the new weights).
+    pub upto_seq: u64,
+    head: Head,
+    exposure_head: Option<Head>,
+    kind: ObjectiveKind,
+    n: usize,
+}
+
+impl TrainOutcome {
+    pub fn objective(&self) -> ObjectiveKind {
+        self.kind
+    }
+
+    /// Observations the call trained on.
+    pub fn examples(&self) -> usize {
+        self.n
+    }
+}
+
+impl TrainJob {
+    pub fn examples(&self) -> usize {
+        self.n
+    }
+
+    /// Runs the job; `progress` sees every epoch, `between_epochs` lets the host yield.
+    pub async fn run<Y: std::future::Future<Output = ()>>(
+        self,
+        progress: &mut dyn FnMut(&EpochReport) -> ControlFlow<()>,
+        between_epochs: impl FnMut() -> Y,
+    ) -> Result<TrainOutcome> {
+        let trained = trainer::train_async(
+            &self.device,
+            &self.head,
+            &self.objective,
+            &self.train,
+            self.val.as_ref(),
+            &self.config,
+            progress,
+            between_epochs,
+        )
+        .await?;
+        Ok(TrainOutcome {
+            report: trained.report,
+            head: trained.head,
+            exposure_head: trained.exposure_head,
+            kind: self.objective.kind,
+            upto_seq: self.upto_seq,
+            n: self.n,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct RewardModel {
+    weights: Weights,
+    device: Device,
+    log: Vec<LoggedObservation>,
+    next_seq: u64,
+    default_objective: ObjectiveKind,
+    last: Option<(f64, f64)>,
+    trained_examples: u64,
+}
+
+impl RewardModel {
+    /// A fresh model.
+    pub fn new(spec: &ModelSpec, device: Device) -> Result<Self> {
+        let head = Head::init(&spec.head_config(), spec.seed)?;
+        Ok(Self::from_parts(
+            Weights::new(head),
+            spec.objective,
+            Vec::new(),
+            device,
+        ))
+    }
+
+    /// A model restored from stored weights and log (the log is re-validated: entries that
+    /// no longer fit the head are refused, not silently dropped).
+    pub fn restore(
+        weights: Weights,
+        default_objective: ObjectiveKind,
+        log: Vec<LoggedObservation>,
+        device: Device,
+    ) -> Result<Self> {
+        for e in &log {
+            e.validate(weights.head.config.dim)?;
+        }
+        Ok(Self::from_parts(weights, default_objective, log, device))
+    }
+
+    fn from_parts(
+        weights: Weights,
+        default_objective: ObjectiveKind,
+        mut log: Vec<LoggedObservation>,
+        device: Device,
+    ) -> Self {
+        log.sort_by_key(|e| e.seq);
+        let next_seq = log.last().map_or(0, |e| e.seq + 1);
+        RewardModel {
+            weights,
+            device,
+            log,
+            next_seq,
+            default_objective,
+            last: None,
+            trained_examples: 0,
+        }
+    }
+
+    pub fn config(&self) -> &HeadConfig {
+        &self.weights.head.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Switches device (the browser falls back to the CPU when its GPU device is lost).
+    pub fn set_device(&mut self, device: Device) {
+        self.device = device;
+    }
+
+    pub fn pending(&self) -> &[LoggedObservation] {
+        &self.log
+    }
+
+    /// Checks `flat` as `n × dim` embeddings and returns it as a matrix view.
+    pub fn embeddings<'a>(&self, flat: &'a [f32]) -> Result<ArrayView2<'a, f32>> {
+        embeddings(self.config().dim, flat)
+    }
+
+    /// Validates an observation and assigns its sequence number; nothing is logged on error.
+    /// The caller persists the returned entry before acknowledging it to the app.
+    pub fn observe(&mut self, mut entry: LoggedObservation) -> Result<LoggedObservation> {
+        entry.seq = self.next_seq;
+        entry.validate(self.config().dim)?;
+        self.next_seq += 1;
+        self.log.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Forgets a logged entry (when persisting it failed, so it was never acknowledged).
+    pub fn unobserve(&mut self, seq: u64) {
+        self.log.retain(|e| e.seq != seq);
+    }
+
+    /// Snapshots the pending log and the head into a job.
+    pub fn prepare_training(&self, options: &TrainOptions) -> Result<TrainJob> {
+        let kind = options.objective.unwrap_or(self.default_objective);
+        check::len(
+            &format!("head outputs for objective {kind}"),
+            kind.head_outputs(),
+            self.config().outputs,
+        )?;
+        let config = TrainConfig {
+            epochs: options.epochs,
+            batch_size: options.batch_size,
+            optimizer: AdamWConfig {
+                lr: options.learning_rate,
+                weight_decay: options.weight_decay,
+                ..AdamWConfig::default()
+            },
+            patience: options.patience,
+            seed: options.seed,
+        };
+        config.validate()?;
+        check::in_range("validationFraction", options.validation_fraction, 0.0, 0.5)?;
+        let objective = ObjectiveConfig {
+            kind,
+            propensity_clip: options.propensity_clip,
+            ..ObjectiveConfig::default()
+        };
+        objective.validate()?;
+        if self.log.is_empty() {
+            return Err(Error::Empty {
+                what: "pending observations (call observe before train)".into(),
+            });
+        }
+        let all = to_examples(&self.log, self.config().dim)?;
+        let (train, val) =
+            split_by_turn(&self.log, &all, options.validation_fraction, options.seed);
+        if kind.is_pairwise() && train.pairs.is_empty() {
+            return Err(Error::InvalidData(
+                "pairwise needs answers shown together (same turn) with one of them liked".into(),
+            ));
+        }
+        Ok(TrainJob {
+            device: self.device.clone(),
+            head: self.weights.head.clone(),
+            objective,
+            train,
+            val,
+            config,
+            upto_seq: self.log.last().map_or(0, |e| e.seq),
+            n: self.log.len(),
+        })
+    }
+
+    /// The weights `apply(outcome)` would install, as safetensors bytes: a host persists
+    /// these first and applies only once they are stored.
+    pub fn trained_bytes(&self, outcome: &TrainOutcome) -> Result<Vec<u8>> {
+        store::to_bytes(&Weights {
+            head: outcome.head.clone(),
+            exposure_head: outcome.exposure_head.clone(),
+            objective: Some(outcome.kind),
+            version: self.weights.version,
+        })
+    }
+
+    /// Installs a finished job's weights and drops the observations it trained on.
+    pub fn apply(&mut self, outcome: &TrainOutcome) {
+        self.weights.head = outcome.head.clone();
+        self.weights.exposure_head = outcome.exposure_head.clone();
+        self.weights.objective = Some(outcome.kind);
+        self.log.retain(|e| e.seq > outcome.upto_seq);
+        self.trained_examples += outcome.n as u64;
+        let ess = outcome
+            .report
+            .epochs
+            .last()
+            .map_or(0.0, |e| e.effective_sample_size);
+        self.last = outcome.report.final_loss().map(|l| (l, ess));
+    }
+
+    pub fn export_weights(&self) -> Result<Vec<u8>> {
+        store::to_bytes(&self.weights)
+    }
+
+    /// Replaces the weights with `bytes` (safetensors); the head's shape must match. On any
+    /// error the current weights stay.
+    pub fn import_weights(&mut self, bytes: &[u8]) -> Result<()> {
+        let w = store::from_bytes_expecting(bytes, self.config())?;
+        self.weights = w;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pending: self.log.len(),
+            effective_sample_size: self.last.map(|l| l.1),
+            last_loss: self.last.map(|l| l.0),
+            trained_examples: self.trained_examples,
+            version: self.weights.version,
+        }
+    }
+}
+
+/// Checks `flat` as `n × dim` embeddings (n ≥ 1, all finite).
+pub fn embeddings(dim: usize, flat: &[f32]) -> Result<ArrayView2<'_, f32>> {
+    check::non_empty("embeddings", flat.len())?;
+    if flat.len() % dim != 0 {
+        return Err(Error::DimMismatch {
+            what: format!("embeddings length (a multiple of dim = {dim})"),
+            expected: flat.len().div_ceil(dim) * dim,
+            got: flat.len(),
+        });
+    }
+    check::finite("embeddings", flat)?;
+    ArrayView2::from_shape((flat.len() / dim, dim), flat)
+        .map_err(|e| Error::InvalidData(format!("embeddings: {e}")))
+}
+
+/// Indices of `scores` from best to worst (ties keep their order).
+pub fn rank(scores: &[f32]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+    order.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
+    order
+}
+
+/// Holds out whole turns (so that pairs stay within one side) for early stopping.
+fn split_by_turn(
+    log: &[LoggedObservation],
+    all: &Examples,
+    fraction: f64,
+    seed: u64,
+) -> (Examples, Option<Examples>) {
+    if fraction <= 0.0 || log.len() < 10 {
+        return (all.clone(), None);
+    }
+    let key = |i: usize| log[i].turn.as_deref().unwrap_or(log[i].id.as_str());
+    let mut seen = std::collections::HashSet::new();
+    let mut turns: Vec<&str> = (0..log.len())
+        .map(key)
+        .filter(|k| seen.insert(*k))
+        .collect();
+    Rng::new(seed ^ 0x7A1).shuffle(&mut turns);
+    let held = ((turns.len() as f64 * fraction).round() as usize).min(turns.len() - 1);
+    if held == 0 {
+        return (all.clone(), None);
+    }
+    let held_out: std::collections::HashSet<&str> = turns[..held].iter().copied().collect();
+    let (val_idx, train_idx): (Vec<usize>, Vec<usize>) =
+        (0..log.len()).partition(|&i| held_out.contains(key(i)));
+    (all.select(&train_idx), Some(all.select(&val_idx)))
+}

@@ -1,0 +1,297 @@
+//! The options objects of the JS API and the result objects it returns: deserialised with
+//! serde-wasm-bindgen (unknown fields refused, defaults filled in), converted to the crate's
+//! types, validated there. The TypeScript declarations of these shapes are in `types.rs`.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
+
+use super::error::from_serde;
+use crate::error::{Error, Result};
+use crate::feedback::events::{Event, Observation, Shown};
+use crate::feedback::log::LoggedObservation;
+use crate::head::Activation;
+use crate::model::{ModelSpec, TrainOptions};
+use crate::objective::ObjectiveKind;
+use crate::trainer::{EpochReport, TrainReport};
+
+/// Which backend to run on: the probe's choice, or a forced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Webgpu,
+    Cpu,
+}
+
+/// `RewardModel.open(options)`. Head fields left out are taken from the stored model when
+/// there is one, else from [`ModelSpec::default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpenOptions {
+    pub name: Option<String>,
+    pub backend: BackendChoice,
+    /// Keep weights and the pending log in IndexedDB (default: whenever it exists).
+    pub persist: Option<bool>,
+    pub dim: Option<usize>,
+    pub hidden: Option<Vec<usize>>,
+    pub activation: Option<Activation>,
+    pub objective: Option<ObjectiveKind>,
+    pub seed: Option<u64>,
+}
+
+pub const DEFAULT_NAME: &str = "default";
+const MAX_NAME: usize = 128;
+
+/// Deserialises an options object strictly. serde-wasm-bindgen looks up only the fields a
+/// struct declares, so an unknown (say, misspelt) option would pass unnoticed; going through
+/// a JSON value makes every key visible to `deny_unknown_fields`.
+fn strict<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T> {
+    if !value.is_object() || js_sys::Array::is_array(&value) {
+        return Err(Error::InvalidConfig(format!("{what} must be an object")));
+    }
+    let json: serde_json::Value =
+        serde_wasm_bindgen::from_value(value).map_err(|e| from_serde(what, e))?;
+    serde_json::from_value(json).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("unknown field") {
+            Error::UnknownOption(format!("{what}: {message}"))
+        } else {
+            Error::InvalidConfig(format!("{what}: {message}"))
+        }
+    })
+}
+
+/// A shallow copy of `value` without `field`, and that field's value (functions and typed
+/// arrays are not data for serde, so they are taken out first).
+fn take(value: &JsValue, field: &str) -> (JsValue, JsValue) {
+    let taken = js_sys::Reflect::get(value, &field.into()).unwrap_or_default();
+    let rest = js_sys::Object::assign(&js_sys::Object::new(), value.unchecked_ref());
+    let _ = js_sys::Reflect::delete_property(&rest, &field.into());
+    (rest.into(), taken)
+}
+
+impl OpenOptions {
+    pub fn parse(value: JsValue) -> Result<Self> {
+        if value.is_undefined() || value.is_null() {
+            return Ok(OpenOptions::default());
+        }
+        let o: OpenOptions = strict(value, "open options")?;
+        let name = o.name();
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(Error::InvalidConfig(format!(
+                "name must be 1 to {MAX_NAME} characters"
+            )));
+        }
+        Ok(o)
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_NAME)
+    }
+
+    /// The head to make, filling gaps from `stored` (then from the defaults); fields the
+    /// caller gave must agree with a stored model.
+    pub fn spec(&self, stored: Option<&ModelSpec>) -> Result<ModelSpec> {
+        let base = stored.cloned().unwrap_or_default();
+        let spec = ModelSpec {
+            dim: self.dim.unwrap_or(base.dim),
+            hidden: self.hidden.clone().unwrap_or_else(|| base.hidden.clone()),
+            activation: self.activation.unwrap_or(base.activation),
+            objective: self.objective.unwrap_or(base.objective),
+            seed: self.seed.unwrap_or(base.seed),
+        };
+        if let Some(s) = stored {
+            if s.head_config() != spec.head_config() {
+                return Err(Error::IncompatibleWeights(format!(
+                    "the stored model '{}' is {}→{:?}→{} ({}); open it without head options, \
+                     with the same ones, or call reset()",
+                    self.name(),
+                    s.dim,
+                    s.hidden,
+                    s.objective.head_outputs(),
+                    s.activation.name(),
+                )));
+            }
+        }
+        spec.head_config().validate()?;
+        Ok(spec)
+    }
+}
+
+/// `observe(observation)` (the embedding is read apart, as a typed array).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObserveInput {
+    pub id: String,
+    #[serde(default)]
+    pub turn: Option<String>,
+    pub shown: ShownInput,
+    #[serde(default)]
+    pub events: Vec<Event>,
+    #[serde(default)]
+    pub dwell_ms: f64,
+    #[serde(default)]
+    pub length: f64,
+    #[serde(default)]
+    pub propensity: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShownInput {
+    pub position: u32,
+    pub candidates: u32,
+}
+
+const MAX_ID: usize = 256;
+
+impl ObserveInput {
+    pub fn parse(value: JsValue) -> Result<LoggedObservation> {
+        if !value.is_object() {
+            return Err(Error::InvalidData(
+                "an observation must be an object".into(),
+            ));
+        }
+        let (rest, embedding) = take(&value, "embedding");
+        if embedding.is_undefined() {
+            return Err(Error::InvalidData(
+                "observation: missing field `embedding`".into(),
+            ));
+        }
+        let embedding = float_array(&embedding, "observation embedding")?;
+        let o: ObserveInput = strict(rest, "observation")?;
+        if o.id.len() > MAX_ID || o.turn.as_ref().is_some_and(|t| t.len() > MAX_ID) {
+            return Err(Error::InvalidData(format!(
+                "id and turn must be at most {MAX_ID} characters"
+            )));
+        }
+        Ok(LoggedObservation {
+            seq: 0,
+            id: o.id,
+            turn: o.turn,
+            embedding,
+            observation: Observation {
+                shown: Shown {
+                    position: o.shown.position,
+                    candidates: o.shown.candidates,
+                },
+                events: o.events,
+                dwell_ms: o.dwell_ms,
+                length: o.length,
+            },
+            propensity: o.propensity,
+        })
+    }
+}
+
+/// `train(options)`: the crate's [`TrainOptions`] plus the `onProgress` callback, which is
+/// taken out before the rest is deserialised (a function is not data).
+pub fn parse_train(value: JsValue) -> Result<(TrainOptions, Option<js_sys::Function>)> {
+    if value.is_undefined() || value.is_null() {
+        return Ok((TrainOptions::default(), None));
+    }
+    if !value.is_object() {
+        return Err(Error::InvalidConfig(
+            "train options must be an object".into(),
+        ));
+    }
+    let (rest, on_progress) = take(&value, "onProgress");
+    let callback = if on_progress.is_undefined() || on_progress.is_null() {
+        None
+    } else {
+        Some(
+            on_progress
+                .dyn_into::<js_sys::Function>()
+                .map_err(|_| Error::InvalidConfig("onProgress must be a function".into()))?,
+        )
+    };
+    let options: TrainOptions = strict(rest, "train options")?;
+    Ok((options, callback))
+}
+
+/// What `onProgress` receives after each epoch.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressEvent {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub train_loss: f64,
+    pub val_loss: Option<f64>,
+    pub effective_sample_size: f64,
+    /// Fraction of the requested epochs done, for a progress bar.
+    pub fraction: f64,
+}
+
+impl From<&EpochReport> for ProgressEvent {
+    fn from(e: &EpochReport) -> Self {
+        ProgressEvent {
+            epoch: e.epoch,
+            epochs: e.epochs,
+            train_loss: e.train_loss,
+            val_loss: e.val_loss,
+            effective_sample_size: e.effective_sample_size,
+            fraction: e.epoch as f64 / e.epochs.max(1) as f64,
+        }
+    }
+}
+
+/// What `train` resolves to.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainResult {
+    pub objective: String,
+    pub examples: usize,
+    pub epochs: Vec<ProgressEvent>,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub cancelled: bool,
+    pub steps: u64,
+    pub final_loss: Option<f64>,
+    /// The GPU was lost during the call; it finished on the CPU (now the model's backend).
+    pub fell_back_to_cpu: bool,
+}
+
+impl TrainResult {
+    pub fn new(objective: ObjectiveKind, examples: usize, r: &TrainReport) -> Self {
+        TrainResult {
+            objective: objective.name().into(),
+            examples,
+            epochs: r.epochs.iter().map(ProgressEvent::from).collect(),
+            best_epoch: r.best_epoch,
+            stopped_early: r.stopped_early,
+            cancelled: r.cancelled,
+            steps: r.steps,
+            final_loss: r.final_loss(),
+            fell_back_to_cpu: r.fell_back_to_cpu,
+        }
+    }
+}
+
+/// A `Float32Array` (or an array of numbers) as a vector.
+pub fn float_array(value: &JsValue, what: &str) -> Result<Vec<f32>> {
+    if let Some(a) = value.dyn_ref::<js_sys::Float32Array>() {
+        return Ok(a.to_vec());
+    }
+    if js_sys::Array::is_array(value) {
+        return js_sys::Array::from(value)
+            .iter()
+            .map(|v| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| Error::InvalidData(format!("{what} must hold numbers")))
+            })
+            .collect();
+    }
+    Err(Error::InvalidData(format!(
+        "{what} must be a Float32Array (n × dim values, row after row)"
+    )))
+}
+
+/// Plain JS objects (not `Map`s) for results.
+pub fn to_js<T: Serialize>(value: &T) -> Result<JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| Error::InvalidData(format!("converting a result for JS: {e}")))
+}

@@ -1,0 +1,328 @@
+//! Persistence in IndexedDB: one database `tacit-rm` with two object stores.
+//!
+//! - `models`, keyed by model name: `{ spec: string (JSON), weights: Uint8Array (safetensors) }`.
+//! - `observations`, keyed by `[name, seq]`: `{ entry: string (JSON of a logged observation) }`.
+//!
+//! Every commit is one transaction, and a call resolves only after its transaction's
+//! `complete` event: an acknowledged observation is on disk, and "new weights + drop the
+//! observations they were trained on" happens entirely or not at all. A page reload during
+//! training therefore finds the last committed weights and every acknowledged observation.
+//!
+//! Requests of a transaction are all issued before anything is awaited, so no transaction
+//! can auto-commit half-way on browsers that end it at the next task.
+
+use js_sys::{Array, Promise, Uint8Array};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    IdbDatabase, IdbFactory, IdbKeyRange, IdbRequest, IdbTransaction, IdbTransactionMode,
+};
+
+use super::error::describe;
+use crate::error::{Error, Result};
+use crate::feedback::log::LoggedObservation;
+use crate::model::ModelSpec;
+
+const DB_NAME: &str = "tacit-rm";
+const DB_VERSION: u32 = 1;
+const MODELS: &str = "models";
+const OBSERVATIONS: &str = "observations";
+
+/// What `open` finds for a name.
+pub struct Stored {
+    pub spec: ModelSpec,
+    pub weights: Vec<u8>,
+    pub log: Vec<LoggedObservation>,
+}
+
+pub struct Storage {
+    db: IdbDatabase,
+}
+
+fn storage_err(what: &str, e: &JsValue) -> Error {
+    Error::Storage(format!("{what}: {}", describe(e)))
+}
+
+/// The global `indexedDB` of a window or a worker; `None` in node or where it is blocked.
+pub fn factory() -> Option<IdbFactory> {
+    let global = js_sys::global();
+    let value = js_sys::Reflect::get(&global, &"indexedDB".into()).ok()?;
+    if value.is_undefined() || value.is_null() {
+        return None;
+    }
+    value.dyn_into::<IdbFactory>().ok()
+}
+
+/// Resolves with the request's result on `success`, rejects on `error`.
+async fn settle(request: &IdbRequest) -> std::result::Result<JsValue, JsValue> {
+    let req = request.clone();
+    let promise = Promise::new(&mut |resolve, reject| {
+        let req_ok = req.clone();
+        let on_success = Closure::once_into_js(move || {
+            let _ = resolve.call1(&JsValue::NULL, &req_ok.result().unwrap_or_default());
+        });
+        let req_err = req.clone();
+        let on_error = Closure::once_into_js(move || {
+            let err = req_err
+                .error()
+                .ok()
+                .flatten()
+                .map(JsValue::from)
+                .unwrap_or_else(|| "request failed".into());
+            let _ = reject.call1(&JsValue::NULL, &err);
+        });
+        req.set_onsuccess(Some(on_success.unchecked_ref()));
+        req.set_onerror(Some(on_error.unchecked_ref()));
+    });
+    JsFuture::from(promise).await
+}
+
+/// Resolves when the transaction has committed; rejects if it errors or aborts.
+async fn committed(tx: &IdbTransaction) -> std::result::Result<(), JsValue> {
+    let promise = Promise::new(&mut |resolve, reject| {
+        let on_complete = Closure::once_into_js(move || {
+            let _ = resolve.call0(&JsValue::NULL);
+        });
+        let tx_err = tx.clone();
+        let reject_abort = reject.clone();
+        let tx_abort = tx.clone();
+        let on_error = Closure::once_into_js(move || {
+            let err = tx_err
+                .error()
+                .map(JsValue::from)
+                .unwrap_or_else(|| "transaction failed".into());
+            let _ = reject.call1(&JsValue::NULL, &err);
+        });
+        let on_abort = Closure::once_into_js(move || {
+            let err = tx_abort
+                .error()
+                .map(JsValue::from)
+                .unwrap_or_else(|| "transaction aborted".into());
+            let _ = reject_abort.call1(&JsValue::NULL, &err);
+        });
+        tx.set_oncomplete(Some(on_complete.unchecked_ref()));
+        tx.set_onerror(Some(on_error.unchecked_ref()));
+        tx.set_onabort(Some(on_abort.unchecked_ref()));
+    });
+    JsFuture::from(promise).await.map(|_| ())
+}
+
+fn key(name: &str, seq: u64) -> JsValue {
+    Array::of2(&name.into(), &JsValue::from_f64(seq as f64)).into()
+}
+
+/// All observation keys of `name` up to and including `upto` (or all of them).
+fn range(name: &str, upto: Option<u64>) -> Result<JsValue> {
+    let hi = match upto {
+        Some(s) => key(name, s),
+        None => Array::of2(&name.into(), &JsValue::from_f64(f64::INFINITY)).into(),
+    };
+    IdbKeyRange::bound(&key(name, 0), &hi)
+        .map(JsValue::from)
+        .map_err(|e| storage_err("key range", &e))
+}
+
+fn entry_value(entry: &LoggedObservation) -> Result<JsValue> {
+    let json = serde_json::to_string(entry)
+        .map_err(|e| Error::Storage(format!("encoding an observation: {e}")))?;
+    let obj = js_sys::Object::new();
+    js_sys::Reflect::set(&obj, &"entry".into(), &json.into())
+        .map_err(|e| storage_err("observation record", &e))?;
+    Ok(obj.into())
+}
+
+fn model_value(spec: &ModelSpec, weights: &[u8]) -> Result<JsValue> {
+    let json = serde_json::to_string(spec)
+        .map_err(|e| Error::Storage(format!("encoding the model spec: {e}")))?;
+    let obj = js_sys::Object::new();
+    js_sys::Reflect::set(&obj, &"spec".into(), &json.into())
+        .and_then(|_| {
+            js_sys::Reflect::set(&obj, &"weights".into(), &Uint8Array::from(weights).into())
+        })
+        .map_err(|e| storage_err("model record", &e))?;
+    Ok(obj.into())
+}
+
+impl Storage {
+    /// Opens (creating or upgrading) the database.
+    pub async fn open(factory: &IdbFactory) -> Result<Storage> {
+        let request = factory
+            .open_with_u32(DB_NAME, DB_VERSION)
+            .map_err(|e| storage_err("opening IndexedDB", &e))?;
+        let req = request.clone();
+        let on_upgrade = Closure::<dyn FnMut()>::new(move || {
+            if let Ok(result) = req.result() {
+                let db: IdbDatabase = result.unchecked_into();
+                let names = db.object_store_names();
+                if !names.contains(MODELS) {
+                    let _ = db.create_object_store(MODELS);
+                }
+                if !names.contains(OBSERVATIONS) {
+                    let _ = db.create_object_store(OBSERVATIONS);
+                }
+            }
+        });
+        request.set_onupgradeneeded(Some(on_upgrade.as_ref().unchecked_ref()));
+        let result = settle(&request).await;
+        request.set_onupgradeneeded(None);
+        drop(on_upgrade);
+        let db: IdbDatabase = result
+            .map_err(|e| storage_err("opening IndexedDB", &e))?
+            .unchecked_into();
+        Ok(Storage { db })
+    }
+
+    fn transaction(&self, stores: &[&str], mode: IdbTransactionMode) -> Result<IdbTransaction> {
+        let names = Array::new();
+        for s in stores {
+            names.push(&(*s).into());
+        }
+        self.db
+            .transaction_with_str_sequence_and_mode(&names, mode)
+            .map_err(|e| storage_err("starting a transaction", &e))
+    }
+
+    /// The stored model and its pending log, if `name` was saved before.
+    pub async fn load(&self, name: &str) -> Result<Option<Stored>> {
+        let tx = self.transaction(&[MODELS, OBSERVATIONS], IdbTransactionMode::Readonly)?;
+        let store = |s| {
+            tx.object_store(s)
+                .map_err(|e| storage_err("object store", &e))
+        };
+        let model_req = store(MODELS)?
+            .get(&name.into())
+            .map_err(|e| storage_err("reading the model", &e))?;
+        let log_req = store(OBSERVATIONS)?
+            .get_all_with_key(&range(name, None)?)
+            .map_err(|e| storage_err("reading the log", &e))?;
+        let model = settle(&model_req)
+            .await
+            .map_err(|e| storage_err("reading the model", &e))?;
+        let log = settle(&log_req)
+            .await
+            .map_err(|e| storage_err("reading the log", &e))?;
+        if model.is_undefined() {
+            return Ok(None);
+        }
+        let field = |k: &str| js_sys::Reflect::get(&model, &k.into()).unwrap_or_default();
+        let spec: ModelSpec = field("spec")
+            .as_string()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| {
+                Error::CorruptWeights(format!("stored spec of '{name}' is unreadable"))
+            })?;
+        let weights = field("weights")
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| {
+                Error::CorruptWeights(format!("stored weights of '{name}' are not bytes"))
+            })?
+            .to_vec();
+        let mut entries = Vec::new();
+        for record in Array::from(&log).iter() {
+            let json = js_sys::Reflect::get(&record, &"entry".into())
+                .ok()
+                .and_then(|v| v.as_string())
+                .ok_or_else(|| {
+                    Error::Storage(format!("an observation of '{name}' is unreadable"))
+                })?;
+            entries.push(
+                serde_json::from_str::<LoggedObservation>(&json)
+                    .map_err(|e| Error::Storage(format!("an observation of '{name}': {e}")))?,
+            );
+        }
+        Ok(Some(Stored {
+            spec,
+            weights,
+            log: entries,
+        }))
+    }
+
+    /// Saves the model record (weights and spec) alone.
+    pub async fn save_model(&self, name: &str, spec: &ModelSpec, weights: &[u8]) -> Result<()> {
+        self.commit(name, Some((spec, weights)), None, None, false)
+            .await
+    }
+
+    /// Appends one observation.
+    pub async fn add_observation(&self, name: &str, entry: &LoggedObservation) -> Result<()> {
+        self.commit(name, None, Some(entry), None, false).await
+    }
+
+    /// New weights and the removal of the observations they were trained on, atomically.
+    pub async fn save_trained(
+        &self,
+        name: &str,
+        spec: &ModelSpec,
+        weights: &[u8],
+        upto_seq: u64,
+    ) -> Result<()> {
+        self.commit(name, Some((spec, weights)), None, Some(upto_seq), false)
+            .await
+    }
+
+    /// Fresh weights and an empty log, atomically (`reset`).
+    pub async fn replace(&self, name: &str, spec: &ModelSpec, weights: &[u8]) -> Result<()> {
+        self.commit(name, Some((spec, weights)), None, None, true)
+            .await
+    }
+
+    /// Removes a model and its log.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let tx = self.transaction(&[MODELS, OBSERVATIONS], IdbTransactionMode::Readwrite)?;
+        let run = || -> std::result::Result<(), JsValue> {
+            tx.object_store(MODELS)?.delete(&name.into())?;
+            tx.object_store(OBSERVATIONS)?
+                .delete(&range(name, None).map_err(|e| JsValue::from(e.to_string()))?)?;
+            Ok(())
+        };
+        run().map_err(|e| storage_err("deleting the model", &e))?;
+        committed(&tx)
+            .await
+            .map_err(|e| storage_err("deleting the model", &e))
+    }
+
+    /// One read-write transaction over both stores.
+    async fn commit(
+        &self,
+        name: &str,
+        model: Option<(&ModelSpec, &[u8])>,
+        add: Option<&LoggedObservation>,
+        drop_upto: Option<u64>,
+        drop_all: bool,
+    ) -> Result<()> {
+        let tx = self.transaction(&[MODELS, OBSERVATIONS], IdbTransactionMode::Readwrite)?;
+        let issue = || -> Result<()> {
+            let js = |e: JsValue| storage_err("writing", &e);
+            if let Some((spec, weights)) = model {
+                tx.object_store(MODELS)
+                    .map_err(js)?
+                    .put_with_key(&model_value(spec, weights)?, &name.into())
+                    .map_err(js)?;
+            }
+            let observations = tx.object_store(OBSERVATIONS).map_err(js)?;
+            if drop_all {
+                observations.delete(&range(name, None)?).map_err(js)?;
+            } else if let Some(upto) = drop_upto {
+                observations.delete(&range(name, Some(upto))?).map_err(js)?;
+            }
+            if let Some(entry) = add {
+                observations
+                    .put_with_key(&entry_value(entry)?, &key(name, entry.seq))
+                    .map_err(js)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = issue() {
+            let _ = tx.abort();
+            return Err(e);
+        }
+        committed(&tx)
+            .await
+            .map_err(|e| storage_err("committing", &e))
+    }
+
+    pub fn close(&self) {
+        self.db.close();
+    }
+}

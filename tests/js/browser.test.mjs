@@ -1,0 +1,149 @@
+// The npm package in headless Chromium, driven by playwright-core: a Web Worker on WebGPU,
+// page reloads (after training, and in the middle of it) against IndexedDB, and the probe
+// with WebGPU switched off. Every page must finish without console errors.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+
+import { launch, newPage } from "./lib/browser.mjs";
+import { serve } from "./lib/server.mjs";
+import { randomFloats, referenceScores, maxRelDiff } from "./lib/reference.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await serve();
+  browser = await launch({ webgpu: true });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+async function harness(b = browser) {
+  const page = await newPage(b);
+  await page.goto(`${server.url}/tests/js/pages/harness.html`);
+  await page.waitForFunction(() => window.ready === true);
+  return page;
+}
+
+async function reload(page) {
+  await page.reload();
+  await page.waitForFunction(() => window.ready === true);
+}
+
+test("a Web Worker scores and trains on WebGPU, matching the main thread and a JS reference", async () => {
+  const page = await harness();
+  const dim = 24;
+  const x = Array.from(randomFloats(8 * dim, 11));
+  const fromWorker = await page.evaluate(({ dim, x }) => new Promise((resolve) => {
+    const w = new Worker("/tests/js/pages/worker.mjs", { type: "module" });
+    w.onmessage = (e) => resolve(e.data);
+    w.onerror = (e) => resolve({ error: String(e.message) });
+    w.postMessage({ dim, seed: 4, x });
+  }), { dim, x });
+  assert.equal(fromWorker.error, undefined, fromWorker.error);
+  assert.equal(fromWorker.backend, "webgpu");
+  assert.deepEqual(fromWorker.progress, [1, 2, 3]);
+  assert.equal(fromWorker.examples, 24);
+
+  const main = await page.evaluate(async ({ dim, x }) => {
+    const rm = await tacit.RewardModel.open({ persist: false, dim, hidden: [16], seed: 4 });
+    const cpu = await tacit.RewardModel.open({ persist: false, backend: "cpu", dim, hidden: [16], seed: 4 });
+    return {
+      backend: rm.backend,
+      scores: Array.from(await rm.score(new Float32Array(x))),
+      cpu: Array.from(await cpu.score(new Float32Array(x))),
+      weights: Array.from(rm.exportWeights()),
+      flavour: tacit.wasmFileName(),
+    };
+  }, { dim, x });
+  assert.equal(main.backend, "webgpu");
+  assert.equal(main.flavour, "tacit_rm_simd_bg.wasm");
+  const reference = referenceScores(new Uint8Array(main.weights), new Float32Array(x), dim);
+  assert.ok(maxRelDiff(main.scores, reference) < 1e-5, "webgpu vs reference");
+  assert.ok(maxRelDiff(main.cpu, reference) < 1e-5, "cpu vs reference");
+  assert.ok(maxRelDiff(fromWorker.scores, main.scores) < 1e-5, "worker vs main thread");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test("after a reload, trained weights are restored bit for bit and pending observations kept", async () => {
+  const page = await harness();
+  const name = `reload-${Date.now()}`;
+  const before = await page.evaluate(async (name) => {
+    const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [8] });
+    const e = (i) => Float32Array.from({ length: 16 }, (_, j) => Math.sin(i * 7 + j));
+    for (let i = 0; i < 20; i++) {
+      await rm.observe({ id: `a${i}`, turn: `t${i >> 1}`, embedding: e(i), shown: { position: i % 2, candidates: 2 }, events: i % 4 === 0 ? ["thumbs_up"] : [] });
+    }
+    await rm.train({ epochs: 2 });
+    for (let i = 20; i < 23; i++) {
+      await rm.observe({ id: `a${i}`, embedding: e(i), shown: { position: 0, candidates: 1 }, events: ["copy"] });
+    }
+    return { backend: rm.backend, weights: Array.from(rm.exportWeights()), stats: rm.stats() };
+  }, name);
+  assert.equal(before.backend, "webgpu");
+  assert.equal(before.stats.pending, 3);
+  assert.equal(before.stats.persistent, true);
+
+  await reload(page);
+  const afterReload = await page.evaluate(async (name) => {
+    const rm = await tacit.RewardModel.open({ name });
+    return { weights: Array.from(rm.exportWeights()), stats: rm.stats(), dim: rm.dim };
+  }, name);
+  assert.deepEqual(afterReload.weights, before.weights);
+  assert.equal(afterReload.stats.pending, 3);
+  assert.equal(afterReload.dim, 16);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test("a reload in the middle of training keeps the last stored weights and every observation", async () => {
+  const page = await harness();
+  const name = `midtrain-${Date.now()}`;
+  const stored = await page.evaluate(async (name) => {
+    const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [32] });
+    for (let i = 0; i < 200; i++) {
+      const e = Float32Array.from({ length: 16 }, (_, j) => Math.cos(i * 3 + j));
+      await rm.observe({ id: `a${i}`, embedding: e, shown: { position: i % 3, candidates: 3 }, events: i % 5 === 0 ? ["copy"] : [] });
+    }
+    window.epochs = 0;
+    // Not awaited: the page is reloaded while this runs.
+    rm.train({ epochs: 1000, batchSize: 8, validationFraction: 0, onProgress: () => { window.epochs++; } });
+    return Array.from(rm.exportWeights());
+  }, name);
+  await page.waitForFunction(() => window.epochs >= 2);
+  await reload(page);
+  const back = await page.evaluate(async (name) => {
+    const rm = await tacit.RewardModel.open({ name });
+    return { weights: Array.from(rm.exportWeights()), pending: rm.stats().pending };
+  }, name);
+  assert.deepEqual(back.weights, stored);
+  assert.equal(back.pending, 200);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test("with WebGPU switched off the probe picks the CPU, and asking for WebGPU is refused", async () => {
+  const noGpu = await launch({ webgpu: false });
+  try {
+    const page = await harness(noGpu);
+    const got = await page.evaluate(async () => {
+      const rm = await tacit.RewardModel.open({ persist: false, dim: 8, hidden: [4] });
+      const scores = await rm.score(new Float32Array(16).fill(0.5));
+      let code = null;
+      try {
+        await tacit.RewardModel.open({ persist: false, dim: 8, backend: "webgpu" });
+      } catch (e) {
+        code = e.code;
+      }
+      return { backend: rm.backend, n: scores.length, code };
+    });
+    assert.deepEqual(got, { backend: "cpu", n: 2, code: "no_webgpu" });
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await noGpu.close();
+  }
+});

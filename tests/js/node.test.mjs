@@ -1,0 +1,133 @@
+// The npm package in node 20 (no WebGPU, no IndexedDB): the probe picks the CPU, scores
+// match an independent JS reference, training learns a simulated user's taste, and bad
+// input is refused with its code while the model stays usable.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+import { initSync, RewardModel, featurize, wasmFileName } from "../../pkg/index.js";
+import { randomFloats, referenceScores, maxRelDiff } from "./lib/reference.mjs";
+
+// The flavour the entry module picks here (SIMD in node 20), or the one TACIT_WASM names:
+// `cargo xtask test` runs this file once per flavour.
+const flavour = process.env.TACIT_WASM ?? wasmFileName();
+initSync({ module: readFileSync(new URL(`../../pkg/${flavour}`, import.meta.url)) });
+
+const DIM = 32;
+
+async function rejectsWith(promise, code) {
+  await assert.rejects(promise, (e) => {
+    assert.equal(e.name, "TacitError");
+    assert.equal(e.code, code, e.message);
+    return true;
+  });
+}
+
+test("the entry module picks the SIMD flavour where WebAssembly SIMD exists", () => {
+  assert.equal(wasmFileName(), "tacit_rm_simd_bg.wasm");
+});
+
+test("the probe falls back to the CPU in node and persistence is off", async () => {
+  const rm = await RewardModel.open({ dim: DIM, hidden: [16] });
+  assert.equal(rm.backend, "cpu");
+  assert.equal(rm.persistent, false);
+  await rejectsWith(RewardModel.open({ dim: DIM, backend: "webgpu" }), "no_webgpu");
+  await rejectsWith(RewardModel.open({ dim: DIM, persist: true }), "storage");
+});
+
+test("scores equal an independent reference of the exported weights", async () => {
+  for (const [hidden, activation] of [[[], "relu"], [[16], "relu"], [[16, 8], "tanh"]]) {
+    const rm = await RewardModel.open({ dim: DIM, hidden, activation, seed: 3 });
+    const x = randomFloats(50 * DIM, 7);
+    const got = await rm.score(x);
+    const want = referenceScores(rm.exportWeights(), x, DIM);
+    assert.equal(got.length, 50);
+    assert.ok(maxRelDiff(got, want) < 1e-5, `${hidden}: ${maxRelDiff(got, want)}`);
+    const order = await rm.rank(x);
+    for (let i = 1; i < order.length; i++) assert.ok(got[order[i - 1]] >= got[order[i]]);
+  }
+});
+
+test("training on a simulated user's copies makes the ranking agree with their taste", async () => {
+  const rm = await RewardModel.open({ dim: DIM, hidden: [16], seed: 1 });
+  // The user's taste: a fixed direction; they copy the better of two answers (mostly).
+  const taste = randomFloats(DIM, 99);
+  const utility = (e) => e.reduce((s, v, i) => s + v * taste[i], 0);
+  const pairs = 300;
+  const emb = randomFloats(pairs * 2 * DIM, 5);
+  const agree = async () => {
+    const s = await rm.score(emb);
+    let ok = 0;
+    for (let p = 0; p < pairs; p++) {
+      const a = emb.subarray(2 * p * DIM, (2 * p + 1) * DIM);
+      const b = emb.subarray((2 * p + 1) * DIM, (2 * p + 2) * DIM);
+      ok += (s[2 * p] > s[2 * p + 1]) === (utility(a) > utility(b)) ? 1 : 0;
+    }
+    return ok / pairs;
+  };
+  const before = await agree();
+  for (let p = 0; p < pairs; p++) {
+    const a = emb.subarray(2 * p * DIM, (2 * p + 1) * DIM);
+    const b = emb.subarray((2 * p + 1) * DIM, (2 * p + 2) * DIM);
+    const winner = utility(a) > utility(b) ? 0 : 1;
+    for (const k of [0, 1]) {
+      await rm.observe({
+        id: `p${p}-${k}`,
+        turn: `p${p}`,
+        embedding: k === 0 ? a : b,
+        shown: { position: k, candidates: 2 },
+        events: k === winner ? ["copy"] : [],
+        dwellMs: k === winner ? 8000 : 1500,
+      });
+    }
+  }
+  assert.equal(rm.stats().pending, 2 * pairs);
+  const progress = [];
+  const result = await rm.train({ objective: "pairwise", epochs: 8, onProgress: (p) => { progress.push(p); } });
+  assert.equal(result.examples, 2 * pairs);
+  assert.equal(progress.length, result.epochs.length);
+  assert.ok(progress.at(-1).trainLoss < progress[0].trainLoss, JSON.stringify(progress.map((p) => p.trainLoss)));
+  const after = await agree();
+  assert.ok(after > before + 0.15 && after > 0.8, `agreement ${before} -> ${after}`);
+  assert.equal(rm.stats().pending, 0);
+});
+
+test("bad input is refused with its code and the model stays usable", async () => {
+  const rm = await RewardModel.open({ dim: DIM, hidden: [8] });
+  const x = randomFloats(3 * DIM, 2);
+  const before = await rm.score(x);
+  const weights = rm.exportWeights();
+  const nan = x.slice();
+  nan[5] = NaN;
+  await rejectsWith(rm.score(x.subarray(0, DIM + 1)), "dim_mismatch");
+  await rejectsWith(rm.score(nan), "non_finite_input");
+  await rejectsWith(rm.score(new Float32Array(0)), "empty_input");
+  await rejectsWith(rm.score("hello"), "invalid_data");
+  await rejectsWith(rm.importWeights(new Uint8Array([9, 9, 9])), "corrupt_weights");
+  await rejectsWith(rm.importWeights(weights.subarray(0, weights.length - 4)), "corrupt_weights");
+  const other = await RewardModel.open({ dim: DIM + 1, hidden: [8] });
+  await rejectsWith(rm.importWeights(other.exportWeights()), "incompatible_weights");
+  await rejectsWith(RewardModel.open({ dim: DIM, hiden: [8] }), "unknown_option");
+  await rejectsWith(rm.train({ epochs: 2, learningRate: 0.1, colour: "red" }), "unknown_option");
+  await rejectsWith(rm.train({ epochs: 0 }), "invalid_config");
+  await rejectsWith(rm.train({ objective: "hinge" }), "invalid_config");
+  await rejectsWith(rm.train({}), "empty_input");
+  await rejectsWith(rm.observe({ id: "a", embedding: nan.subarray(0, DIM), shown: { position: 0, candidates: 1 } }), "non_finite_input");
+  await rejectsWith(rm.observe({ id: "a", embedding: x.subarray(0, DIM), shown: { position: 2, candidates: 1 } }), "invalid_data");
+  await rejectsWith(rm.observe({ id: "a", embedding: x.subarray(0, DIM), shown: { position: 0, candidates: 1 }, events: ["liked"] }), "invalid_config");
+  assert.throws(() => featurize("not an array", DIM), (e) => e.code === "invalid_data");
+  assert.deepEqual(await rm.score(x), before);
+  assert.deepEqual(rm.exportWeights(), weights);
+  assert.equal(rm.stats().pending, 0);
+  await rm.close();
+  await rejectsWith(rm.score(x), "closed");
+});
+
+test("featurize gives unit vectors, equal for equal texts", () => {
+  const f = featurize(["a helpful answer", "a helpful answer", "something else"], DIM);
+  assert.equal(f.length, 3 * DIM);
+  const norm = (r) => Math.hypot(...f.subarray(r * DIM, (r + 1) * DIM));
+  for (const r of [0, 1, 2]) assert.ok(Math.abs(norm(r) - 1) < 1e-5);
+  assert.deepEqual(f.subarray(0, DIM), f.subarray(DIM, 2 * DIM));
+  assert.notDeepEqual(f.subarray(0, DIM), f.subarray(2 * DIM));
+});

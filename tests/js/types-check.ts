@@ -1,0 +1,56 @@
+// Compiled (not run) by `cargo xtask test`: the package's declarations accept the documented
+// usage and reject misuse (each @ts-expect-error must be an error, or tsc fails).
+import init, {
+  RewardModel,
+  featurize,
+  type OpenOptions,
+  type TrainOptions,
+  type TrainResult,
+  type Stats,
+  type TacitError,
+  type Observation,
+} from "../../pkg/index.js";
+
+export async function usage(): Promise<number> {
+  await init();
+  const options: OpenOptions = { name: "default", dim: 384, hidden: [128], backend: "auto" };
+  const rm: RewardModel = await RewardModel.open(options);
+  const backend: "webgpu" | "cpu" = rm.backend;
+  const scores: Float32Array = await rm.score(new Float32Array(384));
+  const order: Uint32Array = await rm.rank(featurize(["a", "b"], 384));
+  const obs: Observation = {
+    id: "a1",
+    turn: "t1",
+    embedding: new Float32Array(384),
+    shown: { position: 0, candidates: 3 },
+    events: ["copy"],
+    dwellMs: 5400,
+  };
+  const seq: number = await rm.observe(obs);
+  const train: TrainOptions = {
+    objective: "implicit",
+    epochs: 5,
+    onProgress: (p) => {
+      const f: number = p.fraction;
+      return f < 2;
+    },
+  };
+  const result: TrainResult = await rm.train(train);
+  const stats: Stats = rm.stats();
+  const bytes: Uint8Array = rm.exportWeights();
+  await rm.importWeights(bytes);
+  await rm.close();
+  try {
+    await RewardModel.open({ dim: 3 });
+  } catch (e) {
+    const code: TacitError["code"] = (e as TacitError).code;
+    if (code === "dim_mismatch") return -1;
+  }
+  // @ts-expect-error: an unknown objective name
+  const bad: TrainOptions = { objective: "hinge" };
+  // @ts-expect-error: an unknown backend
+  const bad2: OpenOptions = { backend: "webgl" };
+  // @ts-expect-error: events are names, not free text
+  const bad3: Observation = { id: "x", embedding: [], shown: { position: 0, candidates: 1 }, events: ["liked"] };
+  return scores.length + order.length + seq + result.examples + stats.pending + backend.length + String(bad) .length + String(bad2).length + String(bad3).length;
+}

@@ -1,0 +1,394 @@
+//! The browser half of the conformance suite, in headless Chromium (wasm-bindgen-test-runner):
+//! the WebGPU backend against the CPU reference (forward within 1e-5, every objective's
+//! training run within 1e-3), and the package's JS API on both backends: scores, training,
+//! IndexedDB restore, error codes.
+//!
+//! WebGPU must be present when the build sets `TACIT_REQUIRE_GPU=1` (`cargo xtask test` does,
+//! and starts Chromium with `--enable-unsafe-webgpu`, which gives SwiftShader); otherwise the
+//! WebGPU half says it is skipped.
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use js_sys::{Float32Array, Promise, Uint8Array};
+use tacit_rm::backend::gpu::GpuContext;
+use tacit_rm::backend::Device;
+use tacit_rm::head::{Activation, Head, HeadConfig};
+use tacit_rm::objective::ObjectiveKind;
+use tacit_rm::trainer::{score, score_async, train, train_async, TrainConfig};
+use tacit_rm::web::RewardModel;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Set at build time: the browser has no environment to read.
+fn required() -> bool {
+    option_env!("TACIT_REQUIRE_GPU") == Some("1")
+}
+
+async fn gpu() -> Option<Arc<GpuContext>> {
+    match GpuContext::new().await {
+        Ok(ctx) => Some(Arc::new(ctx)),
+        Err(e) => {
+            assert!(
+                !required(),
+                "no WebGPU adapter, and this run requires one: {e}"
+            );
+            web_sys_log(&format!("SKIPPED the WebGPU half of this test: {e}"));
+            None
+        }
+    }
+}
+
+fn web_sys_log(msg: &str) {
+    wasm_bindgen_test::console_log!("{msg}");
+}
+
+fn obj(json: &str) -> JsValue {
+    js_sys::JSON::parse(json).expect("test JSON")
+}
+
+async fn resolve(p: Promise) -> Result<JsValue, JsValue> {
+    JsFuture::from(p).await
+}
+
+fn code(err: &JsValue) -> String {
+    assert_eq!(
+        js_sys::Reflect::get(err, &"name".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("TacitError"),
+        "{err:?}"
+    );
+    js_sys::Reflect::get(err, &"code".into())
+        .unwrap()
+        .as_string()
+        .unwrap_or_default()
+}
+
+fn floats(v: &[f32]) -> JsValue {
+    Float32Array::from(v).into()
+}
+
+fn to_vec(v: JsValue) -> Vec<f32> {
+    v.dyn_into::<Float32Array>().expect("Float32Array").to_vec()
+}
+
+#[wasm_bindgen_test]
+async fn the_probe_picks_webgpu_when_the_browser_has_it() {
+    let Some(ctx) = gpu().await else { return };
+    web_sys_log(&format!("WebGPU adapter: {ctx:?}"));
+    let rm = RewardModel::open(obj(r#"{"persist": false, "dim": 8, "hidden": [4]}"#))
+        .await
+        .unwrap();
+    assert_eq!(rm.backend().unwrap(), "webgpu");
+    let cpu = RewardModel::open(obj(r#"{"persist": false, "backend": "cpu", "dim": 8}"#))
+        .await
+        .unwrap();
+    assert_eq!(cpu.backend().unwrap(), "cpu");
+}
+
+#[wasm_bindgen_test]
+async fn forward_on_webgpu_matches_the_cpu_reference() {
+    let Some(ctx) = gpu().await else { return };
+    let device = Device::Gpu(ctx);
+    let configs = [
+        HeadConfig::new(384, &[]),
+        HeadConfig::new(384, &[128]),
+        HeadConfig {
+            dim: 384,
+            hidden: vec![32, 8],
+            activation: Activation::Tanh,
+            outputs: 2,
+        },
+    ];
+    for cfg in &configs {
+        let head = Head::init(cfg, 3).unwrap();
+        for n in [1, 64, 1000] {
+            let x = common::random_matrix(n, 384, n as u64) * 0.1;
+            let reference = score(&head, x.view()).unwrap();
+            let got = score_async(&device, &head, x.view()).await.unwrap();
+            assert_eq!(got.len(), n);
+            for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
+                assert!(
+                    common::close(*g, *r, 1e-5),
+                    "{cfg:?} n={n} row {i}: {g} vs {r}"
+                );
+            }
+        }
+    }
+}
+
+/// 100 AdamW steps of every objective on WebGPU end at the CPU's training loss within 1e-3.
+#[wasm_bindgen_test]
+async fn a_100_step_training_run_on_webgpu_agrees_for_every_objective() {
+    let Some(ctx) = gpu().await else { return };
+    let device = Device::Gpu(ctx);
+    let train_set = common::feedback(640, 16, 7);
+    let val_set = common::feedback(128, 16, 8);
+    for kind in ObjectiveKind::ALL {
+        let (head, objective) = common::setup(kind, 16, 8, 0.1, 2);
+        let tc = TrainConfig {
+            epochs: 10,
+            batch_size: if kind.is_pairwise() { 32 } else { 64 },
+            patience: 0,
+            seed: 4,
+            ..TrainConfig::default()
+        };
+        let cpu = train(
+            &head,
+            &objective,
+            &train_set,
+            Some(&val_set),
+            &tc,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        let gpu = train_async(
+            &device,
+            &head,
+            &objective,
+            &train_set,
+            Some(&val_set),
+            &tc,
+            &mut |_| ControlFlow::Continue(()),
+            || std::future::ready(()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(gpu.report.steps, 100, "{kind}");
+        assert!(!gpu.report.fell_back_to_cpu, "{kind}");
+        let (a, b) = (
+            gpu.report.final_loss().unwrap(),
+            cpu.report.final_loss().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-3 * b.abs().max(1e-3),
+            "{kind}: final loss webgpu {a} vs cpu {b}"
+        );
+    }
+}
+
+/// The JS API on one backend: scores, rank, observe/train, and every bad input refused with
+/// its code while the model stays usable.
+async fn api_on(backend: &str) {
+    let open = |extra: &str| {
+        obj(&format!(
+            r#"{{"persist": false, "backend": "{backend}", "dim": 16, "hidden": [8], "seed": 5{extra}}}"#
+        ))
+    };
+    let rm = RewardModel::open(open("")).await.unwrap();
+    assert_eq!(rm.backend().unwrap(), backend);
+    let x = common::random_matrix(5, 16, 1);
+    let flat = x.as_slice().unwrap();
+    let scores = to_vec(resolve(rm.score(floats(flat))).await.unwrap());
+    let head = Head::init(&HeadConfig::new(16, &[8]), 5).unwrap();
+    let reference = score(&head, x.view()).unwrap();
+    for (g, r) in scores.iter().zip(&reference) {
+        assert!(common::close(*g, *r, 1e-5), "{backend}: {g} vs {r}");
+    }
+    let order = resolve(rm.rank(floats(flat))).await.unwrap();
+    let order = order.dyn_into::<js_sys::Uint32Array>().unwrap().to_vec();
+    assert!(order
+        .windows(2)
+        .all(|w| scores[w[0] as usize] >= scores[w[1] as usize]));
+
+    // Bad input: each a rejected promise with its code.
+    let bad = [
+        (rm.score(floats(&flat[..15])), "dim_mismatch"),
+        (rm.score(floats(&[f32::NAN; 16])), "non_finite_input"),
+        (rm.score(floats(&[])), "empty_input"),
+        (
+            rm.import_weights(Uint8Array::from(&b"{\"oops\"}"[..]).into()),
+            "corrupt_weights",
+        ),
+        (
+            rm.train(obj(r#"{"epochs": 2, "learningRat": 0.1}"#)),
+            "unknown_option",
+        ),
+        (rm.train(JsValue::UNDEFINED), "empty_input"),
+        (
+            rm.observe(obj(
+                r#"{"id": "a", "embedding": [1], "shown": {"position": 0, "candidates": 1}}"#,
+            )),
+            "dim_mismatch",
+        ),
+        (
+            rm.observe(obj(
+                r#"{"id": "a", "shown": {"position": 0, "candidates": 1}}"#,
+            )),
+            "invalid_data",
+        ),
+    ];
+    for (p, want) in bad {
+        let err = resolve(p).await.expect_err(want);
+        assert_eq!(code(&err), want, "{backend}: {err:?}");
+    }
+    let err = RewardModel::open(open(r#", "dimm": 3"#))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&err), "unknown_option");
+    // Truncated real weights are corrupt too.
+    let good = rm.export_weights().unwrap().to_vec();
+    let err = resolve(rm.import_weights(Uint8Array::from(&good[..good.len() - 9]).into()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "corrupt_weights");
+    // Still usable, with the same weights.
+    let again = to_vec(resolve(rm.score(floats(flat))).await.unwrap());
+    assert_eq!(again, scores);
+    assert_eq!(rm.export_weights().unwrap().to_vec(), good);
+
+    // Feedback and training.
+    for i in 0..40u32 {
+        let emb: Vec<f32> = (0..16)
+            .map(|j| ((i * 7 + j) % 5) as f32 * 0.2 - 0.4)
+            .collect();
+        let liked = i % 4 == 0;
+        let o = obj(&format!(
+            r#"{{"id": "a{i}", "turn": "t{}", "embedding": {:?}, "shown": {{"position": {}, "candidates": 2}}, "events": {}, "dwellMs": {}}}"#,
+            i / 2,
+            emb,
+            i % 2,
+            if liked {
+                r#"["copy"]"#
+            } else if i % 4 == 1 {
+                r#"["thumbs_down"]"#
+            } else {
+                "[]"
+            },
+            1000 + 100 * i
+        ));
+        resolve(rm.observe(o)).await.unwrap();
+    }
+    let seen = Arc::new(std::sync::Mutex::new(0u32));
+    let counter = seen.clone();
+    let cb = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
+        assert!(js_sys::Reflect::get(&p, &"trainLoss".into())
+            .unwrap()
+            .as_f64()
+            .is_some());
+        *counter.lock().unwrap() += 1;
+    });
+    let opts = obj(r#"{"epochs": 3, "objective": "implicit", "validationFraction": 0}"#);
+    js_sys::Reflect::set(&opts, &"onProgress".into(), cb.as_ref()).unwrap();
+    let result = resolve(rm.train(opts)).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), 3);
+    let examples = js_sys::Reflect::get(&result, &"examples".into()).unwrap();
+    assert_eq!(examples.as_f64(), Some(40.0));
+    let stats = rm.stats().unwrap();
+    let pending = js_sys::Reflect::get(&stats, &"pending".into()).unwrap();
+    assert_eq!(pending.as_f64(), Some(0.0));
+    let trained = to_vec(resolve(rm.score(floats(flat))).await.unwrap());
+    assert_ne!(trained, scores, "training changed nothing");
+    resolve(rm.close()).await.unwrap();
+    let err = resolve(rm.score(floats(flat))).await.unwrap_err();
+    assert_eq!(code(&err), "closed");
+}
+
+#[wasm_bindgen_test]
+async fn the_js_api_on_the_cpu_path() {
+    api_on("cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn the_js_api_on_webgpu() {
+    if gpu().await.is_none() {
+        return;
+    }
+    api_on("webgpu").await;
+    let err = RewardModel::open(obj(r#"{"persist": false, "backend": "gpu"}"#))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&err), "invalid_config");
+}
+
+/// Closing and opening the same name (what a reload does) restores the weights bit for bit
+/// and every acknowledged observation not yet trained on.
+#[wasm_bindgen_test]
+async fn indexeddb_restores_weights_and_pending_observations() {
+    let name = format!("restore-{}", js_sys::Date::now());
+    let open = || {
+        obj(&format!(
+            r#"{{"name": "{name}", "backend": "cpu", "dim": 16, "hidden": [8]}}"#
+        ))
+    };
+    let rm = RewardModel::open(open()).await.unwrap();
+    assert!(rm.persistent());
+    let observe = |rm: &RewardModel, i: u32| {
+        let emb: Vec<f32> = (0..16).map(|j| ((i + j) % 3) as f32 - 1.0).collect();
+        rm.observe(obj(&format!(
+            r#"{{"id": "a{i}", "turn": "t{}", "embedding": {emb:?}, "shown": {{"position": {}, "candidates": 2}}, "events": {}}}"#,
+            i / 2,
+            i % 2,
+            if i % 3 == 0 { r#"["thumbs_up"]"# } else { "[]" }
+        )))
+    };
+    for i in 0..12 {
+        resolve(observe(&rm, i)).await.unwrap();
+    }
+    resolve(rm.train(obj(r#"{"epochs": 2, "objective": "implicit"}"#)))
+        .await
+        .unwrap();
+    for i in 12..15 {
+        resolve(observe(&rm, i)).await.unwrap();
+    }
+    let weights = rm.export_weights().unwrap().to_vec();
+    resolve(rm.close()).await.unwrap();
+
+    let back = RewardModel::open(open()).await.unwrap();
+    assert_eq!(back.export_weights().unwrap().to_vec(), weights);
+    let stats = back.stats().unwrap();
+    let pending = js_sys::Reflect::get(&stats, &"pending".into()).unwrap();
+    assert_eq!(pending.as_f64(), Some(3.0));
+    // Opening with another head shape is refused, not silently reinitialised.
+    let err = RewardModel::open(obj(&format!(r#"{{"name": "{name}", "dim": 32}}"#)))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&err), "incompatible_weights");
+    resolve(back.close()).await.unwrap();
+    resolve(RewardModel::delete_stored(name.clone()))
+        .await
+        .unwrap();
+    let fresh = RewardModel::open(open()).await.unwrap();
+    assert_ne!(fresh.export_weights().unwrap().to_vec(), weights);
+}
+
+/// Observations made while a training call runs stay pending after it; a second training
+/// call meanwhile is refused with `busy`.
+#[wasm_bindgen_test]
+async fn observations_during_training_stay_pending() {
+    let rm = RewardModel::open(obj(
+        r#"{"persist": false, "backend": "cpu", "dim": 4, "hidden": []}"#,
+    ))
+    .await
+    .unwrap();
+    let observe = |i: u32| {
+        rm.observe(obj(&format!(
+            r#"{{"id": "a{i}", "embedding": [{}, 1, 0, -1], "shown": {{"position": 0, "candidates": 1}}, "events": {}}}"#,
+            i % 3,
+            if i % 2 == 0 { r#"["copy"]"# } else { "[]" }
+        )))
+    };
+    for i in 0..20 {
+        resolve(observe(i)).await.unwrap();
+    }
+    let training = rm.train(obj(r#"{"epochs": 3, "objective": "naive"}"#));
+    let during = observe(99);
+    let second = rm.train(JsValue::UNDEFINED);
+    assert_eq!(code(&resolve(second).await.unwrap_err()), "busy");
+    resolve(during).await.unwrap();
+    resolve(training).await.unwrap();
+    let stats = rm.stats().unwrap();
+    let pending = js_sys::Reflect::get(&stats, &"pending".into()).unwrap();
+    assert_eq!(pending.as_f64(), Some(1.0));
+}

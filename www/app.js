@@ -1,0 +1,301 @@
+// The demo chat page: how a front end uses tacit-rm. Each turn shows a prompt and candidate
+// answers sorted by reward; what the user does with them (copy, thumbs, regenerate, time spent
+// reading) goes through `observe`; Train, Sync and a simulated user with a known taste show the
+// model learning. Everything the page knows about the user stays in this browser, except the
+// model's weights when it syncs.
+import init, { RewardModel, featurize } from "/pkg/index.js";
+import { CORPUS, TRAIN_TOPICS, EVAL_TOPICS } from "./corpus.js";
+import { USERS, utility, react, rng } from "./users.js";
+
+const DIM = 384;
+const SHOWN = 4;
+const SIMULATED_TURNS = 96;
+const params = new URLSearchParams(location.search);
+// The demo server hands the page a client token in the URL fragment (never sent to servers).
+const syncToken = new URLSearchParams(location.hash.slice(1)).get("token");
+
+const $ = (id) => document.getElementById(id);
+const random = rng(Date.now() >>> 0);
+let rm;
+let turn;
+let turnCounter = 0;
+let curve = [];
+
+/** Shows a failure on the page (with its stable code) instead of throwing it away. */
+function report(e) {
+  $("error").textContent = e?.code ? `${e.code}: ${e.message}` : String(e?.message ?? e);
+}
+
+function clearError() {
+  $("error").textContent = "";
+}
+
+/** Runs an async UI action with its buttons disabled, reporting any failure. */
+async function guarded(action) {
+  const buttons = [...document.querySelectorAll("button")];
+  const enabled = buttons.filter((b) => !b.disabled);
+  enabled.forEach((b) => (b.disabled = true));
+  clearError();
+  try {
+    await action();
+  } catch (e) {
+    report(e);
+  } finally {
+    enabled.forEach((b) => (b.disabled = false));
+    refreshStats();
+  }
+}
+
+const embed = (answers) => featurize(answers.map((a) => a.text), DIM);
+
+function pick(list, n, draw = random) {
+  const pool = [...list];
+  const out = [];
+  while (out.length < n && pool.length) out.push(pool.splice(Math.floor(draw() * pool.length), 1)[0]);
+  return out;
+}
+
+function refreshStats() {
+  if (!rm) return;
+  try {
+    const s = rm.stats();
+    $("pending").textContent = s.pending;
+    $("version").textContent = s.version;
+    $("backend").textContent = s.backend;
+  } catch (e) {
+    report(e);
+  }
+}
+
+// ---- a chat turn -------------------------------------------------------------------------
+
+function newTurn() {
+  const topic = CORPUS[Math.floor(random() * CORPUS.length)];
+  turnCounter += 1;
+  turn = {
+    id: `turn-${Date.now()}-${turnCounter}`,
+    topic,
+    entries: pick(topic.answers, SHOWN).map((answer) => ({ answer, events: [], shownAt: performance.now() })),
+  };
+  return renderTurn();
+}
+
+/** Scores the turn's answers and shows them best first, with their scores. */
+async function renderTurn() {
+  const scores = await rm.score(embed(turn.entries.map((e) => e.answer)));
+  turn.entries.forEach((e, i) => (e.score = scores[i]));
+  turn.entries.sort((a, b) => b.score - a.score);
+  $("prompt").textContent = turn.topic.prompt;
+  const list = $("answers");
+  list.replaceChildren();
+  turn.entries.forEach((entry, position) => {
+    entry.position = position;
+    const li = document.createElement("li");
+    li.dataset.testid = "answer";
+    li.className = position === 0 ? "top" : "";
+    const text = document.createElement("pre");
+    text.textContent = entry.answer.text;
+    const score = document.createElement("div");
+    score.className = "score";
+    score.dataset.testid = "score";
+    score.textContent = `reward ${entry.score.toFixed(3)}`;
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    for (const [label, event] of [["Copy", "copy"], ["Thumbs up", "thumbs_up"], ["Thumbs down", "thumbs_down"], ["Regenerate", "regenerate"]]) {
+      const b = document.createElement("button");
+      b.textContent = label;
+      b.dataset.testid = event;
+      b.className = entry.events.includes(event) ? "on" : "";
+      b.onclick = () => guarded(() => act(entry, event));
+      actions.append(b);
+    }
+    li.append(score, text, actions);
+    list.append(li);
+  });
+}
+
+async function act(entry, event) {
+  if (event === "copy") {
+    // The clipboard may be unavailable (no permission, not focused): the copy still counts.
+    await navigator.clipboard?.writeText(entry.answer.text).catch(() => {});
+  }
+  if (event === "regenerate") {
+    // The user asked for another answer in its place: this one is logged as rejected now.
+    await observe(entry, [...entry.events, "regenerate"]);
+    const unseen = turn.topic.answers.filter((a) => !turn.entries.some((e) => e.answer.id === a.id));
+    const [fresh] = pick(unseen, 1);
+    turn.entries[turn.entries.indexOf(entry)] = { answer: fresh, events: [], shownAt: performance.now() };
+    return renderTurn();
+  }
+  // Thumbs replace each other; the latest decisive event wins when the row is built.
+  if (event.startsWith("thumbs")) entry.events = entry.events.filter((e) => !e.startsWith("thumbs"));
+  entry.events.push(event);
+  return renderTurn();
+}
+
+/** Logs one shown answer; resolves once IndexedDB has it. */
+function observe(entry, events, dwellMs = performance.now() - entry.shownAt) {
+  return rm.observe({
+    id: entry.answer.id,
+    turn: turn.id,
+    embedding: embed([entry.answer]),
+    shown: { position: entry.position, candidates: SHOWN },
+    events,
+    dwellMs,
+    length: entry.answer.text.length,
+  });
+}
+
+async function nextTurn() {
+  for (const entry of turn.entries) await observe(entry, entry.events);
+  await newTurn();
+}
+
+// ---- training and its plot -----------------------------------------------------------------
+
+function drawPlot() {
+  const canvas = $("plot");
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  if (!curve.length) return;
+  const line = (values, color) => {
+    const lo = Math.min(...values);
+    const hi = Math.max(...values);
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    values.forEach((v, i) => {
+      const x = 8 + (i / Math.max(1, values.length - 1)) * (width - 16);
+      const y = height - 8 - ((v - lo) / (hi - lo || 1)) * (height - 16);
+      i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+  };
+  line(curve.map((p) => p.trainLoss), "#d9480f");
+  line(curve.map((p) => p.effectiveSampleSize), "#2b8a3e");
+}
+
+async function train() {
+  curve = [];
+  $("progress").value = 0;
+  $("plot").dataset.points = "0";
+  const result = await rm.train({
+    objective: $("objective").value,
+    epochs: Number($("epochs").value),
+    onProgress: (p) => {
+      $("progress").value = p.fraction;
+      curve.push(p);
+      $("plot").dataset.points = String(curve.length);
+      drawPlot();
+    },
+  });
+  $("progress").value = 1;
+  $("train-status").textContent =
+    `trained ${result.objective} on ${result.examples} observations: ${result.epochs.length} epochs, ` +
+    `final loss ${result.finalLoss?.toFixed(4)}${result.stoppedEarly ? " (stopped early)" : ""}`;
+  await renderTurn();
+}
+
+// ---- sync ----------------------------------------------------------------------------------
+
+async function sync() {
+  $("sync-status").textContent = "syncing…";
+  const r = await rm.sync({ url: location.origin, token: syncToken ?? "" });
+  $("sync-status").textContent =
+    `version ${r.version}: ${r.pushed ? "pushed an update" : "nothing to push"}` +
+    `${r.pulled ? ", pulled the merged model" : ""}${r.queued ? `, ${r.queued} queued` : ""}`;
+  await renderTurn();
+}
+
+// ---- the simulated user --------------------------------------------------------------------
+
+/** How often the model's top answer is one the user likes best, on never-trained prompts. */
+async function agreement(user) {
+  const draw = rng(7);
+  let agree = 0;
+  let total = 0;
+  for (const topic of EVAL_TOPICS) {
+    for (let k = 0; k < 6; k++) {
+      const shown = pick(topic.answers, SHOWN, draw);
+      const scores = await rm.score(embed(shown));
+      const top = scores.indexOf(Math.max(...scores));
+      const best = Math.max(...shown.map((a) => utility(user, a)));
+      agree += utility(user, shown[top]) === best ? 1 : 0;
+      total += 1;
+    }
+  }
+  return agree / total;
+}
+
+async function simulate() {
+  const user = $("sim-user").value;
+  const draw = rng(11);
+  const before = await agreement(user);
+  $("agree-before").textContent = `${(100 * before).toFixed(0)}%`;
+  $("agree-after").textContent = "training…";
+  for (let t = 0; t < SIMULATED_TURNS; t++) {
+    const topic = TRAIN_TOPICS[t % TRAIN_TOPICS.length];
+    const shown = pick(topic.answers, SHOWN, draw);
+    // Shown in the model's current order, as a user would see them.
+    const scores = await rm.score(embed(shown));
+    const order = shown.map((a, i) => [a, scores[i]]).sort((x, y) => y[1] - x[1]).map(([a]) => a);
+    const reactions = react(user, order, draw);
+    const id = `sim-${user}-${Date.now()}-${t}`;
+    for (const [position, answer] of order.entries()) {
+      await rm.observe({
+        id: answer.id,
+        turn: id,
+        embedding: embed([answer]),
+        shown: { position, candidates: SHOWN },
+        events: reactions[position].events,
+        dwellMs: reactions[position].dwellMs,
+        length: answer.text.length,
+      });
+    }
+  }
+  await train();
+  const after = await agreement(user);
+  $("agree-after").textContent = `${(100 * after).toFixed(0)}%`;
+  document.body.dataset.agreeBefore = String(before);
+  document.body.dataset.agreeAfter = String(after);
+}
+
+// ---- start ---------------------------------------------------------------------------------
+
+async function main() {
+  await init();
+  rm = await RewardModel.open({
+    name: params.get("model") ?? "demo",
+    dim: DIM,
+    // A linear head: with hashed n-gram features and a few hundred observations it
+    // generalises to unseen prompts better than a hidden layer does.
+    hidden: [],
+    backend: params.get("backend") ?? "auto",
+  });
+  for (const [key, u] of Object.entries(USERS)) {
+    const o = document.createElement("option");
+    o.value = key;
+    o.textContent = u.label;
+    $("sim-user").append(o);
+  }
+  $("next").onclick = () => guarded(nextTurn);
+  $("train").onclick = () => guarded(train);
+  $("sync").onclick = () => guarded(sync);
+  $("simulate").onclick = () => guarded(simulate);
+  $("reset").onclick = () =>
+    guarded(async () => {
+      await rm.reset();
+      curve = [];
+      drawPlot();
+      $("progress").value = 0;
+      $("train-status").textContent = "";
+      await renderTurn();
+    });
+  await newTurn();
+  for (const id of ["next", "train", "sync", "simulate", "reset"]) $(id).disabled = false;
+  refreshStats();
+  document.body.dataset.ready = "true";
+}
+
+main().catch(report);

@@ -1,0 +1,225 @@
+//! The browser side of the tasks: installing Chromium, the pinned wasm-bindgen CLI and the
+//! JS test dependencies; building the npm package into `pkg/` (with its size report); and
+//! running the browser and node test suites.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{cargo, install_apt, output, root, run, run_tests, Result, WASM_TARGET};
+
+/// Must equal the `wasm-bindgen` crate's exact version in Cargo.toml: the CLI and the crate
+/// speak one schema.
+const WASM_BINDGEN: &str = "0.2.130";
+/// The cargo profile of the shipped wasm (release + LTO; see Cargo.toml).
+const PROFILE: &str = "web";
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Chromium and its driver, the wasm-bindgen CLI, and the JS test packages.
+pub fn setup() -> Result {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        install_apt(&["chromium", "chromium-driver"])?;
+    }
+    let have = output(Command::new("wasm-bindgen").arg("--version"))
+        .is_some_and(|v| v.split_whitespace().nth(1) == Some(WASM_BINDGEN));
+    if !have {
+        // No --locked: the CLI's own lockfile pins a yanked crate (DESIGN §9).
+        run(cargo().args([
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            WASM_BINDGEN,
+            "--force",
+        ]))?;
+    }
+    if output(Command::new("node").arg("--version")).is_none() {
+        return Err("node is required for the package's tests (node 20 or newer)".into());
+    }
+    let js = root().join("tests/js");
+    let lock = js.join("package-lock.json");
+    let installed = js.join("node_modules/.package-lock.json");
+    // Skip `npm ci` when node_modules was installed after the lockfile last changed (npm
+    // writes node_modules/.package-lock.json at the end of every install).
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = matches!((modified(&lock), modified(&installed)), (Some(l), Some(i)) if i >= l);
+    if !fresh {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&js))?;
+    }
+    Ok(())
+}
+
+/// Builds the npm package into `pkg/`: the wasm in two flavours (profile `web`; baseline and
+/// `+simd128`, which `index.js` picks by feature detection), the ES-module glue and `.d.ts`
+/// from wasm-bindgen, the entry module, package.json and README; then the size report.
+pub fn build_pkg() -> Result {
+    let pkg = root().join("pkg");
+    if pkg.exists() {
+        std::fs::remove_dir_all(&pkg).map_err(|e| format!("cannot clear pkg/: {e}"))?;
+    }
+    let simd_out = root().join("target/pkg-simd");
+    for (out, simd) in [(pkg.clone(), false), (simd_out.clone(), true)] {
+        let mut build = cargo();
+        build.args([
+            "build",
+            "--lib",
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            PROFILE,
+        ]);
+        // Different codegen flags: a target directory of its own, so that the two flavours
+        // do not rebuild each other.
+        let target_dir = root().join(if simd { "target/simd128" } else { "target" });
+        if simd {
+            build
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .env("RUSTFLAGS", "-C target-feature=+simd128");
+        }
+        run(&mut build)?;
+        let wasm = target_dir.join(format!("{WASM_TARGET}/{PROFILE}/tacit_rm.wasm"));
+        run(Command::new("wasm-bindgen")
+            .args(["--target", "web", "--out-name", "tacit_rm", "--out-dir"])
+            .arg(&out)
+            .arg(&wasm))?;
+    }
+    // index.js loads either .wasm with one glue: refuse to ship if the glue differs.
+    let glue = |dir: &Path| std::fs::read(dir.join("tacit_rm.js")).map_err(|e| e.to_string());
+    if glue(&pkg)? != glue(&simd_out)? {
+        return Err("the SIMD build's JS glue differs from the baseline's".into());
+    }
+    std::fs::copy(
+        simd_out.join("tacit_rm_bg.wasm"),
+        pkg.join("tacit_rm_simd_bg.wasm"),
+    )
+    .map_err(|e| format!("copying the SIMD wasm: {e}"))?;
+    let template = root().join("src/web/npm");
+    for f in ["index.js", "index.d.ts"] {
+        std::fs::copy(template.join(f), pkg.join(f))
+            .map_err(|e| format!("src/web/npm/{f}: {e}"))?;
+    }
+    let manifest = std::fs::read_to_string(template.join("package.json"))
+        .map_err(|e| format!("src/web/npm/package.json: {e}"))?
+        .replace(
+            "\"version\": \"0.0.0\"",
+            &format!("\"version\": \"{}\"", crate_version()?),
+        );
+    std::fs::write(pkg.join("package.json"), manifest).map_err(|e| e.to_string())?;
+    std::fs::copy(template.join("README.md"), pkg.join("README.md"))
+        .map_err(|e| format!("src/web/npm/README.md: {e}"))?;
+    size_report()
+}
+
+fn crate_version() -> Result<String> {
+    let toml = std::fs::read_to_string(root().join("Cargo.toml")).map_err(|e| e.to_string())?;
+    toml.lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .map(str::to_string)
+        .ok_or_else(|| "no version in Cargo.toml".into())
+}
+
+/// Raw and gzip -9 sizes of the shipped files into `results/package-size.{json,md}`.
+fn size_report() -> Result {
+    let files = [
+        "tacit_rm_bg.wasm",
+        "tacit_rm_simd_bg.wasm",
+        "tacit_rm.js",
+        "index.js",
+    ];
+    let mut rows = Vec::new();
+    for f in files {
+        let path = root().join("pkg").join(f);
+        let raw = std::fs::metadata(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        let gz = output(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("gzip -9 -c '{}' | wc -c", path.display())),
+        )
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or("gzip is needed for the size report")?;
+        rows.push((f, raw, gz));
+    }
+    let json = format!(
+        "{{\n  \"files\": [\n{}\n  ]\n}}\n",
+        rows.iter()
+            .map(|(f, r, g)| format!("    {{ \"file\": \"{f}\", \"bytes\": {r}, \"gzip\": {g} }}"))
+            .collect::<Vec<_>>()
+            .join(",\n")
+    );
+    // What a browser with WebAssembly SIMD downloads: that flavour, the glue, the entry.
+    let (tr, tg) = rows
+        .iter()
+        .filter(|(f, _, _)| *f != "tacit_rm_bg.wasm")
+        .fold((0, 0), |(a, b), (_, r, g)| (a + r, b + g));
+    let mut md = String::from("| file | bytes | gzip -9 |\n|---|---:|---:|\n");
+    for (f, r, g) in &rows {
+        md += &format!("| `{f}` | {} | {} |\n", kib(*r), kib(*g));
+    }
+    md += &format!(
+        "| **downloaded** (SIMD wasm + glue + entry) | {} | {} |\n",
+        kib(tr),
+        kib(tg)
+    );
+    std::fs::create_dir_all(root().join("results")).map_err(|e| e.to_string())?;
+    std::fs::write(root().join("results/package-size.json"), json).map_err(|e| e.to_string())?;
+    std::fs::write(root().join("results/package-size.md"), &md).map_err(|e| e.to_string())?;
+    eprint!("package size (results/package-size.md):\n{md}");
+    Ok(())
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+/// The browser suite (wasm-bindgen-test in headless Chromium, WebGPU on SwiftShader), the
+/// package build, and the JS suites (node, playwright-driven Chromium, TypeScript, npm pack).
+pub fn test() -> Result {
+    // tests/web.rs: the conformance suite and the API in Chromium. `TACIT_REQUIRE_GPU` is
+    // read at build time there (a page has no environment).
+    let mut cmd = cargo();
+    cmd.args(["test", "--target", WASM_TARGET, "--test", "web"])
+        .env("TACIT_REQUIRE_GPU", "1")
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", CHROMEDRIVER)
+        // Chromium must find its own Vulkan/SwiftShader setup (DESIGN §9).
+        .env_remove("VK_DRIVER_FILES")
+        .env_remove("VK_ICD_FILENAMES");
+    run_tests(&mut cmd)?;
+    build_pkg()?;
+    let js = root().join("tests/js");
+    run(Command::new("npx")
+        .args(["tsc", "-p", "tsconfig.json"])
+        .current_dir(&js))?;
+    run(Command::new("npm")
+        .args(["pack", "--dry-run", "--json"])
+        .current_dir(root().join("pkg")))?;
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-concurrency=1"])
+        .current_dir(&js)
+        .env("CHROMIUM", CHROMIUM)
+        .env_remove("VK_DRIVER_FILES")
+        .env_remove("VK_ICD_FILENAMES");
+    run_tests(&mut node)?;
+    // The baseline flavour (what engines without WebAssembly SIMD load) through the same suite.
+    let mut baseline = Command::new("node");
+    baseline
+        .args(["--test", "node.test.mjs"])
+        .current_dir(&js)
+        .env("TACIT_WASM", "tacit_rm_bg.wasm");
+    run_tests(&mut baseline)
+}
+
+/// The two wasm flavours on the CPU path, in node, into `results/wasm-flavours.{json,md}`.
+pub fn bench_flavours() -> Result {
+    build_pkg()?;
+    run(Command::new("node")
+        .arg("flavours.bench.mjs")
+        .current_dir(root().join("tests/js")))
+}
