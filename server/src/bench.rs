@@ -23,7 +23,7 @@ const HIDDEN: usize = 128;
 const BODIES_PER_CLIENT: usize = 4;
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
-    if args.clients == 0 || !(args.seconds > 0.0) {
+    if args.clients == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
         return Err("--clients and --seconds must be positive".into());
     }
     let scratch = std::env::temp_dir().join(format!("tacit-server-bench-{}", std::process::id()));

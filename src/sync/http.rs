@@ -2,7 +2,7 @@
 //! (push what is due, retrying with backoff within a time budget, then pull). The browser
 //! drives the same [`SyncClient`] with `fetch` instead; nothing here compiles for wasm32.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::head::Head;
@@ -102,14 +102,14 @@ pub fn sync_once(
     local: &mut Head,
     retry_budget: Duration,
 ) -> Result<SyncReport> {
-    let start = Instant::now();
-    let clock = |start: Instant| start.elapsed().as_millis() as u64;
+    // Wall-clock milliseconds: queued pushes carry their due times across runs and restarts.
+    let deadline = now_ms().saturating_add(retry_budget.as_millis() as u64);
     let mut pushed = 0;
     let mut last_failure = None;
     loop {
-        let now = clock(start);
+        let now = now_ms();
         if let Some(request) = client.due_push(now) {
-            match client.on_push_response(transport.send(&request), clock(start))? {
+            match client.on_push_response(transport.send(&request), now_ms())? {
                 PushOutcome::Accepted(_) => pushed += 1,
                 PushOutcome::Retry { reason, .. } => last_failure = Some(reason),
                 // Pull first: the relabelled push goes out on the next pass.
@@ -118,7 +118,7 @@ pub fn sync_once(
             continue;
         }
         match client.next_due_ms() {
-            Some(due) if Duration::from_millis(due) <= retry_budget => {
+            Some(due) if due <= deadline => {
                 std::thread::sleep(Duration::from_millis(due.saturating_sub(now)));
             }
             _ => break,
@@ -140,6 +140,14 @@ pub fn sync_once(
         last_failure: None,
         pull: Some(pull),
     })
+}
+
+/// Milliseconds since the Unix epoch: the clock the native client's due times use.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A random idempotency-key prefix for a new installation, from the OS-seeded hasher keys

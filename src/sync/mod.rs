@@ -5,6 +5,8 @@
 pub mod client;
 pub mod delta;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod files;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod http;
 pub mod protocol;
 

@@ -72,7 +72,7 @@ impl Cluster {
                 .arg(&cluster.dir))?;
         }
         let data = cluster.dir.join("data");
-        run(&mut cluster
+        run(cluster
             .command("initdb")
             .args([
                 "--auth=trust",
@@ -86,7 +86,7 @@ impl Cluster {
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=300",
             cluster.dir.display()
         );
-        run(&mut cluster
+        run(cluster
             .command("pg_ctl")
             .args(["-w", "-l"])
             .arg(cluster.dir.join("log"))
@@ -116,7 +116,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.data().join("data");
-        let _ = run(&mut self
+        let _ = run(self
             .command("pg_ctl")
             .args(["-w", "-m", "fast", "-D"])
             .arg(&data)

@@ -44,6 +44,33 @@ enum Command {
     Score(ScoreArgs),
     /// Time scoring and training on every backend of this machine.
     Bench(BenchArgs),
+    /// Push local training to a tacit-server and pull the merged global (offline: queued).
+    Sync(SyncArgs),
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    /// Server base URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    url: String,
+    #[arg(long, env = "TACIT_TOKEN")]
+    token: String,
+    #[arg(long)]
+    model: String,
+    /// Local weights (created from the global on the first run); rebased in place.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Sync state: reference weights and the queue of pushes.
+    #[arg(long)]
+    state: PathBuf,
+    /// Examples trained on since the last sync.
+    #[arg(long, default_value_t = 1)]
+    n_examples: u64,
+    #[arg(long, default_value_t = 10.0)]
+    clip_norm: f64,
+    /// How long to keep retrying pushes before leaving them queued, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    retry_seconds: f64,
 }
 
 #[derive(Args)]
@@ -477,6 +504,39 @@ fn run_score(a: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_sync(a: SyncArgs) -> Result<()> {
+    if !(a.retry_seconds.is_finite() && a.retry_seconds >= 0.0) {
+        return Err(Error::InvalidConfig("--retry-seconds must be >= 0".into()));
+    }
+    let report = tacit_rm::sync::files::sync_files(&tacit_rm::sync::files::FileSync {
+        url: a.url,
+        token: a.token,
+        model: a.model,
+        weights: a.weights,
+        state_dir: a.state,
+        n_examples: a.n_examples,
+        clip_norm: a.clip_norm,
+        timeout: std::time::Duration::from_secs(30),
+        retry_budget: std::time::Duration::from_secs_f64(a.retry_seconds),
+    })?;
+    println!(
+        "pushed {}, still queued {}{}{}",
+        report.pushed,
+        report.still_queued,
+        match &report.pull {
+            Some(tacit_rm::sync::PullOutcome::Updated { version }) =>
+                format!(", pulled version {version}"),
+            Some(tacit_rm::sync::PullOutcome::Unchanged) => ", global unchanged".to_string(),
+            None => String::new(),
+        },
+        report
+            .last_failure
+            .map(|f| format!(" (offline: {f})"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -485,6 +545,7 @@ pub fn main() -> ExitCode {
         Command::Train(a) => run_train(a),
         Command::Score(a) => run_score(a),
         Command::Bench(a) => run_bench(a),
+        Command::Sync(a) => run_sync(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
