@@ -8,6 +8,7 @@
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
 //! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
 
+mod bench_web;
 mod web;
 
 use std::path::{Path, PathBuf};
@@ -290,6 +291,7 @@ fn main() -> ExitCode {
         Some("results") => results(),
         Some("bench") => bench(),
         Some("pkg") => setup().and_then(|()| web::build_pkg()),
+        Some("bench-web") => bench_web::bench_web(&args[1..]),
         _ => Err("usage: cargo xtask <setup|test|demo [tacit eval args]|results|bench|pkg>".into()),
     };
     match result {
