@@ -89,6 +89,9 @@ pub fn build_pkg() -> Result {
             "pkg",
             "--out-name",
             "tacit_rm",
+            // The function-name section is debugging aid only (nothing panics into JS) and
+            // would be a sixth of the shipped wasm.
+            "--remove-name-section",
         ])
         .arg(&wasm))?;
     let template = root().join("src/web/npm");
