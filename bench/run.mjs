@@ -4,7 +4,7 @@
 // before any time is reported. Writes bench/results.json and bench/results.md.
 //
 //   node run.mjs [--repeats 7] [--train-repeats 3] [--cold-repeats 5] [--quick]
-//                [--only tacit-rm/cpu,tfjs/wasm]
+//                [--only tacit-rm/cpu,tfjs/wasm] [--out results] [--markdown-only]
 import { writeFileSync, readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import os from "node:os";
@@ -45,7 +45,7 @@ const TOL = { scores: 1e-4, loss: 1e-3, shortWeights: 1e-2 };
 
 function args() {
   const a = process.argv.slice(2);
-  const opt = { repeats: 7, trainRepeats: 3, coldRepeats: 5, warmup: 1, trainWarmup: 1, only: null };
+  const opt = { repeats: 7, trainRepeats: 3, coldRepeats: 5, warmup: 1, trainWarmup: 1, only: null, out: "results" };
   for (let i = 0; i < a.length; i++) {
     const next = () => a[++i];
     switch (a[i]) {
@@ -53,6 +53,8 @@ function args() {
       case "--train-repeats": opt.trainRepeats = Number(next()); break;
       case "--cold-repeats": opt.coldRepeats = Number(next()); break;
       case "--only": opt.only = next().split(","); break;
+      case "--markdown-only": opt.markdownOnly = true; break;
+      case "--out": opt.out = next(); break;
       case "--quick": Object.assign(opt, { repeats: 1, trainRepeats: 1, coldRepeats: 1 }); break;
       default: throw new Error(`unknown argument ${a[i]}`);
     }
@@ -94,16 +96,20 @@ function sizes() {
     return { file: rel, bytes: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
   };
   const tf = "bench/node_modules/@tensorflow";
+  // What the bench pages load: the @tensorflow/tfjs bundle (it carries the gradients that
+  // training needs; tfjs-core's own bundle has none) plus the backend's bundle and wasm.
+  const union = `${tf}/tfjs/dist/tf.es2017.min.js`;
   const core = `${tf}/tfjs-core/dist/tf-core.es2017.min.js`;
+  const webgpu = `${tf}/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js`;
+  const wasmJs = `${tf}/tfjs-backend-wasm/dist/tf-backend-wasm.es2017.min.js`;
+  const wasmBin = `${tf}/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm`;
   const bundles = {
-    "tacit-rm (webgpu + cpu)": [file("pkg/tacit_rm_bg.wasm"), file("pkg/tacit_rm.js")],
-    "tfjs/webgpu": [file(core), file(`${tf}/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js`)],
-    "tfjs/wasm": [
-      file(core),
-      file(`${tf}/tfjs-backend-wasm/dist/tf-backend-wasm.es2017.min.js`),
-      file(`${tf}/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm`),
-    ],
-    "tfjs/cpu": [file(core), file(`${tf}/tfjs-backend-cpu/dist/tf-backend-cpu.es2017.min.js`)],
+    "tacit-rm (webgpu + cpu, training included)": [file("pkg/tacit_rm_bg.wasm"), file("pkg/tacit_rm.js")],
+    "tfjs/webgpu as loaded here (trains)": [file(union), file(webgpu)],
+    "tfjs/wasm as loaded here (trains)": [file(union), file(wasmJs), file(wasmBin)],
+    "tfjs/webgpu + wasm as loaded here (trains)": [file(union), file(webgpu), file(wasmJs), file(wasmBin)],
+    "tfjs-core + webgpu (inference only: no gradients)": [file(core), file(webgpu)],
+    "tfjs-core + wasm (inference only: no gradients)": [file(core), file(wasmJs), file(wasmBin)],
   };
   const out = {};
   for (const [k, files] of Object.entries(bundles)) {
@@ -113,18 +119,17 @@ function sizes() {
       gzip: files.reduce((s, f) => s + f.gzip, 0),
     };
   }
-  // An app that wants WebGPU with a CPU fallback ships both TF.js backends (tacit-rm has both).
-  const both = [...bundles["tfjs/webgpu"], ...bundles["tfjs/wasm"].slice(1)];
-  out["tfjs/webgpu + wasm"] = {
-    files: both,
-    bytes: both.reduce((s, f) => s + f.bytes, 0),
-    gzip: both.reduce((s, f) => s + f.gzip, 0),
-  };
   return out;
 }
 
 async function main() {
   const opt = args();
+  if (opt.markdownOnly) {
+    // Re-renders results.md from results.json (e.g. after editing the table's layout).
+    const r = JSON.parse(readFileSync(`${HERE}${opt.out}.json`, "utf8"));
+    writeFileSync(`${HERE}${opt.out}.md`, markdown(r, CONFIGS.filter((c) => c.id in r.finalLoss)));
+    return;
+  }
   const configs = CONFIGS.filter((c) => !opt.only || opt.only.includes(c.id));
   const pkgVersion = JSON.parse(readFileSync(ROOT + "pkg/package.json", "utf8")).version;
   const tfVersion = JSON.parse(readFileSync(HERE + "node_modules/@tensorflow/tfjs/package.json", "utf8")).version;
@@ -240,9 +245,9 @@ async function main() {
       table,
       sizes: sizes(),
     };
-    writeFileSync(HERE + "results.json", JSON.stringify(result, null, 2) + "\n");
-    writeFileSync(HERE + "results.md", markdown(result, configs));
-    log("wrote bench/results.json and bench/results.md");
+    writeFileSync(`${HERE}${opt.out}.json`, JSON.stringify(result, null, 2) + "\n");
+    writeFileSync(`${HERE}${opt.out}.md`, markdown(result, configs));
+    log(`wrote bench/${opt.out}.json and bench/${opt.out}.md`);
     if (failed.length) {
       throw new Error(`${failed.length} same-work check(s) failed; the times are not comparable (see results.json)`);
     }
@@ -280,9 +285,20 @@ function markdown(r, configs) {
   md += `\nSame work (checked before the times are reported): ${r.sameWork ? "**all checks pass**" : "**CHECKS FAILED**"}.\n\n`;
   md += `| check | value | tolerance | |\n|---|---:|---:|---|\n`;
   for (const c of r.checks) md += `| ${c.what} | ${c.value.toExponential(2)} | ${c.tol} | ${c.ok ? "ok" : "FAIL"} |\n`;
+  if (r.gpuCalls && Object.keys(r.gpuCalls).length) {
+    md += `\nWebGPU calls per call of the API, counted on a warm-up call by wrapping the browser's WebGPU methods (both libraries go through them):\n\n`;
+    md += `| call | library | compute dispatches | queue submits | buffer writes | readbacks (mapAsync) | pipelines created |\n|---|---|---:|---:|---:|---:|---:|\n`;
+    const tasks = Object.keys(Object.values(r.gpuCalls)[0]);
+    for (const task of tasks) {
+      for (const [id, byTask] of Object.entries(r.gpuCalls)) {
+        const c = byTask[task];
+        if (c) md += `| ${task === "train" ? "train (100 steps)" : task} | ${id} | ${c.dispatches} | ${c.submits} | ${c.writeBuffer} | ${c.mapAsync} | ${c.pipelines} |\n`;
+      }
+    }
+  }
   md += `\nFinal training loss (mean of the 100 batch losses): ${Object.entries(r.finalLoss).map(([k, v]) => `${k} ${v.toFixed(6)}`).join(", ")}.\n\n`;
-  md += `Bundle sizes (what a page loads; TF.js: tfjs-core plus the backend, minified ES2017 UMD builds, and the wasm binary the backend fetches here):\n\n`;
-  md += `| bundle | files | bytes | gzip -9 |\n|---|---|---:|---:|\n`;
+  md += `Bundle sizes (minified ES2017 UMD builds of TF.js, the wasm binary its wasm backend fetches here (SIMD, single-threaded); gzip: zlib level 9):\n\n`;
+  md += `| bundle | files | bytes | gzip |\n|---|---|---:|---:|\n`;
   for (const [k, s] of Object.entries(r.sizes)) {
     md += `| ${k} | ${s.files.map((f) => `\`${f.file.split("/").pop()}\``).join(" + ")} | ${kib(s.bytes)} | ${kib(s.gzip)} |\n`;
   }
