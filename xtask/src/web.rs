@@ -90,7 +90,7 @@ pub fn build_pkg() -> Result {
             "--out-name",
             "tacit_rm",
             // The function-name section is debugging aid only (nothing panics into JS) and
-            // would be a sixth of the shipped wasm.
+            // would be a fifth of the shipped wasm.
             "--remove-name-section",
         ])
         .arg(&wasm))?;
