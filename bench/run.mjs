@@ -124,10 +124,12 @@ function sizes() {
 
 async function main() {
   const opt = args();
+  // `--out NAME` writes bench/NAME.{json,md}; a path with a slash is taken as it is.
+  const out = opt.out.includes("/") ? opt.out : `${HERE}${opt.out}`;
   if (opt.markdownOnly) {
     // Re-renders results.md from results.json (e.g. after editing the table's layout).
-    const r = JSON.parse(readFileSync(`${HERE}${opt.out}.json`, "utf8"));
-    writeFileSync(`${HERE}${opt.out}.md`, markdown(r, CONFIGS.filter((c) => c.id in r.finalLoss)));
+    const r = JSON.parse(readFileSync(`${out}.json`, "utf8"));
+    writeFileSync(`${out}.md`, markdown(r, CONFIGS.filter((c) => c.id in r.finalLoss)));
     return;
   }
   const configs = CONFIGS.filter((c) => !opt.only || opt.only.includes(c.id));
@@ -245,9 +247,9 @@ async function main() {
       table,
       sizes: sizes(),
     };
-    writeFileSync(`${HERE}${opt.out}.json`, JSON.stringify(result, null, 2) + "\n");
-    writeFileSync(`${HERE}${opt.out}.md`, markdown(result, configs));
-    log(`wrote bench/${opt.out}.json and bench/${opt.out}.md`);
+    writeFileSync(`${out}.json`, JSON.stringify(result, null, 2) + "\n");
+    writeFileSync(`${out}.md`, markdown(result, configs));
+    log(`wrote ${opt.out}.json and ${opt.out}.md`);
     if (failed.length) {
       throw new Error(`${failed.length} same-work check(s) failed; the times are not comparable (see results.json)`);
     }
