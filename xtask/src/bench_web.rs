@@ -6,7 +6,7 @@
 //! `bench/results.{json,md}`. Extra arguments go to the driver (`--quick`, `--repeats N`,
 //! `--train-repeats N`, `--cold-repeats N`, `--only tacit-rm/cpu,tfjs/wasm`).
 //!
-//! Not part of `cargo xtask test`: a full run takes about half an hour on a software adapter.
+//! Not part of `cargo xtask test`: a full run takes about 15 minutes on this machine type.
 
 use std::process::Command;
 
