@@ -83,8 +83,11 @@ async function adapterInfo() {
 
 // ---------------------------------------------------------------- tacit-rm
 
+/** The package's entry: `index.js` where the build has one (it picks the wasm flavour), else the glue. */
+let TACIT_ENTRY = "/pkg/tacit_rm.js";
+
 async function tacitOpen(backend, weights) {
-  const mod = await import("/pkg/tacit_rm.js");
+  const mod = await import(TACIT_ENTRY);
   await mod.default();
   const rm = await mod.RewardModel.open({
     name: "bench", backend, persist: false, dim: data.DIM, hidden: [data.HIDDEN], objective: "ips",
@@ -122,8 +125,9 @@ function flatWeights(bytes) {
 }
 
 /** A fresh model's initial weights (safetensors), the ones both libraries start from. */
-async function initialWeights() {
-  const mod = await import("/pkg/tacit_rm.js");
+async function initialWeights({ entry } = {}) {
+  if (entry) TACIT_ENTRY = entry;
+  const mod = await import(TACIT_ENTRY);
   await mod.default();
   const rm = await mod.RewardModel.open({
     name: "init", backend: "cpu", persist: false, dim: data.DIM, hidden: [data.HIDDEN],
@@ -131,10 +135,14 @@ async function initialWeights() {
   });
   const bytes = rm.exportWeights();
   await rm.close();
-  return { weights: Array.from(bytes), adapter: await adapterInfo(), userAgent: navigator.userAgent };
+  return {
+    weights: Array.from(bytes), adapter: await adapterInfo(), userAgent: navigator.userAgent,
+    tacitWasm: mod.wasmFileName?.() ?? "tacit_rm_bg.wasm",
+  };
 }
 
-async function tacitRun({ backend, weights, warmup, repeats, trainWarmup, trainRepeats }) {
+async function tacitRun({ backend, weights, warmup, repeats, trainWarmup, trainRepeats, entry }) {
+  if (entry) TACIT_ENTRY = entry;
   weights = new Uint8Array(weights);
   const { rm } = await tacitOpen(backend, weights);
   const score = {};
@@ -182,7 +190,8 @@ async function tacitRun({ backend, weights, warmup, repeats, trainWarmup, trainR
   };
 }
 
-async function tacitCold({ backend, weights }) {
+async function tacitCold({ backend, weights, entry }) {
+  if (entry) TACIT_ENTRY = entry;
   const bytes = new Uint8Array(weights);
   const x = data.embeddings(64, 1064);
   const t0 = performance.now();

@@ -5,7 +5,7 @@
 //
 //   node run.mjs [--repeats 7] [--train-repeats 3] [--cold-repeats 5] [--quick]
 //                [--only tacit-rm/cpu,tfjs/wasm] [--out results] [--markdown-only]
-import { writeFileSync, readFileSync } from "node:fs";
+import { existsSync, writeFileSync, readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -16,6 +16,8 @@ import { serve } from "../tests/js/lib/server.mjs";
 const HERE = fileURLToPath(new URL("./", import.meta.url));
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+/** The package's entry module: `index.js` (which picks the SIMD or baseline wasm) if built, else the glue. */
+const TACIT_ENTRY = existsSync(`${ROOT}pkg/index.js`) ? "/pkg/index.js" : "/pkg/tacit_rm.js";
 
 /** The flags of DESIGN §9 (tests/js/lib/browser.mjs): WebGPU on SwiftShader, no network. */
 const FLAGS = [
@@ -104,7 +106,10 @@ function sizes() {
   const wasmJs = `${tf}/tfjs-backend-wasm/dist/tf-backend-wasm.es2017.min.js`;
   const wasmBin = `${tf}/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm`;
   const bundles = {
-    "tacit-rm (webgpu + cpu, training included)": [file("pkg/tacit_rm_bg.wasm"), file("pkg/tacit_rm.js")],
+    // What a page loads: with a two-flavour package, the entry, the glue and the SIMD wasm.
+    "tacit-rm (webgpu + cpu, training included)": existsSync(`${ROOT}pkg/tacit_rm_simd_bg.wasm`)
+      ? [file("pkg/index.js"), file("pkg/tacit_rm.js"), file("pkg/tacit_rm_simd_bg.wasm")]
+      : [file("pkg/tacit_rm_bg.wasm"), file("pkg/tacit_rm.js")],
     "tfjs/webgpu as loaded here (trains)": [file(union), file(webgpu)],
     "tfjs/wasm as loaded here (trains)": [file(union), file(wasmJs), file(wasmBin)],
     "tfjs/webgpu + wasm as loaded here (trains)": [file(union), file(webgpu), file(wasmJs), file(wasmBin)],
@@ -140,7 +145,7 @@ async function main() {
   const started = new Date();
   try {
     log(`Chromium ${browser.version()}; server ${server.url}`);
-    const init = await withPage(browser, server.url, (p) => p.evaluate(() => window.bench.initialWeights()));
+    const init = await withPage(browser, server.url, (p) => p.evaluate((entry) => window.bench.initialWeights({ entry }), TACIT_ENTRY));
     const weights = Uint8Array.from(init.weights);
     const initial = data.denseLayers(weights).flatMap((l) => [...l.kernel, ...l.bias]);
     log(`adapter: ${JSON.stringify(init.adapter)}`);
@@ -151,7 +156,7 @@ async function main() {
       runs[c.id] = await withPage(browser, server.url, (p) =>
         p.evaluate(([fn, a]) => window.bench[fn](a), [c.run, {
           backend: c.backend, weights: init.weights, warmup: opt.warmup, repeats: opt.repeats,
-          trainWarmup: opt.trainWarmup, trainRepeats: opt.trainRepeats,
+          trainWarmup: opt.trainWarmup, trainRepeats: opt.trainRepeats, entry: TACIT_ENTRY,
         }]));
       const r = runs[c.id];
       log(`  ${c.id}: ${data.SCORE_SIZES.map((n) => `score ${n} ${r.score[n].medianMs.toFixed(1)} ms`).join(", ")}, train ${r.train.medianMs.toFixed(0)} ms (loss ${r.train.finalLoss})`);
@@ -163,7 +168,7 @@ async function main() {
     for (let round = 0; round < 1 + opt.coldRepeats; round++) {
       for (const c of configs) {
         const r = await withPage(browser, server.url, (p) =>
-          p.evaluate(([fn, a]) => window.bench[fn](a), [c.cold, { backend: c.backend, weights: init.weights }]));
+          p.evaluate(([fn, a]) => window.bench[fn](a), [c.cold, { backend: c.backend, weights: init.weights, entry: TACIT_ENTRY }]));
         if (round > 0) cold[c.id].push(r.ms);
         coldScores[c.id] = r.scores;
       }
@@ -226,6 +231,7 @@ async function main() {
       date: started.toISOString(),
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` },
       browser: { chromium: browser.version(), flags: FLAGS, userAgent: init.userAgent, adapter: init.adapter },
+      tacitEntry: TACIT_ENTRY, tacitWasm: init.tacitWasm,
       versions: { "tacit-rm": pkgVersion, tfjs: tfVersion, tfjsCore: runs["tfjs/webgpu"]?.version },
       tfjs: {
         wasmFeatures: runs["tfjs/wasm"]?.wasmFeatures ?? null,
