@@ -9,6 +9,7 @@
 //! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
 //! - `bench-flavours`: the baseline and SIMD wasm builds on the CPU path, in node.
 
+mod bench_web;
 mod postgres;
 mod server_bench;
 mod web;
@@ -317,7 +318,8 @@ fn main() -> ExitCode {
         Some("pkg") => setup().and_then(|()| web::build_pkg()),
         Some("bench-flavours") => setup().and_then(|()| web::bench_flavours()),
         Some("bench-server") => server_bench::bench_server(),
-        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|pkg|bench-flavours>".into()),
+        Some("bench-web") => bench_web::bench_web(&args[1..]),
+        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|bench-web|pkg|bench-flavours>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

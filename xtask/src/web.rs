@@ -80,7 +80,16 @@ pub fn build_pkg() -> Result {
         run(&mut build)?;
         let wasm = target_dir.join(format!("{WASM_TARGET}/{PROFILE}/tacit_rm.wasm"));
         run(Command::new("wasm-bindgen")
-            .args(["--target", "web", "--out-name", "tacit_rm", "--out-dir"])
+            // The function-name section is a debugging aid only (nothing panics into JS) and
+            // would be a fifth of the shipped wasm.
+            .args([
+                "--target",
+                "web",
+                "--out-name",
+                "tacit_rm",
+                "--remove-name-section",
+            ])
+            .arg("--out-dir")
             .arg(&out)
             .arg(&wasm))?;
     }

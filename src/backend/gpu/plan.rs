@@ -213,7 +213,8 @@ pub(crate) fn forward_dispatches(
             ctx,
             Kernel::LinearForward,
             &[&u, steps, state, src, params, pre, post],
-            max_rows * p.out_dim as usize,
+            // Up to four outputs per invocation (see linear_forward.wgsl).
+            max_rows * (p.out_dim as usize).div_ceil(4),
         ));
     }
     (dispatches, hidden)

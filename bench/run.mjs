@@ -1,0 +1,324 @@
+// tacit-rm against TensorFlow.js in one headless Chromium run (playwright-core driving the
+// system Chromium, WebGPU on its software adapter). Every library × backend runs in a fresh
+// browser context on the same weights and data; the outputs are checked to be the same work
+// before any time is reported. Writes bench/results.json and bench/results.md.
+//
+//   node run.mjs [--repeats 7] [--train-repeats 3] [--cold-repeats 5] [--quick]
+//                [--only tacit-rm/cpu,tfjs/wasm] [--out results] [--markdown-only]
+import { existsSync, writeFileSync, readFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import * as data from "./lib/data.mjs";
+import { serve } from "../tests/js/lib/server.mjs";
+
+const HERE = fileURLToPath(new URL("./", import.meta.url));
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+/** The package's entry module: `index.js` (which picks the SIMD or baseline wasm) if built, else the glue. */
+const TACIT_ENTRY = existsSync(`${ROOT}pkg/index.js`) ? "/pkg/index.js" : "/pkg/tacit_rm.js";
+
+/** The flags of DESIGN §9 (tests/js/lib/browser.mjs): WebGPU on SwiftShader, no network. */
+const FLAGS = [
+  "--no-sandbox",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-quic",
+  "--no-first-run",
+  "--enable-unsafe-webgpu",
+];
+
+const CONFIGS = [
+  { id: "tacit-rm/webgpu", lib: "tacit-rm", backend: "webgpu", run: "tacitRun", cold: "tacitCold" },
+  { id: "tacit-rm/cpu", lib: "tacit-rm", backend: "cpu", run: "tacitRun", cold: "tacitCold" },
+  { id: "tfjs/webgpu", lib: "tfjs", backend: "webgpu", run: "tfRun", cold: "tfCold" },
+  { id: "tfjs/wasm", lib: "tfjs", backend: "wasm", run: "tfRun", cold: "tfCold" },
+  { id: "tfjs/cpu", lib: "tfjs", backend: "cpu", run: "tfRun", cold: "tfCold" },
+];
+/** Matched backends: [tacit-rm, TF.js]. */
+const PAIRS = [
+  ["tacit-rm/webgpu", "tfjs/webgpu"],
+  ["tacit-rm/cpu", "tfjs/wasm"],
+];
+/** Tolerances of the same-work checks. */
+const TOL = { scores: 1e-4, loss: 1e-3, shortWeights: 1e-2 };
+
+function args() {
+  const a = process.argv.slice(2);
+  const opt = { repeats: 7, trainRepeats: 3, coldRepeats: 5, warmup: 1, trainWarmup: 1, only: null, out: "results" };
+  for (let i = 0; i < a.length; i++) {
+    const next = () => a[++i];
+    switch (a[i]) {
+      case "--repeats": opt.repeats = Number(next()); break;
+      case "--train-repeats": opt.trainRepeats = Number(next()); break;
+      case "--cold-repeats": opt.coldRepeats = Number(next()); break;
+      case "--only": opt.only = next().split(","); break;
+      case "--markdown-only": opt.markdownOnly = true; break;
+      case "--out": opt.out = next(); break;
+      case "--quick": Object.assign(opt, { repeats: 1, trainRepeats: 1, coldRepeats: 1 }); break;
+      default: throw new Error(`unknown argument ${a[i]}`);
+    }
+  }
+  return opt;
+}
+
+function l2Diff(a, b) {
+  if (a.length !== b.length) return Infinity;
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i] - b[i]) ** 2;
+  return Math.sqrt(s);
+}
+
+const log = (...m) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...m);
+
+/** A fresh context (no cache, no storage shared with other runs) on the bench page. */
+async function withPage(browser, url, fn) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.setDefaultTimeout(0);
+  try {
+    await page.goto(`${url}/bench/index.html`);
+    await page.waitForFunction(() => window.benchReady === true);
+    const out = await fn(page);
+    if (errors.length) throw new Error(`page errors: ${errors.join(" | ")}`);
+    return out;
+  } finally {
+    await context.close();
+  }
+}
+
+function sizes() {
+  const file = (rel) => {
+    const bytes = readFileSync(ROOT + rel);
+    return { file: rel, bytes: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
+  };
+  const tf = "bench/node_modules/@tensorflow";
+  // What the bench pages load: the @tensorflow/tfjs bundle (it carries the gradients that
+  // training needs; tfjs-core's own bundle has none) plus the backend's bundle and wasm.
+  const union = `${tf}/tfjs/dist/tf.es2017.min.js`;
+  const core = `${tf}/tfjs-core/dist/tf-core.es2017.min.js`;
+  const webgpu = `${tf}/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js`;
+  const wasmJs = `${tf}/tfjs-backend-wasm/dist/tf-backend-wasm.es2017.min.js`;
+  const wasmBin = `${tf}/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm`;
+  const bundles = {
+    // What a page loads: with a two-flavour package, the entry, the glue and the SIMD wasm.
+    "tacit-rm (webgpu + cpu, training included)": existsSync(`${ROOT}pkg/tacit_rm_simd_bg.wasm`)
+      ? [file("pkg/index.js"), file("pkg/tacit_rm.js"), file("pkg/tacit_rm_simd_bg.wasm")]
+      : [file("pkg/tacit_rm_bg.wasm"), file("pkg/tacit_rm.js")],
+    "tfjs/webgpu as loaded here (trains)": [file(union), file(webgpu)],
+    "tfjs/wasm as loaded here (trains)": [file(union), file(wasmJs), file(wasmBin)],
+    "tfjs/webgpu + wasm as loaded here (trains)": [file(union), file(webgpu), file(wasmJs), file(wasmBin)],
+    "tfjs-core + webgpu (inference only: no gradients)": [file(core), file(webgpu)],
+    "tfjs-core + wasm (inference only: no gradients)": [file(core), file(wasmJs), file(wasmBin)],
+  };
+  const out = {};
+  for (const [k, files] of Object.entries(bundles)) {
+    out[k] = {
+      files,
+      bytes: files.reduce((s, f) => s + f.bytes, 0),
+      gzip: files.reduce((s, f) => s + f.gzip, 0),
+    };
+  }
+  return out;
+}
+
+async function main() {
+  const opt = args();
+  // `--out NAME` writes bench/NAME.{json,md}; a path with a slash is taken as it is.
+  const out = opt.out.includes("/") ? opt.out : `${HERE}${opt.out}`;
+  if (opt.markdownOnly) {
+    // Re-renders results.md from results.json (e.g. after editing the table's layout).
+    const r = JSON.parse(readFileSync(`${out}.json`, "utf8"));
+    writeFileSync(`${out}.md`, markdown(r, CONFIGS.filter((c) => c.id in r.finalLoss)));
+    return;
+  }
+  const configs = CONFIGS.filter((c) => !opt.only || opt.only.includes(c.id));
+  const pkgVersion = JSON.parse(readFileSync(ROOT + "pkg/package.json", "utf8")).version;
+  const tfVersion = JSON.parse(readFileSync(HERE + "node_modules/@tensorflow/tfjs/package.json", "utf8")).version;
+  const server = await serve(ROOT);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  const started = new Date();
+  try {
+    log(`Chromium ${browser.version()}; server ${server.url}`);
+    const init = await withPage(browser, server.url, (p) => p.evaluate((entry) => window.bench.initialWeights({ entry }), TACIT_ENTRY));
+    const weights = Uint8Array.from(init.weights);
+    const initial = data.denseLayers(weights).flatMap((l) => [...l.kernel, ...l.bias]);
+    log(`adapter: ${JSON.stringify(init.adapter)}`);
+
+    const runs = {};
+    for (const c of configs) {
+      log(`${c.id}: scoring ${data.SCORE_SIZES.join(", ")} (${opt.warmup} warm-up + ${opt.repeats} runs), training (${opt.trainWarmup} + ${opt.trainRepeats})`);
+      runs[c.id] = await withPage(browser, server.url, (p) =>
+        p.evaluate(([fn, a]) => window.bench[fn](a), [c.run, {
+          backend: c.backend, weights: init.weights, warmup: opt.warmup, repeats: opt.repeats,
+          trainWarmup: opt.trainWarmup, trainRepeats: opt.trainRepeats, entry: TACIT_ENTRY,
+        }]));
+      const r = runs[c.id];
+      log(`  ${c.id}: ${data.SCORE_SIZES.map((n) => `score ${n} ${r.score[n].medianMs.toFixed(1)} ms`).join(", ")}, train ${r.train.medianMs.toFixed(0)} ms (loss ${r.train.finalLoss})`);
+    }
+    // Cold start: round-robin over the configurations, one fresh context each; the first
+    // round is the warm-up (disk cache of the server's files, Chromium's processes).
+    const cold = Object.fromEntries(configs.map((c) => [c.id, []]));
+    const coldScores = {};
+    for (let round = 0; round < 1 + opt.coldRepeats; round++) {
+      for (const c of configs) {
+        const r = await withPage(browser, server.url, (p) =>
+          p.evaluate(([fn, a]) => window.bench[fn](a), [c.cold, { backend: c.backend, weights: init.weights, entry: TACIT_ENTRY }]));
+        if (round > 0) cold[c.id].push(r.ms);
+        coldScores[c.id] = r.scores;
+      }
+      log(`cold start round ${round}: ${configs.map((c) => `${c.id} ${cold[c.id].at(-1)?.toFixed(0) ?? "(warm-up)"}`).join(", ")}`);
+    }
+
+    // ---- Same work? Scores against an independent float64 reference of the same weights;
+    // training against tacit-rm's CPU reference path.
+    const checks = [];
+    const check = (what, value, tol) => checks.push({ what, value, tol, ok: value <= tol });
+    for (const n of data.SCORE_SIZES) {
+      const ref = data.referenceScores(weights, data.embeddings(n, 1000 + n));
+      for (const c of configs) check(`scores n=${n}: ${c.id} vs float64 reference`, data.maxRelDiff(runs[c.id].score[n].scores, ref), TOL.scores);
+    }
+    const probeRef = data.referenceScores(weights, data.embeddings(64, 1064));
+    for (const c of configs) check(`cold-start scores n=64: ${c.id} vs float64 reference`, data.maxRelDiff(coldScores[c.id], probeRef), TOL.scores);
+    const base = runs["tacit-rm/cpu"] ?? runs[configs[0].id];
+    for (const c of configs) {
+      const t = runs[c.id].train;
+      check(`final training loss: ${c.id} vs tacit-rm/cpu (relative)`, Math.abs(t.finalLoss - base.train.finalLoss) / Math.abs(base.train.finalLoss), TOL.loss);
+      check(`weight updates of a ${data.CHECK_STEPS}-step run: ${c.id} vs tacit-rm/cpu (‖Δ − Δ_ref‖₂ / ‖Δ_ref‖₂)`, l2Diff(runs[c.id].short.weights, base.short.weights) / l2Diff(base.short.weights, initial), TOL.shortWeights);
+      if (c.lib === "tacit-rm") {
+        check(`${c.id}: steps taken − 100`, Math.abs(t.steps - data.STEPS), 0);
+        check(`${c.id}: stayed on ${c.backend} (no fallback)`, t.fellBackToCpu || runs[c.id].backendAfter !== c.backend ? 1 : 0, 0);
+      } else {
+        check(`${c.id}: tensors leaked by a training call`, t.leaked, 0);
+        // min over the 100 batches of min(R⁺, R⁻) ≤ 0 would mean the correction engaged.
+        if (t.minRisk) check(`${c.id}: non-negative correction engaged (0 = on no batch)`, Math.min(...t.minRisk) > 0 ? 0 : 1, 0);
+      }
+    }
+    // Information, not a check: after 100 Adam steps the heads' scores drift apart (Adam
+    // divides by √v, so f32 rounding in near-zero gradients grows; the 20-step check above is
+    // the algorithm's agreement, the loss check the trajectory's).
+    const trainedScoreDrift = Object.fromEntries(configs.map((c) => [c.id, data.maxRelDiff(runs[c.id].train.trainedScores, base.train.trainedScores)]));
+    const minRisk = Object.fromEntries(configs.filter((c) => runs[c.id].train.minRisk).map((c) => [c.id, runs[c.id].train.minRisk]));
+    const failed = checks.filter((c) => !c.ok);
+    for (const c of checks) log(`${c.ok ? "ok  " : "FAIL"} ${c.what}: ${c.value.toExponential(2)} (≤ ${c.tol})`);
+
+    const figure = (id, task) => {
+      const r = runs[id];
+      if (!r) return null;
+      if (task === "train") return { medianMs: r.train.medianMs, timesMs: r.train.timesMs };
+      if (task === "cold") return { medianMs: data.median(cold[id]), timesMs: cold[id] };
+      return { medianMs: r.score[task].medianMs, timesMs: r.score[task].timesMs };
+    };
+    const tasks = [
+      ...data.SCORE_SIZES.map((n) => ({ key: n, name: `score n=${n}`, runs: opt.repeats })),
+      { key: "train", name: `train ${data.STEPS} steps × batch ${data.BATCH} (ips) + loss readback`, runs: opt.trainRepeats },
+      { key: "cold", name: "cold start (import → first score of 64)", runs: opt.coldRepeats },
+    ];
+    const table = tasks.map((t) => {
+      const row = { task: t.name, runs: t.runs, figures: {}, ratios: {} };
+      for (const c of configs) row.figures[c.id] = figure(c.id, t.key);
+      for (const [a, b] of PAIRS) {
+        if (row.figures[a] && row.figures[b]) row.ratios[`${a} / ${b}`] = row.figures[a].medianMs / row.figures[b].medianMs;
+      }
+      return row;
+    });
+    const result = {
+      date: started.toISOString(),
+      machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` },
+      browser: { chromium: browser.version(), flags: FLAGS, userAgent: init.userAgent, adapter: init.adapter },
+      tacitEntry: TACIT_ENTRY, tacitWasm: init.tacitWasm,
+      versions: { "tacit-rm": pkgVersion, tfjs: tfVersion, tfjsCore: runs["tfjs/webgpu"]?.version },
+      tfjs: {
+        wasmFeatures: runs["tfjs/wasm"]?.wasmFeatures ?? null,
+        webgpuFlags: runs["tfjs/webgpu"]?.flags ?? null,
+        crossOriginIsolated: false,
+      },
+      workload: {
+        head: `${data.DIM}→${data.HIDDEN}→1, relu`, scoreSizes: data.SCORE_SIZES, steps: data.STEPS, batch: data.BATCH,
+        trainRows: data.N_TRAIN, objective: "ips (t = o/max(π, 0.1), non-negative correction, logits clipped at ±15)",
+        optimizer: `Adam(W) lr ${data.LEARNING_RATE}, β ${data.BETA1}/${data.BETA2}, ε ${data.EPSILON}, weight decay 0`,
+        warmup: opt.warmup, repeats: opt.repeats, trainWarmup: opt.trainWarmup, trainRepeats: opt.trainRepeats, coldRepeats: opt.coldRepeats,
+      },
+      checks, sameWork: failed.length === 0, trainedScoreDrift, minPartialRisks: minRisk,
+      gpuCalls: Object.fromEntries(configs.filter((c) => c.backend === "webgpu").map((c) => [c.id, {
+        ...Object.fromEntries(data.SCORE_SIZES.map((n) => [`score n=${n}`, runs[c.id].score[n].gpuCalls])),
+        train: runs[c.id].train.gpuCalls,
+      }])),
+      finalLoss: Object.fromEntries(configs.map((c) => [c.id, runs[c.id].train.finalLoss])),
+      table,
+      sizes: sizes(),
+    };
+    writeFileSync(`${out}.json`, JSON.stringify(result, null, 2) + "\n");
+    writeFileSync(`${out}.md`, markdown(result, configs));
+    log(`wrote ${opt.out}.json and ${opt.out}.md`);
+    if (failed.length) {
+      throw new Error(`${failed.length} same-work check(s) failed; the times are not comparable (see results.json)`);
+    }
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+}
+
+const ms = (v) => (v == null ? "—" : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const kib = (b) => `${(b / 1024).toFixed(1)} KiB`;
+const ratio = (r) => (r == null ? "—" : `**${r.toFixed(2)}×**`);
+
+function markdown(r, configs) {
+  const ids = configs.map((c) => c.id);
+  const has = (id) => ids.includes(id);
+  const cols = [];
+  for (const [a, b] of PAIRS) {
+    if (has(a)) cols.push({ head: `${a} ms`, cell: (row) => ms(row.figures[a]?.medianMs) });
+    if (has(b)) cols.push({ head: `${b} ms`, cell: (row) => ms(row.figures[b]?.medianMs) });
+    if (has(a) && has(b)) cols.push({ head: `tacit / TF.js`, cell: (row) => ratio(row.ratios[`${a} / ${b}`]) });
+  }
+  if (has("tfjs/cpu")) cols.push({ head: "tfjs/cpu ms", cell: (row) => ms(row.figures["tfjs/cpu"]?.medianMs) });
+  let md = `# tacit-rm against TensorFlow.js, same browser, same run\n\n`;
+  md += `Generated by \`cargo xtask bench-web\` (bench/run.mjs) on ${r.date.slice(0, 10)}. `;
+  md += `Chromium ${r.browser.chromium} headless; WebGPU adapter: ${adapterName(r.browser.adapter)}; `;
+  md += `${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, no GPU. `;
+  md += `tacit-rm ${r.versions["tacit-rm"]}, TensorFlow.js ${r.versions.tfjs}`;
+  if (r.tfjs.wasmFeatures) md += ` (wasm backend: SIMD ${r.tfjs.wasmFeatures.simd ? "on" : "off"}, threads ${r.tfjs.wasmFeatures.threads ? "on" : "off"}: the page is not cross-origin isolated)`;
+  md += `.\n\n`;
+  md += `Median wall time in ms (the run count is per row: after ${r.workload.warmup} warm-up call; cold start after one warm-up round). `;
+  md += `Ratio = tacit-rm time / TF.js time on the matched backend: below 1 means tacit-rm is faster.\n\n`;
+  md += `| task | runs | ${cols.map((c) => c.head).join(" | ")} |\n|---|---:|${cols.map(() => "---:").join("|")}|\n`;
+  for (const row of r.table) md += `| ${row.task} | ${row.runs} | ${cols.map((c) => c.cell(row)).join(" | ")} |\n`;
+  md += `\nSame work (checked before the times are reported): ${r.sameWork ? "**all checks pass**" : "**CHECKS FAILED**"}.\n\n`;
+  md += `| check | value | tolerance | |\n|---|---:|---:|---|\n`;
+  for (const c of r.checks) md += `| ${c.what} | ${c.value.toExponential(2)} | ${c.tol} | ${c.ok ? "ok" : "FAIL"} |\n`;
+  if (r.gpuCalls && Object.keys(r.gpuCalls).length) {
+    md += `\nWebGPU calls per call of the API, counted on a warm-up call by wrapping the browser's WebGPU methods (both libraries go through them):\n\n`;
+    md += `| call | library | compute dispatches | queue submits | buffer writes | readbacks (mapAsync) | pipelines created |\n|---|---|---:|---:|---:|---:|---:|\n`;
+    const tasks = Object.keys(Object.values(r.gpuCalls)[0]);
+    for (const task of tasks) {
+      for (const [id, byTask] of Object.entries(r.gpuCalls)) {
+        const c = byTask[task];
+        if (c) md += `| ${task === "train" ? "train (100 steps)" : task} | ${id} | ${c.dispatches} | ${c.submits} | ${c.writeBuffer} | ${c.mapAsync} | ${c.pipelines} |\n`;
+      }
+    }
+  }
+  md += `\nFinal training loss (mean of the 100 batch losses): ${Object.entries(r.finalLoss).map(([k, v]) => `${k} ${v.toFixed(6)}`).join(", ")}.\n\n`;
+  md += `Bundle sizes (minified ES2017 UMD builds of TF.js, the wasm binary its wasm backend fetches here (SIMD, single-threaded); gzip: zlib level 9):\n\n`;
+  md += `| bundle | files | bytes | gzip |\n|---|---|---:|---:|\n`;
+  for (const [k, s] of Object.entries(r.sizes)) {
+    md += `| ${k} | ${s.files.map((f) => `\`${f.file.split("/").pop()}\``).join(" + ")} | ${kib(s.bytes)} | ${kib(s.gzip)} |\n`;
+  }
+  return md;
+}
+
+function adapterName(a) {
+  if (!a) return "none";
+  return [a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || "unnamed";
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
