@@ -28,6 +28,5 @@ pub fn bench_web(extra: &[String]) -> Result {
         // Chromium must find its own Vulkan/SwiftShader setup (DESIGN §9).
         .env_remove("VK_DRIVER_FILES")
         .env_remove("VK_ICD_FILENAMES"))?;
-    eprintln!("wrote bench/results.json and bench/results.md");
     Ok(())
 }
