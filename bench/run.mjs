@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import * as data from "./lib/data.mjs";
 import { serve } from "../tests/js/lib/server.mjs";
+import { chromiumFlags } from "../tests/js/lib/flags.mjs";
 
 const HERE = fileURLToPath(new URL("./", import.meta.url));
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -19,16 +20,8 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 /** The package's entry module: `index.js` (which picks the SIMD or baseline wasm) if built, else the glue. */
 const TACIT_ENTRY = existsSync(`${ROOT}pkg/index.js`) ? "/pkg/index.js" : "/pkg/tacit_rm.js";
 
-/** The flags of DESIGN §9 (tests/js/lib/browser.mjs): WebGPU on SwiftShader, no network. */
-const FLAGS = [
-  "--no-sandbox",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-quic",
-  "--no-first-run",
-  "--enable-unsafe-webgpu",
-];
+/** The flags of DESIGN §9, shared with the tests: WebGPU on SwiftShader, no network. */
+const FLAGS = chromiumFlags({ webgpu: true });
 
 const CONFIGS = [
   { id: "tacit-rm/webgpu", lib: "tacit-rm", backend: "webgpu", run: "tacitRun", cold: "tacitCold" },

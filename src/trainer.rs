@@ -112,17 +112,7 @@ pub fn train(
     config: &TrainConfig,
     progress: Progress<'_>,
 ) -> Result<Trained> {
-    // The CPU engine never waits, so its future is ready at the first poll.
-    run_ready(train_async(
-        &Device::Cpu,
-        head,
-        objective,
-        train,
-        val,
-        config,
-        progress,
-        || std::future::ready(()),
-    ))
+    train_on(&Device::Cpu, head, objective, train, val, config, progress)
 }
 
 /// Like [`train`], on the given device, blocking until the run ends (the browser cannot
@@ -142,8 +132,7 @@ pub fn train_on(
     if matches!(device, Device::Gpu(_)) {
         return Err(blocking_on_the_web());
     }
-    #[cfg(target_arch = "wasm32")]
-    return run_ready(train_async(
+    let run = train_async(
         device,
         head,
         objective,
@@ -152,21 +141,16 @@ pub fn train_on(
         config,
         progress,
         || std::future::ready(()),
-    ));
+    );
     #[cfg(not(target_arch = "wasm32"))]
-    pollster::block_on(train_async(
-        device,
-        head,
-        objective,
-        train,
-        val,
-        config,
-        progress,
-        || std::future::ready(()),
-    ))
+    return pollster::block_on(run);
+    #[cfg(target_arch = "wasm32")]
+    run_ready(run)
 }
 
-/// Polls a future that cannot be pending (the CPU engine's) to its end.
+/// Polls a future that cannot be pending (the CPU engine's) to its end: the browser's main
+/// thread cannot block, and there is nothing to wait for.
+#[cfg(target_arch = "wasm32")]
 fn run_ready<T>(fut: impl std::future::Future<Output = T>) -> T {
     let mut fut = std::pin::pin!(fut);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

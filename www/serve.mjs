@@ -30,9 +30,18 @@ function lastLine(buffer) {
   return buffer.toString().trim().split("\n").at(-1);
 }
 
-/** The sync server as a child process; resolves once it listens. */
-async function startSyncServer(bin, db) {
-  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--db", db, "--round-updates", "1"], {
+/** A new token made with the server's own CLI (it prints the token as its last line). */
+export function createToken(bin, db, client, admin = false) {
+  return lastLine(
+    execFileSync(bin, ["token", "create", "--db", db, "--client", client, ...(admin ? ["--admin"] : [])], {
+      stdio: ["ignore", "pipe", "ignore"],
+    }),
+  );
+}
+
+/** The sync server as a child process on a free loopback port; resolves once it listens. */
+export async function startSyncServer(bin, db, extraArgs = []) {
+  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--db", db, ...extraArgs], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const url = await new Promise((resolve, reject) => {
@@ -104,15 +113,10 @@ async function serveFile(req, res) {
  */
 export async function startDemo({ server, db, port = 0 }) {
   if (db.startsWith("sqlite://")) mkdirSync(dirname(db.slice("sqlite://".length)), { recursive: true });
-  const token = (client, admin) =>
-    lastLine(
-      execFileSync(server, ["token", "create", "--db", db, "--client", client, ...(admin ? ["--admin"] : [])], {
-        stdio: ["ignore", "pipe", "ignore"],
-      }),
-    );
-  const adminToken = token("demo-admin", true);
-  const clientToken = token("demo-page", false);
-  const sync = await startSyncServer(server, db);
+  const adminToken = createToken(server, db, "demo-admin", true);
+  const clientToken = createToken(server, db, "demo-page");
+  // Every push closes a round, so that a Sync click shows the merged version at once.
+  const sync = await startSyncServer(server, db, ["--round-updates", "1"]);
   try {
     await ensureModel(sync.url, adminToken);
   } catch (e) {

@@ -2,6 +2,11 @@
 // deterministic embeddings, the `ips` training set, tacit-rm's batch order, and a safetensors
 // parser. Nothing here depends on either library.
 
+// The tests' independent safetensors parser (served beside the page from the repo root).
+import { parseSafetensors } from "../../tests/js/lib/reference.mjs";
+
+export { parseSafetensors };
+
 export const DIM = 384;
 export const HIDDEN = 128;
 export const STEPS = 100;
@@ -132,23 +137,6 @@ export function batchOrder(n = N_TRAIN, epochs = 1, seed = TRAIN_SEED) {
     out.set(order, e * n);
   }
   return out;
-}
-
-/** Parses safetensors bytes: { metadata, tensors: { name: { shape, data: Float32Array } } }. */
-export function parseSafetensors(bytes) {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = Number(view.getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
-  const base = 8 + headerLen;
-  const tensors = {};
-  for (const [name, t] of Object.entries(header)) {
-    if (name === "__metadata__") continue;
-    if (t.dtype !== "F32") throw new Error(`${name}: ${t.dtype}`);
-    const [a, b] = t.data_offsets;
-    const copy = bytes.slice(base + a, base + b);
-    tensors[name] = { shape: t.shape, data: new Float32Array(copy.buffer) };
-  }
-  return { metadata: header.__metadata__ ?? {}, tensors };
 }
 
 /**

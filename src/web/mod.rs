@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use js_sys::{Float32Array, Promise, Uint32Array, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use wasm_bindgen_futures::future_to_promise;
 
 use crate::backend::Device;
 use crate::error::{Error, Result};
@@ -77,6 +77,25 @@ impl Inner {
         f(st.model.as_mut().ok_or(Error::Closed)?)
     }
 
+    /// Starts a `train` or `sync` call (one at a time: both move the weights): snapshots what
+    /// the call needs with `f` and marks the model busy until the guard drops.
+    fn begin<T>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce(&Model) -> Result<T>,
+    ) -> Result<(T, BusyGuard<'_>)> {
+        let mut st = self
+            .state
+            .try_borrow_mut()
+            .map_err(|_| Error::Busy("the model is in use by another call".into()))?;
+        if let Some(running) = st.busy {
+            return Err(Error::Busy(format!("a {running} call is already running")));
+        }
+        let snapshot = f(st.model.as_ref().ok_or(Error::Closed)?)?;
+        st.busy = Some(call);
+        Ok((snapshot, BusyGuard(self)))
+    }
+
     async fn score(&self, embeddings: &JsValue) -> Result<Vec<f32>> {
         let flat = float_array(embeddings, "embeddings")?;
         let (device, head) = self.with(|m| Ok((m.device().clone(), m.weights().head.clone())))?;
@@ -116,23 +135,7 @@ impl Inner {
 
     async fn train(&self, options: JsValue) -> Result<TrainResult> {
         let (opts, on_progress) = parse_train(options)?;
-        let job = {
-            let mut st = self
-                .state
-                .try_borrow_mut()
-                .map_err(|_| Error::Busy("the model is in use by another call".into()))?;
-            if let Some(call) = st.busy {
-                return Err(Error::Busy(format!("a {call} call is already running")));
-            }
-            let job = st
-                .model
-                .as_ref()
-                .ok_or(Error::Closed)?
-                .prepare_training(&opts)?;
-            st.busy = Some("train");
-            job
-        };
-        let _guard = BusyGuard(self);
+        let (job, _guard) = self.begin("train", |m| m.prepare_training(&opts))?;
         let mut thrown: Option<JsValue> = None;
         let mut progress = |r: &trainer::EpochReport| {
             let Some(f) = &on_progress else {
@@ -219,19 +222,7 @@ impl Inner {
         let config = opts.config(&self.name)?;
         let timeout = opts.timeout_ms.unwrap_or(15_000);
         let budget = opts.retry_budget_ms.unwrap_or(3_000);
-        let weights = {
-            let mut st = self
-                .state
-                .try_borrow_mut()
-                .map_err(|_| Error::Busy("the model is in use by another call".into()))?;
-            if let Some(call) = st.busy {
-                return Err(Error::Busy(format!("a {call} call is already running")));
-            }
-            let w = st.model.as_ref().ok_or(Error::Closed)?.weights().clone();
-            st.busy = Some("sync");
-            w
-        };
-        let _guard = BusyGuard(self);
+        let (weights, _guard) = self.begin("sync", |m| Ok(m.weights().clone()))?;
         let mut state = self.sync.borrow().clone();
         let mut client = state.client(config)?;
         if state.unsynced_examples > 0 {
@@ -326,19 +317,7 @@ impl Inner {
 
 /// Yields to the event loop (a page repaints, a worker reads its messages) between epochs.
 async fn yield_to_host() {
-    let promise = Promise::new(&mut |resolve, _reject| {
-        let global = js_sys::global();
-        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into())
-            .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        let scheduled = set_timeout
-            .map(|f| f.call2(&global, &resolve, &JsValue::from(0)).is_ok())
-            .unwrap_or(false);
-        if !scheduled {
-            let _ = resolve.call0(&JsValue::NULL);
-        }
-    });
-    let _ = JsFuture::from(promise).await;
+    sync::sleep(0).await
 }
 
 /// A promise of `fut`, its error mapped to a `TacitError`.

@@ -1,6 +1,6 @@
 // The real sync server (`tacit-server`, built by cargo) on loopback over a SQLite file in a
 // temporary directory, with an admin and client tokens made by its own CLI.
-import { spawn, execFileSync } from "node:child_process";
+import { createToken, startSyncServer } from "../../../www/serve.mjs";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,32 +9,13 @@ import { fileURLToPath } from "node:url";
 export const SERVER_BIN =
   process.env.TACIT_SERVER_BIN ?? fileURLToPath(new URL("../../../target/debug/tacit-server", import.meta.url));
 
-/** Starts a server; resolves to { url, db, token(name, admin), close }. */
+/** Starts a server; resolves to { url, db, adminToken, token(name, admin), putModel, meta, close }. */
 export async function startServer(extraArgs = []) {
   const dir = mkdtempSync(join(tmpdir(), "tacit-sync-"));
   const db = `sqlite://${join(dir, "server.db")}`;
-  const token = (client, admin = false) =>
-    execFileSync(SERVER_BIN, ["token", "create", "--db", db, "--client", client, ...(admin ? ["--admin"] : [])], {
-      stdio: ["ignore", "pipe", "ignore"],
-    })
-      .toString()
-      .trim()
-      .split("\n")
-      .at(-1);
+  const token = (client, admin = false) => createToken(SERVER_BIN, db, client, admin);
   const adminToken = token("admin", true);
-  const child = spawn(SERVER_BIN, ["serve", "--listen", "127.0.0.1:0", "--db", db, ...extraArgs], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: "warn" },
-  });
-  const url = await new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/\S+)/);
-      if (m) resolve(m[1]);
-    });
-    child.on("exit", (code) => reject(new Error(`tacit-server exited (${code}) before listening`)));
-  });
+  const { child, url } = await startSyncServer(SERVER_BIN, db, extraArgs);
   return {
     url,
     db,
