@@ -29,14 +29,23 @@ fn add(v: &mut [f32], salt: u8, key: &[u8], weight: f32) {
     v[idx] += sign * weight;
 }
 
-/// Hashes `text` into a unit vector of `dim` floats (all zeros for a text with no features).
-pub fn featurize(text: &str, dim: usize) -> Result<Vec<f32>> {
+/// The most floats one [`featurize_batch`] call returns (256 MiB): a page's wasm memory
+/// never shrinks, so an oversized request is refused before anything is allocated.
+pub const MAX_BATCH_FLOATS: usize = 1 << 26;
+
+fn check_dim(dim: usize) -> Result<()> {
     if dim == 0 || dim > crate::head::MAX_WIDTH {
         return Err(Error::InvalidConfig(format!(
             "featurizer dim {dim} outside 1..={}",
             crate::head::MAX_WIDTH
         )));
     }
+    Ok(())
+}
+
+/// Hashes `text` into a unit vector of `dim` floats (all zeros for a text with no features).
+pub fn featurize(text: &str, dim: usize) -> Result<Vec<f32>> {
+    check_dim(dim)?;
     let mut v = vec![0.0f32; dim];
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower
@@ -68,7 +77,18 @@ pub fn featurize(text: &str, dim: usize) -> Result<Vec<f32>> {
 
 /// Featurizes many texts into a row-major `[texts.len(), dim]` buffer.
 pub fn featurize_batch(texts: &[&str], dim: usize) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(texts.len() * dim);
+    check_dim(dim)?;
+    let total = texts
+        .len()
+        .checked_mul(dim)
+        .filter(|&n| n <= MAX_BATCH_FLOATS)
+        .ok_or_else(|| {
+            Error::InvalidData(format!(
+                "{} texts × dim {dim} exceeds {MAX_BATCH_FLOATS} floats per call: featurize fewer texts at a time",
+                texts.len()
+            ))
+        })?;
+    let mut out = Vec::with_capacity(total);
     for t in texts {
         out.extend(featurize(t, dim)?);
     }
@@ -94,5 +114,17 @@ mod tests {
         assert_eq!(featurize("", 8).unwrap(), vec![0.0; 8]);
         assert!(featurize("x", 0).is_err());
         assert_eq!(featurize_batch(&["a b", "c"], 16).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn oversized_batches_are_refused_before_allocating() {
+        // 2^20 texts at dim 2^22 would reserve 16 TiB up front (an abort, not an error).
+        let texts = vec![""; 1 << 20];
+        let e = featurize_batch(&texts, 1 << 22).unwrap_err();
+        assert_eq!(e.code().as_str(), "invalid_config", "{e}");
+        // A valid dim, but more floats than one call may return.
+        let e = featurize_batch(&texts, 1 << 10).unwrap_err();
+        assert_eq!(e.code().as_str(), "invalid_data", "{e}");
+        assert!(featurize_batch(&texts[..4], 1 << 10).is_ok());
     }
 }

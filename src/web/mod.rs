@@ -569,9 +569,19 @@ async fn open(options: JsValue) -> Result<RewardModel> {
 #[wasm_bindgen]
 pub fn featurize(
     #[wasm_bindgen(unchecked_param_type = "string[]")] texts: JsValue,
-    dim: usize,
+    #[wasm_bindgen(unchecked_param_type = "number")] dim: JsValue,
 ) -> std::result::Result<Float32Array, JsValue> {
     let run = || -> Result<Float32Array> {
+        // A JS number, checked here: a `usize` parameter would wrap −1 to 2³²−1 silently.
+        let dim = dim
+            .as_f64()
+            .filter(|d| d.fract() == 0.0 && (1.0..=crate::head::MAX_WIDTH as f64).contains(d))
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "featurize dim must be an integer in 1..={}, got {dim:?}",
+                    crate::head::MAX_WIDTH
+                ))
+            })? as usize;
         if !js_sys::Array::is_array(&texts) {
             return Err(Error::InvalidData(
                 "texts must be an array of strings".into(),

@@ -10,14 +10,14 @@ use tacit_rm::head::{Head, HeadConfig};
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
 use tacit_rm::rng::Rng;
 
-/// The real fixture in `../shared/data` (never copied into the repo). Its absence is a
-/// failure, not a skip: CI always has `../shared` beside the checkout.
+/// The real fixture shipped in `tests/data` (see its README for the source and licences).
+/// Its absence is a failure, not a skip.
 pub fn fixture() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/hh_harmless_dev512.safetensors");
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hh_harmless_dev512.safetensors");
     assert!(
         p.exists(),
-        "fixture {} is missing: the tests need ../shared beside the checkout",
+        "fixture {} is missing from the checkout",
         p.display()
     );
     p

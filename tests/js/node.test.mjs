@@ -116,6 +116,12 @@ test("bad input is refused with its code and the model stays usable", async () =
   await rejectsWith(rm.observe({ id: "a", embedding: x.subarray(0, DIM), shown: { position: 2, candidates: 1 } }), "invalid_data");
   await rejectsWith(rm.observe({ id: "a", embedding: x.subarray(0, DIM), shown: { position: 0, candidates: 1 }, events: ["liked"] }), "invalid_config");
   assert.throws(() => featurize("not an array", DIM), (e) => e.code === "invalid_data");
+  // Dims that a `usize` parameter would wrap or trap on, and a batch too large to allocate.
+  for (const dim of [-1, 0, 2 ** 31, 2 ** 22, 1.5, NaN, "384"]) {
+    assert.throws(() => featurize(["a"], dim), (e) => e.code === "invalid_config", `dim ${dim}`);
+  }
+  assert.throws(() => featurize(new Array(64).fill("a"), 2 ** 22), (e) => e.code === "invalid_config");
+  assert.throws(() => featurize(new Array(2 ** 11).fill("a"), 2 ** 16), (e) => e.code === "invalid_data");
   assert.deepEqual(await rm.score(x), before);
   assert.deepEqual(rm.exportWeights(), weights);
   assert.equal(rm.stats().pending, 0);

@@ -11,14 +11,18 @@
 
 mod bench_web;
 mod postgres;
+mod readme;
 mod server_bench;
 mod web;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::Mutex;
+use std::time::Instant;
 
-/// The fixture shared beside the checkout (DESIGN §4: read it there, never copy it).
-const FIXTURE: &str = "../shared/data/hh_harmless_dev512.safetensors";
+/// The dev fixture, shipped in the repository (licences in `tests/data/README.md`).
+const FIXTURE: &str = "tests/data/hh_harmless_dev512.safetensors";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const PROTOCOLS: [&str; 3] = ["label", "covariate", "confounded"];
 
@@ -97,7 +101,7 @@ fn setup() -> Result {
     let fixture = root().join(FIXTURE);
     if !fixture.exists() {
         return Err(format!(
-            "the dev fixture {} is missing: check out the repo with ../shared beside it",
+            "the dev fixture {} is missing from the checkout (it is tracked in git)",
             fixture.display()
         ));
     }
@@ -136,29 +140,61 @@ fn install_apt(packages: &[&str]) -> Result {
 }
 
 fn test() -> Result {
-    setup()?;
-    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    let started = Instant::now();
+    stage("setup", setup)?;
+    stage("fmt", || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    stage("clippy (native)", || {
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     // The library is what ships to the browser: it must build and lint clean for wasm32.
-    run(cargo().args([
-        "clippy",
-        "--lib",
-        "--target",
-        WASM_TARGET,
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    // The GPU half of the conformance suite must run here, not skip.
+    stage("clippy (wasm32)", || {
+        run(cargo().args([
+            "clippy",
+            "--lib",
+            "--target",
+            WASM_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    stage("native tests", native_tests)?;
+    web::test()?;
+    stage("README commands", readme::run_readme_commands)?;
+    conformance_summary()?;
+    eprintln!(
+        "xtask test: everything passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs one stage of `test`, printing its wall time (CI allows 90 minutes in all).
+pub fn stage(name: &str, f: impl FnOnce() -> Result) -> Result {
+    let t = Instant::now();
+    eprintln!("==> stage: {name}");
+    let r = f();
+    eprintln!(
+        "==> stage: {name}: {} in {:.0} s",
+        if r.is_ok() { "ok" } else { "FAILED" },
+        t.elapsed().as_secs_f64()
+    );
+    r
+}
+
+/// The native suite: the GPU half of the conformance suite must run here, not skip, and the
+/// sync server's tests run against a real Postgres too.
+fn native_tests() -> Result {
     let mut cmd = cargo();
-    // The sync server's tests run against a real Postgres too, and must not skip.
     let pg = postgres::Cluster::start()?;
     cmd.args(["test", "--workspace"])
         .env("TACIT_REQUIRE_GPU", "1")
@@ -176,8 +212,69 @@ fn test() -> Result {
         }
         cmd.env("XDG_RUNTIME_DIR", dir);
     }
-    run_tests(&mut cmd)?;
-    web::test()
+    run_tests(&mut cmd)
+}
+
+/// Passed conformance cases per backend, collected from every test run's output: a test
+/// named `…::cpu::case`, `…::gpu::case` (native wgpu) or `…::webgpu::case` (the browser).
+static CONFORMANCE: Mutex<BTreeMap<&'static str, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+const BACKENDS: [&str; 3] = ["cpu", "gpu", "webgpu"];
+
+fn record_conformance(line: &str) {
+    let Some(name) = line
+        .strip_prefix("test ")
+        .and_then(|l| l.strip_suffix(" ... ok"))
+    else {
+        return;
+    };
+    let parts: Vec<&str> = name.split("::").collect();
+    for backend in BACKENDS {
+        if let Some(i) = parts.iter().position(|p| *p == backend) {
+            if i + 1 < parts.len() {
+                let case = parts[i + 1..].join("::");
+                if let Ok(mut map) = CONFORMANCE.lock() {
+                    map.entry(backend).or_default().insert(case);
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// Prints the number of passed conformance cases per backend and fails unless all three
+/// backends passed the same list.
+fn conformance_summary() -> Result {
+    let map = CONFORMANCE.lock().map_err(|_| "poisoned")?.clone();
+    let empty = BTreeSet::new();
+    let lists: Vec<&BTreeSet<String>> = BACKENDS
+        .iter()
+        .map(|b| map.get(b).unwrap_or(&empty))
+        .collect();
+    println!(
+        "conformance cases passed: cpu {}, gpu (native) {}, webgpu (browser) {}",
+        lists[0].len(),
+        lists[1].len(),
+        lists[2].len()
+    );
+    if lists[0].is_empty() || lists.iter().any(|l| *l != lists[0]) {
+        let all: BTreeSet<&String> = lists.iter().flat_map(|l| l.iter()).collect();
+        let missing: Vec<String> = all
+            .into_iter()
+            .filter_map(|case| {
+                let absent: Vec<&str> = BACKENDS
+                    .iter()
+                    .zip(&lists)
+                    .filter(|(_, l)| !l.contains(case))
+                    .map(|(b, _)| *b)
+                    .collect();
+                (!absent.is_empty()).then(|| format!("{case} (not on {})", absent.join(", ")))
+            })
+            .collect();
+        return Err(format!(
+            "the conformance suite did not pass the same cases on every backend: {missing:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Runs cargo's test harness, echoing its output, and closes with one summary line over
@@ -195,6 +292,7 @@ fn run_tests(cmd: &mut Command) -> Result {
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line.map_err(|e| e.to_string())?;
         println!("{line}");
+        record_conformance(&line);
         // node --test's TAP summary.
         for (prefix, total) in [
             ("# pass ", &mut passed),

@@ -14,6 +14,11 @@ const WASM_BINDGEN: &str = "0.2.130";
 const PROFILE: &str = "web";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The integration tests that run in the browser (`#![cfg(target_arch = "wasm32")]`).
+const BROWSER_TESTS: [&str; 1] = ["web"];
+/// `wasm-pack test` drives the browser suite; its own downloads fail here (DESIGN §9), so it
+/// runs with `--mode no-install` and `wasm-opt = false` (Cargo.toml).
+const WASM_PACK: &str = "0.15";
 
 /// Chromium and its driver, the wasm-bindgen CLI, and the JS test packages.
 pub fn setup() -> Result {
@@ -30,6 +35,19 @@ pub fn setup() -> Result {
             "--version",
             WASM_BINDGEN,
             "--force",
+        ]))?;
+    }
+    let have_pack = output(Command::new("wasm-pack").arg("--version")).is_some_and(|v| {
+        v.split_whitespace()
+            .nth(1)
+            .is_some_and(|v| v.starts_with(WASM_PACK))
+    });
+    if !have_pack {
+        run(cargo().args([
+            "install",
+            "wasm-pack",
+            "--version",
+            &format!("~{WASM_PACK}"),
         ]))?;
     }
     if output(Command::new("node").arg("--version")).is_none() {
@@ -187,20 +205,41 @@ fn kib(bytes: u64) -> String {
 /// The browser suite (wasm-bindgen-test in headless Chromium, WebGPU on SwiftShader), the
 /// package build, and the JS suites (node, playwright-driven Chromium, TypeScript, npm pack).
 pub fn test() -> Result {
-    // tests/web.rs: the conformance suite and the API in Chromium. `TACIT_REQUIRE_GPU` is
-    // read at build time there (a page has no environment).
-    let mut cmd = cargo();
-    cmd.args(["test", "--target", WASM_TARGET, "--test", "web"])
-        .env("TACIT_REQUIRE_GPU", "1")
-        .env(
-            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-            "wasm-bindgen-test-runner",
-        )
-        .env("CHROMEDRIVER", CHROMEDRIVER)
-        // Chromium must find its own Vulkan/SwiftShader setup (DESIGN §9).
-        .env_remove("VK_DRIVER_FILES")
-        .env_remove("VK_ICD_FILENAMES");
-    run_tests(&mut cmd)?;
+    crate::stage(
+        "browser tests (wasm-pack test --headless --chrome)",
+        browser_suite,
+    )?;
+    crate::stage("npm package and JS tests", js_suites)
+}
+
+/// The browser suites (tests/web.rs: the conformance suite and the API; tests/web_sync.rs)
+/// through `wasm-pack test`, the way the package's users run them: headless Chromium with the
+/// flags of `webdriver.json`, WebGPU on SwiftShader. `--mode no-install` uses the pinned
+/// wasm-bindgen CLI that `setup` installed instead of downloading one. `TACIT_REQUIRE_GPU` is
+/// read at build time there (a page has no environment).
+fn browser_suite() -> Result {
+    let mut cmd = Command::new("wasm-pack");
+    cmd.args([
+        "test",
+        "--headless",
+        "--chrome",
+        "--mode",
+        "no-install",
+        "--chromedriver",
+        CHROMEDRIVER,
+        "--",
+    ])
+    .args(BROWSER_TESTS.iter().flat_map(|t| ["--test", t]))
+    .env("TACIT_REQUIRE_GPU", "1")
+    // Chromium must find its own Vulkan/SwiftShader setup (DESIGN §9).
+    .env_remove("VK_DRIVER_FILES")
+    .env_remove("VK_ICD_FILENAMES");
+    run_tests(&mut cmd)
+}
+
+/// The package build, then its JS suites (node, playwright-driven Chromium, TypeScript,
+/// npm pack).
+fn js_suites() -> Result {
     build_pkg()?;
     let js = root().join("tests/js");
     run(Command::new("npx")

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs every command the README shows (the forms in its ```sh blocks, with concrete arguments),
+# from the root of the checkout, as a user of a fresh clone would. `cargo xtask test` runs it;
+# xtask's `readme_commands_are_all_run` test fails when the README gains a command this script
+# does not run. Benchmarks (`tacit bench`, `tacit-server bench`, `cargo xtask bench*`) are commands of
+# their own and are not run here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=tests/data/hh_harmless_dev512.safetensors
+W=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+step() { echo "readme\$ $*" >&2; "$@"; }
+
+# The command line.
+step cargo build --release
+T=target/release/tacit
+step $T eval --data "$DATA" --protocol confounded --seeds 1 --methods naive,ips,oracle \
+  --json "$W/eval.json" --markdown "$W/eval.md"
+grep -q '"ips"' "$W/eval.json"
+step $T eval --data "$DATA" --protocol confounded --seeds 1 --methods naive --backend gpu
+step $T init --dim 384 --hidden 128 --out "$W/w.safetensors"
+step $T init --dim 384 --hidden 128 --objective beta --out "$W/w-beta.safetensors"
+step $T train --data "$DATA" --objective noise-ips --init "$W/w.safetensors" --epochs 2 --out "$W/trained.safetensors"
+step $T score --weights "$W/trained.safetensors" --data "$DATA" --out "$W/scores.json"
+test -s "$W/scores.json"
+
+# Installing the binaries (same profile and target directory: nothing is rebuilt).
+step cargo install --locked --path . --root "$W/install" --target-dir target
+step cargo install --locked --path server --root "$W/install" --target-dir target
+"$W/install/bin/tacit" --help > /dev/null
+"$W/install/bin/tacit-server" --help > /dev/null
+
+# The sync server.
+step cargo build --release -p tacit-server
+S=target/release/tacit-server
+DB="sqlite://$W/sync.db"
+ADMIN=$(step $S token create --db "$DB" --client ops --admin | tail -n 1)
+ALICE=$(step $S token create --db "$DB" --client alice | tail -n 1)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+echo "readme\$ $S serve --listen 127.0.0.1:$PORT --db $DB &" >&2
+$S serve --listen "127.0.0.1:$PORT" --db "$DB" 2> "$W/server.log" &
+SERVER_PID=$!
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+step curl -fsS -X PUT -H "Authorization: Bearer $ADMIN" --data-binary "@$W/w.safetensors" \
+  "http://127.0.0.1:$PORT/v1/models/default"
+echo
+cp "$W/trained.safetensors" "$W/local.safetensors"
+step $T sync --url "http://127.0.0.1:$PORT" --token "$ALICE" --model default \
+  --weights "$W/local.safetensors" --state "$W/sync-state" --n-examples 20
+step $T sync --url "http://127.0.0.1:$PORT" --token "$ALICE" --model default \
+  --weights "$W/local.safetensors" --state "$W/sync-state"
+curl -fsS -H "Authorization: Bearer $ADMIN" "http://127.0.0.1:$PORT/v1/models/default/meta" | grep -q '"accepted_updates":1'
+step $S token revoke --db "$DB" --client alice
+# A revoked token is refused.
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$PORT/v1/models/default/meta")
+[ "$code" = 401 ] || { echo "revoked token answered $code" >&2; exit 1; }
+kill "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
+
+# The demo: sync server and chat page, stopped once the page answers.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+echo "readme\$ cargo xtask demo --port $PORT" >&2
+setsid cargo xtask demo --port "$PORT" > "$W/demo.log" 2>&1 &
+DEMO_PID=$!
+for _ in $(seq 600); do
+  curl -fsS "http://127.0.0.1:$PORT/" 2> /dev/null | grep -qi '<html' && break
+  kill -0 "$DEMO_PID" 2> /dev/null || { cat "$W/demo.log" >&2; exit 1; }
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$PORT/" | grep -qi '<html' || { cat "$W/demo.log" >&2; exit 1; }
+kill -TERM -- "-$DEMO_PID"; wait "$DEMO_PID" || true
+echo "readme: every README command ran" >&2
