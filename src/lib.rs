@@ -30,4 +30,5 @@ pub use error::{Error, ErrorCode, Result};
 pub use feedback::{Examples, Pair};
 pub use head::{Activation, Head, HeadConfig};
 pub use objective::{ObjectiveConfig, ObjectiveKind};
-pub use trainer::{score, train, TrainConfig, TrainReport, Trained};
+pub use backend::Device;
+pub use trainer::{train, TrainConfig, TrainReport, TrainRequest, Trained};
