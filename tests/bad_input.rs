@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 
 use ndarray::Array2;
 use tacit_rm::backend::cpu;
+use tacit_rm::backend::cpu::score;
 use tacit_rm::data::Dataset;
 use tacit_rm::eval::{self, EvalConfig, Method};
 use tacit_rm::featurize::featurize;
@@ -16,7 +17,6 @@ use tacit_rm::feedback::{Examples, Pair};
 use tacit_rm::head::{Activation, Head, HeadConfig};
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind, Prepared};
 use tacit_rm::sim::{Protocol, SimConfig, Simulator};
-use tacit_rm::backend::cpu::score;
 use tacit_rm::trainer::{train, TrainConfig, TrainRequest};
 use tacit_rm::Error;
 
@@ -82,83 +82,142 @@ fn training_rejects_bad_batches_and_configs() {
         ..Default::default()
     };
     let ok = small();
-    assert!(train(&TrainRequest { head: &head, objective: &obj, train: &ok, val: None, config: &cfg }, &mut quiet()).is_ok());
+    assert!(train(&TrainRequest::new(&head, &obj, &ok, &cfg), &mut quiet()).is_ok());
 
     let empty = Examples::implicit_only(Array2::zeros((0, 4)), vec![]);
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &empty, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &empty, &cfg),
+            &mut quiet()
+        )),
         "empty_input"
     );
     let wide = Examples::implicit_only(Array2::zeros((3, 5)), vec![0.0; 3]);
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &wide, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &wide, &cfg),
+            &mut quiet()
+        )),
         "dim_mismatch"
     );
     let mut nan = small();
     nan.emb[[2, 1]] = f32::NAN;
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &nan, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &nan, &cfg),
+            &mut quiet()
+        )),
         "non_finite_input"
     );
     let mut short = small();
     short.observed.pop();
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &short, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &short, &cfg),
+            &mut quiet()
+        )),
         "dim_mismatch"
     );
     let mut not_binary = small();
     not_binary.observed[0] = 0.5;
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &not_binary, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &not_binary, &cfg),
+            &mut quiet()
+        )),
         "invalid_data"
     );
     let mut bad_pi = small();
     bad_pi.propensity[0] = 0.0;
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &bad_pi, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &bad_pi, &cfg),
+            &mut quiet()
+        )),
         "invalid_data"
     );
     let mut bad_pair = small();
     bad_pair.pairs = vec![Pair::new(0, 99)];
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &bad_pair, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &bad_pair, &cfg),
+            &mut quiet()
+        )),
         "invalid_data"
     );
 
     // Pairwise with no pairs, beta with a one-output head, nonsense hyper-parameters.
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &ObjectiveConfig::new(ObjectiveKind::Pairwise), train: &ok, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(
+                &head,
+                &ObjectiveConfig::new(ObjectiveKind::Pairwise),
+                &ok,
+                &cfg
+            ),
+            &mut quiet()
+        )),
         "empty_input"
     );
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &ObjectiveConfig::new(ObjectiveKind::Beta), train: &ok, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &ObjectiveConfig::new(ObjectiveKind::Beta), &ok, &cfg),
+            &mut quiet()
+        )),
         "dim_mismatch"
     );
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &ok, val: None, config: &TrainConfig {
-                epochs: 0,
-                ..cfg.clone()
-            } }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &ok,
+                &TrainConfig {
+                    epochs: 0,
+                    ..cfg.clone()
+                }
+            ),
+            &mut quiet()
+        )),
         "invalid_config"
     );
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &ok, val: None, config: &TrainConfig {
-                batch_size: 0,
-                ..cfg.clone()
-            } }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &ok,
+                &TrainConfig {
+                    batch_size: 0,
+                    ..cfg.clone()
+                }
+            ),
+            &mut quiet()
+        )),
         "invalid_config"
     );
     let mut lr = cfg.clone();
     lr.optimizer.lr = f64::NAN;
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &ok, val: None, config: &lr }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &ok, &lr),
+            &mut quiet()
+        )),
         "invalid_config"
     );
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &ObjectiveConfig {
-                propensity_clip: 0.0,
-                ..obj.clone()
-            }, train: &ok, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(
+                &head,
+                &ObjectiveConfig {
+                    propensity_clip: 0.0,
+                    ..obj.clone()
+                },
+                &ok,
+                &cfg
+            ),
+            &mut quiet()
+        )),
         "invalid_config"
     );
     let noisy = ObjectiveConfig {
@@ -169,13 +228,19 @@ fn training_rejects_bad_batches_and_configs() {
         ..ObjectiveConfig::new(ObjectiveKind::Noise)
     };
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &noisy, train: &ok, val: None, config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &noisy, &ok, &cfg),
+            &mut quiet()
+        )),
         "invalid_config"
     );
     // Validation set of another width.
     let val = Examples::implicit_only(Array2::zeros((3, 5)), vec![0.0; 3]);
     assert_eq!(
-        code(train(&TrainRequest { head: &head, objective: &obj, train: &ok, val: Some(&val), config: &cfg }, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &ok, &cfg).with_val(&val),
+            &mut quiet()
+        )),
         "dim_mismatch"
     );
 }

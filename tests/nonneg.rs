@@ -45,7 +45,7 @@ fn losses(kind: ObjectiveKind, nonneg: bool) -> Vec<f64> {
         batch_size: 64,
         ..TrainConfig::default()
     };
-    let trained = train(&TrainRequest { head: &head, objective: &obj, train: &ex, val: None, config: &cfg }, &mut |_| {
+    let trained = train(&TrainRequest::new(&head, &obj, &ex, &cfg), &mut |_| {
         ControlFlow::Continue(())
     })
     .unwrap();

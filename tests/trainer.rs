@@ -6,6 +6,7 @@ mod common;
 
 use std::ops::ControlFlow;
 
+use tacit_rm::backend::cpu::{full_loss, score};
 use tacit_rm::data::Dataset;
 use tacit_rm::eval::metrics::auroc;
 use tacit_rm::feedback::flip::FlipRates;
@@ -16,7 +17,6 @@ use tacit_rm::objective::Prepared;
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
 use tacit_rm::rng::Rng;
 use tacit_rm::sim::{SimConfig, Simulator};
-use tacit_rm::backend::cpu::{full_loss, score};
 use tacit_rm::trainer::{train, TrainConfig, TrainRequest};
 
 struct Split {
@@ -68,8 +68,16 @@ fn every_objective_trains_on_real_data_and_is_deterministic() {
             seed: 5,
             ..TrainConfig::default()
         };
-        let a = train(&TrainRequest { head: &head, objective: &obj, train: &s.train, val: Some(&s.val), config: &cfg }, &mut quiet()).unwrap();
-        let b = train(&TrainRequest { head: &head, objective: &obj, train: &s.train, val: Some(&s.val), config: &cfg }, &mut quiet()).unwrap();
+        let a = train(
+            &TrainRequest::new(&head, &obj, &s.train, &cfg).with_val(&s.val),
+            &mut quiet(),
+        )
+        .unwrap();
+        let b = train(
+            &TrainRequest::new(&head, &obj, &s.train, &cfg).with_val(&s.val),
+            &mut quiet(),
+        )
+        .unwrap();
         assert_eq!(a.head, b.head, "{kind}: same seed, same weights");
         assert!(a.head.is_finite());
         assert_ne!(a.head, head, "{kind}: training changed the weights");
@@ -86,10 +94,19 @@ fn every_objective_trains_on_real_data_and_is_deterministic() {
         );
         assert_eq!(a.exposure_head.is_some(), kind == ObjectiveKind::Implicit);
         assert_eq!(a.report.flip.is_some(), kind.needs_flip_rates());
-        let c = train(&TrainRequest { head: &head, objective: &obj, train: &s.train, val: Some(&s.val), config: &TrainConfig {
-                seed: 6,
-                ..cfg.clone()
-            } }, &mut quiet())
+        let c = train(
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &s.train,
+                &TrainConfig {
+                    seed: 6,
+                    ..cfg.clone()
+                },
+            )
+            .with_val(&s.val),
+            &mut quiet(),
+        )
         .unwrap();
         assert_ne!(a.head, c.head, "{kind}: another seed shuffles differently");
     }
@@ -106,10 +123,18 @@ fn oracle_training_beats_chance_on_the_clean_test_split() {
         ds.select(&parts[0]).binary_labels()
     });
     let head = Head::init(&HeadConfig::new(384, &[]), 2).unwrap();
-    let t = train(&TrainRequest { head: &head, objective: &ObjectiveConfig::new(ObjectiveKind::Naive), train: &full, val: None, config: &TrainConfig {
-            epochs: 20,
-            ..Default::default()
-        } }, &mut quiet())
+    let t = train(
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Naive),
+            &full,
+            &TrainConfig {
+                epochs: 20,
+                ..Default::default()
+            },
+        ),
+        &mut quiet(),
+    )
     .unwrap();
     let before = auroc(&score(&head, s.test.emb.view()).unwrap(), &labels).unwrap();
     let after = auroc(&score(&t.head, s.test.emb.view()).unwrap(), &labels).unwrap();
@@ -129,10 +154,19 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
         patience: 2,
         ..TrainConfig::default()
     };
-    let ips = train(&TrainRequest { head: &head, objective: &ObjectiveConfig::new(ObjectiveKind::Ips), train: &s.train, val: Some(&s.val), config: &cfg }, &mut |e| {
+    let ips = train(
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Ips),
+            &s.train,
+            &cfg,
+        )
+        .with_val(&s.val),
+        &mut |e| {
             seen.push(e.clone());
             ControlFlow::Continue(())
-        })
+        },
+    )
     .unwrap();
     assert_eq!(seen.len(), ips.report.epochs.len());
     assert!(seen
@@ -144,10 +178,18 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
         seen[0].effective_sample_size > 1.0 && seen[0].effective_sample_size < n,
         "IPS weights lower the ESS"
     );
-    let naive = train(&TrainRequest { head: &head, objective: &ObjectiveConfig::new(ObjectiveKind::Naive), train: &s.train, val: None, config: &TrainConfig {
-            epochs: 2,
-            ..cfg.clone()
-        } }, &mut quiet())
+    let naive = train(
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Naive),
+            &s.train,
+            &TrainConfig {
+                epochs: 2,
+                ..cfg.clone()
+            },
+        ),
+        &mut quiet(),
+    )
     .unwrap();
     assert!(
         (naive.report.epochs[0].effective_sample_size - n).abs() < 1e-6,
@@ -189,13 +231,21 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
         "returned head: {recomputed} vs best {best}"
     );
     // Cancel after the third epoch.
-    let cancelled = train(&TrainRequest { head: &head, objective: &ObjectiveConfig::new(ObjectiveKind::Ips), train: &s.train, val: None, config: &cfg }, &mut |e| {
+    let cancelled = train(
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Ips),
+            &s.train,
+            &cfg,
+        ),
+        &mut |e| {
             if e.epoch == 3 {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
-        })
+        },
+    )
     .unwrap();
     assert!(cancelled.report.cancelled && cancelled.report.epochs.len() == 3);
 }
@@ -232,10 +282,18 @@ fn flip_rates_are_estimated_from_anchors_when_not_configured() {
             flip: None,
             ..ObjectiveConfig::new(ObjectiveKind::Noise)
         };
-        let t = train(&TrainRequest { head: &head, objective: &obj, train: &ex, val: None, config: &TrainConfig {
-                epochs: 40,
-                ..Default::default()
-            } }, &mut quiet())
+        let t = train(
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &ex,
+                &TrainConfig {
+                    epochs: 40,
+                    ..Default::default()
+                },
+            ),
+            &mut quiet(),
+        )
         .unwrap();
         let f = t.report.flip.unwrap();
         // Without cross-fitting a flexible head reported ρ ≈ 3e-4 here. Tail anchors are still

@@ -85,7 +85,10 @@ pub(super) async fn cross_fit(
             out_of_fold[row] = p;
         }
         for (acc, other) in on_others.iter_mut().zip(others) {
-            for (a, p) in acc.iter_mut().zip(probabilities(device, &head, other).await?) {
+            for (a, p) in acc
+                .iter_mut()
+                .zip(probabilities(device, &head, other).await?)
+            {
                 *a += 0.5 * p;
             }
         }
@@ -96,7 +99,10 @@ pub(super) async fn cross_fit(
 /// Flip rates from the anchor quantiles of a noisy-label head fitted to the explicit labels
 /// (inverse-propensity weighted, so that the anchors see the whole exposure distribution),
 /// with out-of-fold predictions.
-pub(super) async fn estimate_flips(device: &Device, request: &TrainRequest<'_>) -> Result<FlipRates> {
+pub(super) async fn estimate_flips(
+    device: &Device,
+    request: &TrainRequest<'_>,
+) -> Result<FlipRates> {
     let labelled = request.train.feedback.iter().filter(|&&m| m > 0.5).count();
     if labelled == 0 {
         return Err(Error::InvalidData(

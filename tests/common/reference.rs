@@ -68,7 +68,9 @@ pub fn backward(head: &Head, x: &Array2<f32>, d_out: &Array2<f64>) -> Vec<f64> {
         per_layer[l] = dw.iter().chain(db.iter()).copied().collect();
         if l > 0 {
             let mut d_in = delta.dot(&w[l].0);
-            d_in.zip_mut_with(&pre[l - 1], |d, &a| *d *= act_grad(head.config.activation, a));
+            d_in.zip_mut_with(&pre[l - 1], |d, &a| {
+                *d *= act_grad(head.config.activation, a)
+            });
             delta = d_in;
         }
     }

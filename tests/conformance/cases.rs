@@ -36,12 +36,9 @@ macro_rules! conformance_cases {
 }
 
 async fn run(device: &Device, request: &TrainRequest<'_>) -> Trained {
-    train_async(
-        device,
-        request,
-        &mut |_| ControlFlow::Continue(()),
-        || std::future::ready(()),
-    )
+    train_async(device, request, &mut |_| ControlFlow::Continue(()), || {
+        std::future::ready(())
+    })
     .await
     .unwrap()
 }
@@ -78,7 +75,12 @@ fn reference_loss(head: &Head, exposure: Option<&Head>, prepared: &Prepared, ex:
     let aux = exposure.map(|e| reference::forward(e, &ex.exposure).mapv(|v| v as f32));
     let rows: Vec<usize> = (0..ex.len()).collect();
     prepared
-        .batch_loss(&rows, &prepared.pairs, out.view(), aux.as_ref().map(|a| a.view()))
+        .batch_loss(
+            &rows,
+            &prepared.pairs,
+            out.view(),
+            aux.as_ref().map(|a| a.view()),
+        )
         .unwrap()
         .loss
 }
@@ -131,7 +133,11 @@ pub async fn every_objective_gradient_matches_the_f64_reference(device: &Device)
             continue;
         }
         let (head, objective) = common::setup(kind, 12, 6, 0.05, 5);
-        let t = run(device, &TrainRequest::new(&head, &objective, &train_set, &tc)).await;
+        let t = run(
+            device,
+            &TrainRequest::new(&head, &objective, &train_set, &tc),
+        )
+        .await;
         assert_eq!(t.report.steps, 1, "{kind}");
         let recovered: Vec<f64> = head
             .to_flat()
@@ -143,7 +149,8 @@ pub async fn every_objective_gradient_matches_the_f64_reference(device: &Device)
             })
             .collect();
 
-        let prepared = Prepared::new(&objective, &train_set, objective.flip.unwrap(), None).unwrap();
+        let prepared =
+            Prepared::new(&objective, &train_set, objective.flip.unwrap(), None).unwrap();
         let rows: Vec<usize> = (0..train_set.len()).collect();
         let pairs = if kind.is_pairwise() {
             prepared.pairs.clone()
@@ -153,7 +160,11 @@ pub async fn every_objective_gradient_matches_the_f64_reference(device: &Device)
         // `implicit` trains an exposure head beside the reward head; the trainer starts it
         // linear, from seed `seed ^ 0xE1`.
         let exposure = kind.needs_exposure_head().then(|| {
-            Head::init(&HeadConfig::new(train_set.exposure.ncols(), &[]), tc.seed ^ 0xE1).unwrap()
+            Head::init(
+                &HeadConfig::new(train_set.exposure.ncols(), &[]),
+                tc.seed ^ 0xE1,
+            )
+            .unwrap()
         });
         let aux = exposure
             .as_ref()
@@ -164,7 +175,11 @@ pub async fn every_objective_gradient_matches_the_f64_reference(device: &Device)
             .unwrap();
         let want = reference::backward(&head, &train_set.emb, &g.d_out.mapv(f64::from));
         let worst = reference::worst_error(recovered, &want);
-        assert!(worst <= 1e-3, "{} {kind}: gradient off by {worst} (relative)", device.name());
+        assert!(
+            worst <= 1e-3,
+            "{} {kind}: gradient off by {worst} (relative)",
+            device.name()
+        );
     }
 }
 
@@ -230,15 +245,27 @@ pub async fn one_submission_and_one_readback_per_epoch_and_per_score(device: &De
         ..TrainConfig::default()
     };
     let before = counts(device);
-    let t = run(device, &TrainRequest::new(&head, &objective, &train_set, &tc)).await;
+    let t = run(
+        device,
+        &TrainRequest::new(&head, &objective, &train_set, &tc),
+    )
+    .await;
     assert_eq!(t.report.steps, 30);
     let after_training = counts(device);
     if let (Some(b), Some(a)) = (before, after_training) {
-        assert_eq!((a.0 - b.0, a.1 - b.1), (3, 3), "(submissions, readbacks) of 3 epochs");
+        assert_eq!(
+            (a.0 - b.0, a.1 - b.1),
+            (3, 3),
+            "(submissions, readbacks) of 3 epochs"
+        );
     }
     assert_scores_match(device, &t.head, &train_set.emb, 1e-5, "trained head").await;
     if let (Some(b), Some(a)) = (after_training, counts(device)) {
-        assert_eq!((a.0 - b.0, a.1 - b.1), (1, 1), "(submissions, readbacks) of a score");
+        assert_eq!(
+            (a.0 - b.0, a.1 - b.1),
+            (1, 1),
+            "(submissions, readbacks) of a score"
+        );
     }
 }
 
@@ -256,7 +283,11 @@ pub async fn auxiliary_fits_run_on_the_device_of_the_run(device: &Device) {
         ..TrainConfig::default()
     };
     let before = counts(device);
-    let t = run(device, &TrainRequest::new(&head, &objective, &train_set, &tc)).await;
+    let t = run(
+        device,
+        &TrainRequest::new(&head, &objective, &train_set, &tc),
+    )
+    .await;
     if let (Some(b), Some(a)) = (before, counts(device)) {
         assert_eq!((a.0 - b.0, a.1 - b.1), (8, 8), "(submissions, readbacks)");
     }
@@ -326,7 +357,11 @@ pub async fn trained_weights_round_trip_through_safetensors(device: &Device) {
         epochs: 3,
         ..TrainConfig::default()
     };
-    let t = run(device, &TrainRequest::new(&head, &objective, &train_set, &tc)).await;
+    let t = run(
+        device,
+        &TrainRequest::new(&head, &objective, &train_set, &tc),
+    )
+    .await;
     assert_ne!(t.head, head, "training changed nothing");
     let w = tacit_rm::store::Weights::new(t.head.clone());
     let back = tacit_rm::store::from_bytes(&tacit_rm::store::to_bytes(&w).unwrap()).unwrap();
@@ -340,10 +375,20 @@ pub async fn bad_input_is_refused_with_its_code(device: &Device) {
     let head = Head::init(&HeadConfig::new(16, &[8]), 1).unwrap();
     let code = |r: tacit_rm::Result<Vec<f32>>| r.unwrap_err().code().as_str();
     let wrong = common::random_matrix(2, 15, 1);
-    assert_eq!(code(device.score_async(&head, wrong.view()).await), "dim_mismatch");
+    assert_eq!(
+        code(device.score_async(&head, wrong.view()).await),
+        "dim_mismatch"
+    );
     let mut nan = common::random_matrix(2, 16, 1);
     nan[[0, 0]] = f32::NAN;
-    assert_eq!(code(device.score_async(&head, nan.view()).await), "non_finite_input");
+    assert_eq!(
+        code(device.score_async(&head, nan.view()).await),
+        "non_finite_input"
+    );
     let none = Array2::<f32>::zeros((0, 16));
-    assert!(device.score_async(&head, none.view()).await.unwrap().is_empty());
+    assert!(device
+        .score_async(&head, none.view())
+        .await
+        .unwrap()
+        .is_empty());
 }

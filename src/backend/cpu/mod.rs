@@ -3,8 +3,8 @@
 
 mod engine;
 
-pub(crate) use engine::CpuEngine;
 pub use engine::full_loss;
+pub(crate) use engine::CpuEngine;
 
 use ndarray::{Array2, ArrayView2, Axis};
 

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::backend::engine::{Batch, EpochOutcome, RunData};
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::objective::{ObjectiveKind, Prepared};
-use crate::backend::engine::{Batch, EpochOutcome, RunData};
 
 use super::context::GpuContext;
 use super::kernels::Kernel;
