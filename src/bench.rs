@@ -13,7 +13,7 @@ use crate::feedback::Examples;
 use crate::head::{Head, HeadConfig};
 use crate::objective::{ObjectiveConfig, ObjectiveKind};
 use crate::rng::Rng;
-use crate::trainer::{score_on, train_on, TrainConfig};
+use crate::trainer::{train_on, TrainConfig, TrainRequest};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
@@ -73,7 +73,7 @@ pub fn run(devices: &[Device], repeats: usize) -> Result<Vec<Figure>> {
         let x = ndarray::Array2::from_shape_fn((n, dim), |_| (rng.normal() * 0.05) as f32);
         for device in devices {
             let (ms, per_call) = time(device, repeats, || {
-                score_on(device, &head, x.view()).map(|_| ())
+                device.score(&head, x.view()).map(|_| ())
             })?;
             figures.push(Figure {
                 task: format!("score n={n}"),
@@ -108,10 +108,8 @@ pub fn run(devices: &[Device], repeats: usize) -> Result<Vec<Figure>> {
     };
     for device in devices {
         let (ms, per_call) = time(device, repeats.min(3), || {
-            train_on(device, &head, &objective, &ex, None, &config, &mut |_| {
-                ControlFlow::Continue(())
-            })
-            .map(|_| ())
+            let request = TrainRequest::new(&head, &objective, &ex, &config);
+            train_on(device, &request, &mut |_| ControlFlow::Continue(())).map(|_| ())
         })?;
         figures.push(Figure {
             task: format!("train {steps} steps × batch {batch}"),

@@ -26,8 +26,9 @@ pub mod trainer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
+pub use backend::Device;
 pub use error::{Error, ErrorCode, Result};
 pub use feedback::{Examples, Pair};
 pub use head::{Activation, Head, HeadConfig};
 pub use objective::{ObjectiveConfig, ObjectiveKind};
-pub use trainer::{score, train, TrainConfig, TrainReport, Trained};
+pub use trainer::{train, TrainConfig, TrainReport, TrainRequest, Trained};

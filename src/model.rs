@@ -22,7 +22,7 @@ use crate::objective::{ObjectiveConfig, ObjectiveKind};
 use crate::optim::AdamWConfig;
 use crate::rng::Rng;
 use crate::store::{self, Weights};
-use crate::trainer::{self, EpochReport, TrainConfig, TrainReport};
+use crate::trainer::{self, EpochReport, TrainConfig, TrainReport, TrainRequest};
 
 /// How to make a new model (what `RewardModel.open` takes besides its name and backend).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,17 +161,15 @@ impl TrainJob {
         progress: &mut dyn FnMut(&EpochReport) -> ControlFlow<()>,
         between_epochs: impl FnMut() -> Y,
     ) -> Result<TrainOutcome> {
-        let trained = trainer::train_async(
-            &self.device,
-            &self.head,
-            &self.objective,
-            &self.train,
-            self.val.as_ref(),
-            &self.config,
-            progress,
-            between_epochs,
-        )
-        .await?;
+        let request = TrainRequest {
+            head: &self.head,
+            objective: &self.objective,
+            train: &self.train,
+            val: self.val.as_ref(),
+            config: &self.config,
+        };
+        let trained =
+            trainer::train_async(&self.device, &request, progress, between_epochs).await?;
         Ok(TrainOutcome {
             report: trained.report,
             head: trained.head,

@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 
 use ndarray::Array2;
 use tacit_rm::backend::cpu;
+use tacit_rm::backend::cpu::score;
 use tacit_rm::data::Dataset;
 use tacit_rm::eval::{self, EvalConfig, Method};
 use tacit_rm::featurize::featurize;
@@ -16,7 +17,7 @@ use tacit_rm::feedback::{Examples, Pair};
 use tacit_rm::head::{Activation, Head, HeadConfig};
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind, Prepared};
 use tacit_rm::sim::{Protocol, SimConfig, Simulator};
-use tacit_rm::trainer::{score, train, TrainConfig};
+use tacit_rm::trainer::{train, TrainConfig, TrainRequest};
 use tacit_rm::Error;
 
 fn code<T: std::fmt::Debug>(r: Result<T, Error>) -> &'static str {
@@ -81,96 +82,116 @@ fn training_rejects_bad_batches_and_configs() {
         ..Default::default()
     };
     let ok = small();
-    assert!(train(&head, &obj, &ok, None, &cfg, &mut quiet()).is_ok());
+    assert!(train(&TrainRequest::new(&head, &obj, &ok, &cfg), &mut quiet()).is_ok());
 
     let empty = Examples::implicit_only(Array2::zeros((0, 4)), vec![]);
     assert_eq!(
-        code(train(&head, &obj, &empty, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &empty, &cfg),
+            &mut quiet()
+        )),
         "empty_input"
     );
     let wide = Examples::implicit_only(Array2::zeros((3, 5)), vec![0.0; 3]);
     assert_eq!(
-        code(train(&head, &obj, &wide, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &wide, &cfg),
+            &mut quiet()
+        )),
         "dim_mismatch"
     );
     let mut nan = small();
     nan.emb[[2, 1]] = f32::NAN;
     assert_eq!(
-        code(train(&head, &obj, &nan, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &nan, &cfg),
+            &mut quiet()
+        )),
         "non_finite_input"
     );
     let mut short = small();
     short.observed.pop();
     assert_eq!(
-        code(train(&head, &obj, &short, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &short, &cfg),
+            &mut quiet()
+        )),
         "dim_mismatch"
     );
     let mut not_binary = small();
     not_binary.observed[0] = 0.5;
     assert_eq!(
-        code(train(&head, &obj, &not_binary, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &not_binary, &cfg),
+            &mut quiet()
+        )),
         "invalid_data"
     );
     let mut bad_pi = small();
     bad_pi.propensity[0] = 0.0;
     assert_eq!(
-        code(train(&head, &obj, &bad_pi, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &bad_pi, &cfg),
+            &mut quiet()
+        )),
         "invalid_data"
     );
     let mut bad_pair = small();
     bad_pair.pairs = vec![Pair::new(0, 99)];
     assert_eq!(
-        code(train(&head, &obj, &bad_pair, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &bad_pair, &cfg),
+            &mut quiet()
+        )),
         "invalid_data"
     );
 
     // Pairwise with no pairs, beta with a one-output head, nonsense hyper-parameters.
     assert_eq!(
         code(train(
-            &head,
-            &ObjectiveConfig::new(ObjectiveKind::Pairwise),
-            &ok,
-            None,
-            &cfg,
+            &TrainRequest::new(
+                &head,
+                &ObjectiveConfig::new(ObjectiveKind::Pairwise),
+                &ok,
+                &cfg
+            ),
             &mut quiet()
         )),
         "empty_input"
     );
     assert_eq!(
         code(train(
-            &head,
-            &ObjectiveConfig::new(ObjectiveKind::Beta),
-            &ok,
-            None,
-            &cfg,
+            &TrainRequest::new(&head, &ObjectiveConfig::new(ObjectiveKind::Beta), &ok, &cfg),
             &mut quiet()
         )),
         "dim_mismatch"
     );
     assert_eq!(
         code(train(
-            &head,
-            &obj,
-            &ok,
-            None,
-            &TrainConfig {
-                epochs: 0,
-                ..cfg.clone()
-            },
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &ok,
+                &TrainConfig {
+                    epochs: 0,
+                    ..cfg.clone()
+                }
+            ),
             &mut quiet()
         )),
         "invalid_config"
     );
     assert_eq!(
         code(train(
-            &head,
-            &obj,
-            &ok,
-            None,
-            &TrainConfig {
-                batch_size: 0,
-                ..cfg.clone()
-            },
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &ok,
+                &TrainConfig {
+                    batch_size: 0,
+                    ..cfg.clone()
+                }
+            ),
             &mut quiet()
         )),
         "invalid_config"
@@ -178,19 +199,23 @@ fn training_rejects_bad_batches_and_configs() {
     let mut lr = cfg.clone();
     lr.optimizer.lr = f64::NAN;
     assert_eq!(
-        code(train(&head, &obj, &ok, None, &lr, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &ok, &lr),
+            &mut quiet()
+        )),
         "invalid_config"
     );
     assert_eq!(
         code(train(
-            &head,
-            &ObjectiveConfig {
-                propensity_clip: 0.0,
-                ..obj.clone()
-            },
-            &ok,
-            None,
-            &cfg,
+            &TrainRequest::new(
+                &head,
+                &ObjectiveConfig {
+                    propensity_clip: 0.0,
+                    ..obj.clone()
+                },
+                &ok,
+                &cfg
+            ),
             &mut quiet()
         )),
         "invalid_config"
@@ -203,13 +228,19 @@ fn training_rejects_bad_batches_and_configs() {
         ..ObjectiveConfig::new(ObjectiveKind::Noise)
     };
     assert_eq!(
-        code(train(&head, &noisy, &ok, None, &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &noisy, &ok, &cfg),
+            &mut quiet()
+        )),
         "invalid_config"
     );
     // Validation set of another width.
     let val = Examples::implicit_only(Array2::zeros((3, 5)), vec![0.0; 3]);
     assert_eq!(
-        code(train(&head, &obj, &ok, Some(&val), &cfg, &mut quiet())),
+        code(train(
+            &TrainRequest::new(&head, &obj, &ok, &cfg).with_val(&val),
+            &mut quiet()
+        )),
         "dim_mismatch"
     );
 }

@@ -80,7 +80,7 @@ fn init_train_score_round_trip() {
     let ds = tacit_rm::data::Dataset::load(&common::fixture()).unwrap();
     assert_eq!(
         s,
-        tacit_rm::trainer::score(&t.head, ds.emb.view()).unwrap(),
+        tacit_rm::backend::cpu::score(&t.head, ds.emb.view()).unwrap(),
         "CLI scores equal library scores"
     );
 }

@@ -10,7 +10,7 @@ use tacit_rm::feedback::flip::FlipRates;
 use tacit_rm::feedback::Examples;
 use tacit_rm::head::{Head, HeadConfig};
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
-use tacit_rm::trainer::{train, TrainConfig};
+use tacit_rm::trainer::{train, TrainConfig, TrainRequest};
 
 /// A few positives observed with tiny propensities (targets 1/π̂ = 10) among silent rows:
 /// `sp(z) − 10·z` decreases without bound in z, and an MLP can raise exactly those logits.
@@ -45,7 +45,7 @@ fn losses(kind: ObjectiveKind, nonneg: bool) -> Vec<f64> {
         batch_size: 64,
         ..TrainConfig::default()
     };
-    let trained = train(&head, &obj, &ex, None, &cfg, &mut |_| {
+    let trained = train(&TrainRequest::new(&head, &obj, &ex, &cfg), &mut |_| {
         ControlFlow::Continue(())
     })
     .unwrap();

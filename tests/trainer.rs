@@ -6,6 +6,7 @@ mod common;
 
 use std::ops::ControlFlow;
 
+use tacit_rm::backend::cpu::{full_loss, score};
 use tacit_rm::data::Dataset;
 use tacit_rm::eval::metrics::auroc;
 use tacit_rm::feedback::flip::FlipRates;
@@ -16,7 +17,7 @@ use tacit_rm::objective::Prepared;
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
 use tacit_rm::rng::Rng;
 use tacit_rm::sim::{SimConfig, Simulator};
-use tacit_rm::trainer::{full_loss, score, train, TrainConfig};
+use tacit_rm::trainer::{train, TrainConfig, TrainRequest};
 
 struct Split {
     train: Examples,
@@ -67,8 +68,16 @@ fn every_objective_trains_on_real_data_and_is_deterministic() {
             seed: 5,
             ..TrainConfig::default()
         };
-        let a = train(&head, &obj, &s.train, Some(&s.val), &cfg, &mut quiet()).unwrap();
-        let b = train(&head, &obj, &s.train, Some(&s.val), &cfg, &mut quiet()).unwrap();
+        let a = train(
+            &TrainRequest::new(&head, &obj, &s.train, &cfg).with_val(&s.val),
+            &mut quiet(),
+        )
+        .unwrap();
+        let b = train(
+            &TrainRequest::new(&head, &obj, &s.train, &cfg).with_val(&s.val),
+            &mut quiet(),
+        )
+        .unwrap();
         assert_eq!(a.head, b.head, "{kind}: same seed, same weights");
         assert!(a.head.is_finite());
         assert_ne!(a.head, head, "{kind}: training changed the weights");
@@ -86,14 +95,16 @@ fn every_objective_trains_on_real_data_and_is_deterministic() {
         assert_eq!(a.exposure_head.is_some(), kind == ObjectiveKind::Implicit);
         assert_eq!(a.report.flip.is_some(), kind.needs_flip_rates());
         let c = train(
-            &head,
-            &obj,
-            &s.train,
-            Some(&s.val),
-            &TrainConfig {
-                seed: 6,
-                ..cfg.clone()
-            },
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &s.train,
+                &TrainConfig {
+                    seed: 6,
+                    ..cfg.clone()
+                },
+            )
+            .with_val(&s.val),
             &mut quiet(),
         )
         .unwrap();
@@ -113,14 +124,15 @@ fn oracle_training_beats_chance_on_the_clean_test_split() {
     });
     let head = Head::init(&HeadConfig::new(384, &[]), 2).unwrap();
     let t = train(
-        &head,
-        &ObjectiveConfig::new(ObjectiveKind::Naive),
-        &full,
-        None,
-        &TrainConfig {
-            epochs: 20,
-            ..Default::default()
-        },
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Naive),
+            &full,
+            &TrainConfig {
+                epochs: 20,
+                ..Default::default()
+            },
+        ),
         &mut quiet(),
     )
     .unwrap();
@@ -143,11 +155,13 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
         ..TrainConfig::default()
     };
     let ips = train(
-        &head,
-        &ObjectiveConfig::new(ObjectiveKind::Ips),
-        &s.train,
-        Some(&s.val),
-        &cfg,
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Ips),
+            &s.train,
+            &cfg,
+        )
+        .with_val(&s.val),
         &mut |e| {
             seen.push(e.clone());
             ControlFlow::Continue(())
@@ -165,14 +179,15 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
         "IPS weights lower the ESS"
     );
     let naive = train(
-        &head,
-        &ObjectiveConfig::new(ObjectiveKind::Naive),
-        &s.train,
-        None,
-        &TrainConfig {
-            epochs: 2,
-            ..cfg.clone()
-        },
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Naive),
+            &s.train,
+            &TrainConfig {
+                epochs: 2,
+                ..cfg.clone()
+            },
+        ),
         &mut quiet(),
     )
     .unwrap();
@@ -217,11 +232,12 @@ fn progress_effective_sample_size_cancel_and_early_stopping() {
     );
     // Cancel after the third epoch.
     let cancelled = train(
-        &head,
-        &ObjectiveConfig::new(ObjectiveKind::Ips),
-        &s.train,
-        None,
-        &cfg,
+        &TrainRequest::new(
+            &head,
+            &ObjectiveConfig::new(ObjectiveKind::Ips),
+            &s.train,
+            &cfg,
+        ),
         &mut |e| {
             if e.epoch == 3 {
                 ControlFlow::Break(())
@@ -267,14 +283,15 @@ fn flip_rates_are_estimated_from_anchors_when_not_configured() {
             ..ObjectiveConfig::new(ObjectiveKind::Noise)
         };
         let t = train(
-            &head,
-            &obj,
-            &ex,
-            None,
-            &TrainConfig {
-                epochs: 40,
-                ..Default::default()
-            },
+            &TrainRequest::new(
+                &head,
+                &obj,
+                &ex,
+                &TrainConfig {
+                    epochs: 40,
+                    ..Default::default()
+                },
+            ),
             &mut quiet(),
         )
         .unwrap();

@@ -17,7 +17,7 @@ use crate::head::{Activation, Head, HeadConfig};
 use crate::objective::{ObjectiveConfig, ObjectiveKind};
 use crate::rng::Rng;
 use crate::sim::{SimConfig, Simulated, Simulator};
-use crate::trainer::{self, TrainConfig};
+use crate::trainer::{self, TrainConfig, TrainRequest};
 
 use metrics::Metrics;
 
@@ -331,16 +331,9 @@ fn run_method(
         seed,
         ..cfg.train.clone()
     };
-    let trained = trainer::train_on(
-        device,
-        &head,
-        &objective,
-        &train,
-        Some(&val),
-        &train_cfg,
-        &mut |_| ControlFlow::Continue(()),
-    )?;
-    let scores = trainer::score_on(device, &trained.head, data.test_emb.view())?;
+    let request = TrainRequest::new(&head, &objective, &train, &train_cfg).with_val(&val);
+    let trained = trainer::train_on(device, &request, &mut |_| ControlFlow::Continue(()))?;
+    let scores = device.score(&trained.head, data.test_emb.view())?;
     metrics::evaluate(&scores, &data.test_truth, &data.test_groups)
 }
 

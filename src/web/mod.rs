@@ -100,17 +100,16 @@ impl Inner {
         let flat = float_array(embeddings, "embeddings")?;
         let (device, head) = self.with(|m| Ok((m.device().clone(), m.weights().head.clone())))?;
         let x = model::embeddings(head.config.dim, &flat)?;
-        match trainer::score_async(&device, &head, x).await {
-            Err(Error::DeviceLost(_)) => {
-                // The GPU is gone; the weights are not: carry on on the CPU from now on.
-                self.with(|m| {
-                    m.set_device(Device::Cpu);
-                    Ok(())
-                })?;
-                trainer::score(&head, x)
-            }
-            other => other,
+        // A lost GPU scores on the CPU (the weights are not lost with it); move the model
+        // there for good.
+        let scores = device.score_async(&head, x).await;
+        if device.is_lost() {
+            self.with(|m| {
+                m.set_device(Device::Cpu);
+                Ok(())
+            })?;
         }
+        scores
     }
 
     async fn observe(&self, observation: JsValue) -> Result<u64> {

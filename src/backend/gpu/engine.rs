@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::backend::engine::{Batch, EpochOutcome, RunData};
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::objective::{ObjectiveKind, Prepared};
-use crate::trainer::{Batch, EpochOutcome, RunData, TrainConfig};
 
 use super::context::GpuContext;
 use super::kernels::Kernel;
@@ -53,7 +53,6 @@ impl<'a> GpuEngine<'a> {
         data: RunData<'a>,
         head: &Head,
         exposure: Option<&Head>,
-        config: &TrainConfig,
     ) -> Result<Self> {
         ctx.check()?;
         let kind = data.prepared.kind();
@@ -127,7 +126,7 @@ impl<'a> GpuEngine<'a> {
         } else {
             n_train
         };
-        let cap_steps = units.div_ceil(config.batch_size) + 1;
+        let cap_steps = units.div_ceil(data.batch_size) + 1;
         let batch_rows = zeros(&ctx, "batch_rows", cap_rows);
         let pairs = zeros(&ctx, "pairs", cap_pairs * 4);
         let steps = zeros(&ctx, "steps", cap_steps * 4);
@@ -136,9 +135,9 @@ impl<'a> GpuEngine<'a> {
         let stage = staging(&ctx, 16 + n_params * 4);
 
         let batch_max = if is_pairwise {
-            2 * config.batch_size
+            2 * data.batch_size
         } else {
-            config.batch_size
+            data.batch_size
         };
         let max_rows = batch_max.min(n_train.max(1)).max(n_val).max(1);
         let xb = zeros(&ctx, "x_batch", max_rows * dim);

@@ -21,15 +21,8 @@ use crate::backend::cpu;
 use crate::error::Result;
 use crate::head::Head;
 
-/// Scores `x` (first output logit per row) on the GPU, blocking (native only; the browser
-/// awaits [`score_async`]).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn score(ctx: &GpuContext, head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
-    cpu::validate_input(head, x)?;
-    pollster::block_on(score_async(ctx, head, x))
-}
-
-/// Async scoring: the form the browser needs (never blocks).
+/// Scores `x` (first output logit per row) on the GPU, without blocking (callers go through
+/// [`crate::backend::Device::score_async`], which falls back to the CPU on a lost device).
 pub async fn score_async(
     ctx: &GpuContext,
     head: &Head,

@@ -18,7 +18,7 @@ use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
 use tacit_rm::rng::Rng;
 use tacit_rm::sim::{Protocol, SimConfig, Simulator};
 use tacit_rm::store::{self, Weights};
-use tacit_rm::trainer::{self, TrainConfig};
+use tacit_rm::trainer::{self, TrainConfig, TrainRequest};
 use tacit_rm::{Error, Result};
 
 #[derive(Parser)]
@@ -465,7 +465,8 @@ fn run_train(a: TrainArgs) -> Result<()> {
     };
     let objective = ObjectiveConfig::new(kind);
     let cfg = a.opt.config(a.seed);
-    let trained = trainer::train(&head, &objective, &examples, None, &cfg, &mut |e| {
+    let request = TrainRequest::new(&head, &objective, &examples, &cfg);
+    let trained = trainer::train(&request, &mut |e| {
         eprintln!(
             "epoch {:>3}/{}  loss {:.5}  ess {:.1}",
             e.epoch, e.epochs, e.train_loss, e.effective_sample_size
@@ -491,7 +492,7 @@ fn run_score(a: ScoreArgs) -> Result<()> {
     } else {
         Dataset::from_bytes(&bytes)?.emb
     };
-    let scores = trainer::score(&w.head, emb.view())?;
+    let scores = Device::Cpu.score(&w.head, emb.view())?;
     match a.out {
         Some(path) => write_file(
             &path,

@@ -1,4 +1,10 @@
-//! The CPU reference backend: forward and analytic backward of the MLP head with ndarray.
+//! The CPU reference backend: forward and analytic backward of the MLP head with ndarray,
+//! and the training engine built on them (`engine.rs`).
+
+mod engine;
+
+pub use engine::full_loss;
+pub(crate) use engine::CpuEngine;
 
 use ndarray::{Array2, ArrayView2, Axis};
 
@@ -52,6 +58,11 @@ fn affine(head: &Head, l: usize, input: &ArrayView2<f32>) -> Array2<f32> {
 pub fn forward(head: &Head, x: ArrayView2<f32>) -> Result<Array2<f32>> {
     validate_input(head, x)?;
     Ok(forward_unchecked(head, x))
+}
+
+/// Scores (first output logit) of every row of `x`.
+pub fn score(head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
+    Ok(forward(head, x)?.column(0).to_vec())
 }
 
 pub(crate) fn forward_unchecked(head: &Head, x: ArrayView2<f32>) -> Array2<f32> {
