@@ -580,7 +580,10 @@ mod tests {
             .filter(|k| matches!(k.descriptor().family, Family::Logistic { .. }))
             .map(ObjectiveKind::name)
             .collect();
-        assert_eq!(logistic, ["naive", "ips", "snips", "noise", "noise-ips", "dr"]);
+        assert_eq!(
+            logistic,
+            ["naive", "ips", "snips", "noise", "noise-ips", "dr"]
+        );
         assert_eq!(
             ObjectiveKind::Snips.descriptor().family,
             Family::Logistic {

@@ -260,7 +260,10 @@ impl Dispatch {
                 steps,
                 state,
                 (input, rows_of(table.max_rows, p.in_dim, 0)),
-                (weights, layer_extent(p.in_dim, p.out_dim, p.w_offset, p.b_offset)),
+                (
+                    weights,
+                    layer_extent(p.in_dim, p.out_dim, p.w_offset, p.b_offset),
+                ),
                 (pre, out),
                 (post, out),
             ],
@@ -290,7 +293,10 @@ impl Dispatch {
                 state,
                 (delta, rows_of(table.max_rows, p.out_dim, p.delta_offset)),
                 (input, rows_of(table.max_rows, p.in_dim, 0)),
-                (grads, layer_extent(p.in_dim, p.out_dim, p.w_offset, p.b_offset)),
+                (
+                    grads,
+                    layer_extent(p.in_dim, p.out_dim, p.w_offset, p.b_offset),
+                ),
             ],
             (p.out_dim as usize).saturating_mul(p.in_dim as usize + 1),
         )

@@ -176,16 +176,8 @@ impl<'a> GpuEngine<'a> {
             if e_dim > 0 {
                 forward.push(gather(e_dim, &e_all, &eb)?);
             }
-            let (exp_fwd, _) = forward_dispatches(
-                &ctx,
-                &[ep],
-                table,
-                &eb,
-                &params,
-                &out_pre,
-                &out,
-                aux_offset,
-            )?;
+            let (exp_fwd, _) =
+                forward_dispatches(&ctx, &[ep], table, &eb, &params, &out_pre, &out, aux_offset)?;
             forward.extend(exp_fwd);
         }
 
@@ -283,14 +275,7 @@ impl<'a> GpuEngine<'a> {
             count: n_params as u32,
             ..Default::default()
         };
-        let adam = Dispatch::adamw(
-            &ctx,
-            adam_params,
-            &state,
-            &grads,
-            &decay,
-            [&params, &m, &v],
-        )?;
+        let adam = Dispatch::adamw(&ctx, adam_params, &state, &grads, &decay, [&params, &m, &v])?;
 
         let mut train_step: Vec<Dispatch> = Vec::new();
         let mut val_step: Vec<Dispatch> = Vec::new();

@@ -250,7 +250,9 @@ mod tests {
                 .any(|(_, o)| o.name.as_deref() == Some("WORKGROUP_SIZE"));
             let main = module.entry_points.iter().find(|e| e.name == "main");
             let main = main.unwrap_or_else(|| panic!("{}: no main", k.name()));
-            let overridden = main.workgroup_size_overrides.is_some_and(|o| o[0].is_some());
+            let overridden = main
+                .workgroup_size_overrides
+                .is_some_and(|o| o[0].is_some());
             let keyed = PipelineKey::new(k).workgroup_size.is_some();
             assert_eq!(declares, keyed, "{}", k.name());
             assert_eq!(overridden, keyed, "{}", k.name());

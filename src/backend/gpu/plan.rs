@@ -7,7 +7,9 @@ use crate::head::{Activation, Head};
 
 use super::context::GpuContext;
 use super::dispatch::{Dispatch, StepTable};
-use super::uniforms::{LinearBackwardInputParams, LinearBackwardWeightsParams, LinearForwardParams};
+use super::uniforms::{
+    LinearBackwardInputParams, LinearBackwardWeightsParams, LinearForwardParams,
+};
 
 /// One linear layer's place in the flat parameter buffer.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +132,9 @@ pub(crate) fn staging(ctx: &GpuContext, bytes: usize) -> wgpu::Buffer {
     })
 }
 
+/// The (pre-activation, post-activation) buffers of a hidden layer.
+pub(crate) type HiddenBuffers = (wgpu::Buffer, wgpu::Buffer);
+
 /// Forward passes of `plans` from `input` (`table.max_rows` × in_dim), each layer writing
 /// `pre`/`post` buffers; the last layer writes into `out_pre`/`out` at `out_offset`. Returns
 /// the dispatches and the per-layer (pre, post) buffers of the hidden layers.
@@ -143,9 +148,9 @@ pub(crate) fn forward_dispatches(
     out_pre: &wgpu::Buffer,
     out: &wgpu::Buffer,
     out_offset: u32,
-) -> Result<(Vec<Dispatch>, Vec<(wgpu::Buffer, wgpu::Buffer)>)> {
+) -> Result<(Vec<Dispatch>, Vec<HiddenBuffers>)> {
     let mut dispatches = Vec::new();
-    let mut hidden: Vec<(wgpu::Buffer, wgpu::Buffer)> = Vec::new();
+    let mut hidden: Vec<HiddenBuffers> = Vec::new();
     for (l, p) in plans.iter().enumerate() {
         let last = l + 1 == plans.len();
         if !last {
