@@ -20,9 +20,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> m: array<f32>;
 @group(0) @binding(6) var<storage, read_write> v: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let j = gid.x + gid.y * groups.x * 256u;
+    let j = flat_index(gid, groups);
     if (j >= params.count) {
         return;
     }

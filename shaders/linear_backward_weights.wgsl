@@ -13,22 +13,21 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> steps: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> state: array<u32>;
+// Bindings 1 (steps) and 2 (state): the step table, shaders/step_table.wgsl.
 @group(0) @binding(3) var<storage, read> delta: array<f32>;
 @group(0) @binding(4) var<storage, read> input: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grads: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let index = gid.x + gid.y * groups.x * 256u;
+    let index = flat_index(gid, groups);
     let cols = params.in_dim + 1u;
     if (index >= params.out_dim * cols) {
         return;
     }
     let o = index / cols;
     let i = index % cols;
-    let rows = steps[state[0]].y;
+    let rows = current_step().y;
     var acc = 0.0;
     if (i == params.in_dim) {
         for (var r = 0u; r < rows; r = r + 1u) {

@@ -14,8 +14,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> steps: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> state: array<u32>;
+// Bindings 1 (steps) and 2 (state): the step table, shaders/step_table.wgsl.
 @group(0) @binding(3) var<storage, read> input: array<f32>;
 @group(0) @binding(4) var<storage, read> weights: array<f32>;
 @group(0) @binding(5) var<storage, read_write> pre: array<f32>;
@@ -25,10 +24,10 @@ struct Params {
 // value once for all four (a software adapter runs invocations on the CPU, where loads cost).
 // Every output's sum runs in the same order as one output per invocation would (bias, then i =
 // 0, 1, …) as with one output per invocation.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let index = gid.x + gid.y * groups.x * 256u;
-    let rows = steps[state[0]].y;
+    let index = flat_index(gid, groups);
+    let rows = current_step().y;
     let quads = (params.out_dim + 3u) / 4u;
     if (index >= rows * quads) {
         return;

@@ -68,8 +68,7 @@ struct LossParams {
 }
 
 @group(0) @binding(0) var<uniform> params: LossParams;
-@group(0) @binding(1) var<storage, read> steps: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> state: array<u32>;
+// Bindings 1 (steps) and 2 (state): the step table, shaders/step_table.wgsl.
 @group(0) @binding(3) var<storage, read> batch_rows: array<u32>;
 // Per example: (w, t, m/π̂, observed).
 @group(0) @binding(4) var<storage, read> row_data: array<vec4<f32>>;
@@ -82,14 +81,14 @@ struct LossParams {
 // [0] Σ batch loss × weight, [1] Σ weight (training); [2] evaluation loss.
 @group(0) @binding(8) var<storage, read_write> loss_acc: array<f32>;
 
-var<workgroup> red0: array<f32, 256>;
-var<workgroup> red1: array<f32, 256>;
-var<workgroup> red2: array<f32, 256>;
+var<workgroup> red0: array<f32, WORKGROUP_SIZE>;
+var<workgroup> red1: array<f32, WORKGROUP_SIZE>;
+var<workgroup> red2: array<f32, WORKGROUP_SIZE>;
 
-// Tree reduction of red0..red2 into element 0 (called by all 256 invocations).
+// Tree reduction of red0..red2 into element 0 (called by every invocation of the workgroup).
 fn reduce3(lid: u32) {
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
+    for (var s = WORKGROUP_SIZE / 2u; s > 0u; s = s >> 1u) {
         if (lid < s) {
             red0[lid] = red0[lid] + red0[lid + s];
             red1[lid] = red1[lid] + red1[lid + s];

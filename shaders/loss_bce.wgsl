@@ -2,10 +2,10 @@
 // ℓ = w·(sp(z) − t·z) split into partial risks A·sp(−z) + B·sp(z) (A = w·t, B = w·(1−t)),
 // each clamped at 0 under the non-negative correction (src/objective/bce.rs).
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     let lid = local.x;
-    let step = steps[state[0]];
+    let step = current_step();
     let b = step.y;
     let inv_n = 1.0 / f32(max(b, 1u));
     let limit = params.logit_clip;
@@ -13,7 +13,7 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     var norm = 1.0;
     if (params.variant == 1u) {
         var s = 0.0;
-        for (var r = lid; r < b; r = r + 256u) {
+        for (var r = lid; r < b; r = r + WORKGROUP_SIZE) {
             s = s + row_data[batch_rows[step.x + r]].z;
         }
         red0[lid] = s;
@@ -29,7 +29,7 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
 
     var pos = 0.0;
     var neg = 0.0;
-    for (var r = lid; r < b; r = r + 256u) {
+    for (var r = lid; r < b; r = r + WORKGROUP_SIZE) {
         let d = row_data[batch_rows[step.x + r]];
         let t = d.y / norm;
         let zc = clamp(outputs[r], -limit, limit);
@@ -47,7 +47,7 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     let sn = corrected.z;
     var loss = corrected.x;
     if (params.mode == 0u) {
-        for (var r = lid; r < b; r = r + 256u) {
+        for (var r = lid; r < b; r = r + WORKGROUP_SIZE) {
             let d = row_data[batch_rows[step.x + r]];
             let t = d.y / norm;
             let z = outputs[r];

@@ -8,10 +8,10 @@ fn kl_beta(a: f32, b: f32, a0: f32, b0: f32) -> f32 {
     return ln_b0 - ln_b + (a - a0) * digamma(a) + (b - b0) * digamma(b) + (a0 - a + b0 - b) * digamma(a + b);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     let lid = local.x;
-    let step = steps[state[0]];
+    let step = current_step();
     let b_rows = step.y;
     let inv_n = 1.0 / f32(max(b_rows, 1u));
     let limit = min(params.logit_clip, 15.0);
@@ -21,7 +21,7 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     var pos = 0.0;
     var neg = 0.0;
     var kl = 0.0;
-    for (var r = lid; r < b_rows; r = r + 256u) {
+    for (var r = lid; r < b_rows; r = r + WORKGROUP_SIZE) {
         let d = row_data[batch_rows[step.x + r]];
         let s = clamp(outputs[2u * r], -limit, limit);
         let u = outputs[2u * r + 1u];
@@ -48,7 +48,7 @@ fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     loss = loss + params.beta_lambda * kl_mean;
 
     if (params.mode == 0u) {
-        for (var r = lid; r < b_rows; r = r + 256u) {
+        for (var r = lid; r < b_rows; r = r + WORKGROUP_SIZE) {
             let d = row_data[batch_rows[step.x + r]];
             let s_raw = outputs[2u * r];
             let s = clamp(s_raw, -limit, limit);

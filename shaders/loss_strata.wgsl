@@ -1,15 +1,15 @@
 // `implicit` (src/objective/strata.rs): observed-data likelihood of o = O·R with exposure
 // logit a (aux) and preference logit z; log(1 − μγ) through log1mexp.
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(local_invocation_id) local: vec3<u32>) {
     let lid = local.x;
-    let step = steps[state[0]];
+    let step = current_step();
     let b = step.y;
     let inv_n = 1.0 / f32(max(b, 1u));
     let limit = params.logit_clip;
     var total = 0.0;
-    for (var r = lid; r < b; r = r + 256u) {
+    for (var r = lid; r < b; r = r + WORKGROUP_SIZE) {
         let o = row_data[batch_rows[step.x + r]].w;
         let z = outputs[r];
         let a = outputs[params.aux_offset + r];

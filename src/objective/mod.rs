@@ -80,44 +80,163 @@ impl ObjectiveKind {
             .ok_or_else(|| Error::unknown("objective", name, &Self::NAMES))
     }
 
+    /// Everything the trainer and the backends need to know about the objective, from one
+    /// exhaustive table: a new kind does not compile until it names its family (and so its
+    /// CPU loss and GPU kernel) and its needs.
+    pub const fn descriptor(self) -> Descriptor {
+        const NONE: Needs = Needs {
+            flip_rates: false,
+            imputation: false,
+            reaction_mask: false,
+        };
+        let logistic = Family::Logistic {
+            self_normalised: false,
+        };
+        let (family, needs) = match self {
+            ObjectiveKind::Naive | ObjectiveKind::Ips => (logistic, NONE),
+            ObjectiveKind::Snips => (
+                Family::Logistic {
+                    self_normalised: true,
+                },
+                Needs {
+                    reaction_mask: true,
+                    ..NONE
+                },
+            ),
+            ObjectiveKind::Noise | ObjectiveKind::NoiseIps => (
+                logistic,
+                Needs {
+                    flip_rates: true,
+                    reaction_mask: true,
+                    ..NONE
+                },
+            ),
+            ObjectiveKind::Dr => (
+                logistic,
+                Needs {
+                    flip_rates: true,
+                    imputation: true,
+                    reaction_mask: true,
+                },
+            ),
+            ObjectiveKind::Implicit => (Family::Strata, NONE),
+            ObjectiveKind::Pairwise => (Family::Pairwise, NONE),
+            ObjectiveKind::Beta => (Family::Beta, NONE),
+        };
+        Descriptor {
+            family,
+            head_outputs: family.head_outputs(),
+            exposure_head: family.exposure_head(),
+            unit: family.unit(),
+            needs,
+        }
+    }
+
     /// Outputs the reward head needs (the Beta head has a mean and a confidence).
     pub fn head_outputs(self) -> usize {
-        if self == ObjectiveKind::Beta {
-            2
-        } else {
-            1
-        }
+        self.descriptor().head_outputs
     }
 
     /// Whether training also fits an exposure head on the exposure features.
     pub fn needs_exposure_head(self) -> bool {
-        self == ObjectiveKind::Implicit
+        self.descriptor().exposure_head
     }
 
     /// Whether the objective uses flip rates of explicit labels.
     pub fn needs_flip_rates(self) -> bool {
-        matches!(
-            self,
-            ObjectiveKind::Noise | ObjectiveKind::NoiseIps | ObjectiveKind::Dr
-        )
+        self.descriptor().needs.flip_rates
+    }
+
+    /// Whether the objective needs imputed targets from an auxiliary fit (`dr`).
+    pub fn needs_imputation(self) -> bool {
+        self.descriptor().needs.imputation
     }
 
     /// Whether the objective reads the reaction mask `m` (and, but for SNIPS, its sign `ỹ`):
     /// with positive-only data (`m` unknown) these cannot be trained.
     pub fn needs_reaction_mask(self) -> bool {
-        matches!(
-            self,
-            ObjectiveKind::Snips
-                | ObjectiveKind::Noise
-                | ObjectiveKind::NoiseIps
-                | ObjectiveKind::Dr
-        )
+        self.descriptor().needs.reaction_mask
     }
 
     /// Whether minibatches are drawn over pairs rather than rows.
     pub fn is_pairwise(self) -> bool {
-        self == ObjectiveKind::Pairwise
+        match self.descriptor().unit {
+            BatchUnit::Pairs => true,
+            BatchUnit::Rows => false,
+        }
     }
+}
+
+/// How an objective's loss is computed: each family has one CPU loss (its file in this
+/// module, dispatched by [`Prepared::batch_loss`]) and one GPU kernel with its uniforms
+/// (`src/backend/gpu/engine.rs`), both chosen by exhaustive matches on this enum, so a
+/// family without either does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// The weighted-logistic loss of `bce.rs` on per-row `(w, t)`; SNIPS self-normalises the
+    /// targets by the batch mean of `m/π̂`.
+    Logistic { self_normalised: bool },
+    /// ImplicitRM's four latent strata (`strata.rs`), with an exposure head.
+    Strata,
+    /// Bradley–Terry on pairs (`pairwise.rs`).
+    Pairwise,
+    /// ICRM's Beta mean/confidence head (`beta.rs`).
+    Beta,
+}
+
+impl Family {
+    /// Outputs of the reward head.
+    pub const fn head_outputs(self) -> usize {
+        match self {
+            Family::Beta => 2,
+            Family::Logistic { .. } | Family::Strata | Family::Pairwise => 1,
+        }
+    }
+
+    /// Whether the loss reads the logits of an exposure head fitted alongside.
+    pub const fn exposure_head(self) -> bool {
+        match self {
+            Family::Strata => true,
+            Family::Logistic { .. } | Family::Pairwise | Family::Beta => false,
+        }
+    }
+
+    /// What a minibatch draws.
+    pub const fn unit(self) -> BatchUnit {
+        match self {
+            Family::Pairwise => BatchUnit::Pairs,
+            Family::Logistic { .. } | Family::Strata | Family::Beta => BatchUnit::Rows,
+        }
+    }
+}
+
+/// What a minibatch is drawn over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BatchUnit {
+    Rows,
+    Pairs,
+}
+
+/// Inputs an objective needs beyond the examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Needs {
+    /// Flip rates of explicit labels (configured or estimated from anchors).
+    pub flip_rates: bool,
+    /// Imputed targets from an auxiliary fit.
+    pub imputation: bool,
+    /// The reaction mask `m` (so positive-only data cannot train it).
+    pub reaction_mask: bool,
+}
+
+/// One objective kind's descriptor (see [`ObjectiveKind::descriptor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Descriptor {
+    pub family: Family,
+    pub head_outputs: usize,
+    /// Whether training also fits an exposure head on the exposure features.
+    pub exposure_head: bool,
+    pub unit: BatchUnit,
+    pub needs: Needs,
 }
 
 impl std::fmt::Display for ObjectiveKind {
@@ -268,7 +387,7 @@ impl Prepared {
             }
             ObjectiveKind::Pairwise => {}
         }
-        let pairs = if kind == ObjectiveKind::Pairwise {
+        let pairs = if kind.is_pairwise() {
             if ex.pairs.is_empty() {
                 return Err(Error::Empty {
                     what: "pairs for the pairwise objective".into(),
@@ -291,7 +410,7 @@ impl Prepared {
         } else {
             Vec::new()
         };
-        if kind == ObjectiveKind::Pairwise {
+        if kind.is_pairwise() {
             importance = pairs.iter().map(|p| p.2).collect();
         }
         if kind == ObjectiveKind::Snips && mask_weight.iter().all(|&m| m == 0.0) {
@@ -344,8 +463,8 @@ impl Prepared {
         let gather = |v: &Vec<f32>| rows.iter().map(|&i| v[i]).collect::<Vec<f32>>();
         let z: Vec<f32> = out.column(0).to_vec();
         let column = |g: Vec<f32>| Array2::from_shape_vec((b, 1), g).expect("one value per row");
-        match self.kind() {
-            ObjectiveKind::Implicit => {
+        match self.kind().descriptor().family {
+            Family::Strata => {
                 let aux = aux
                     .ok_or_else(|| Error::InvalidConfig("implicit needs exposure logits".into()))?;
                 check::len("exposure logits", b, aux.nrows())?;
@@ -357,7 +476,7 @@ impl Prepared {
                     d_aux: Some(column(da)),
                 })
             }
-            ObjectiveKind::Pairwise => {
+            Family::Pairwise => {
                 check::non_empty("pairs in batch", pairs.len())?;
                 if pairs.iter().any(|&(w, l, _)| w >= b || l >= b) {
                     return Err(Error::InvalidData(
@@ -371,7 +490,7 @@ impl Prepared {
                     d_aux: None,
                 })
             }
-            ObjectiveKind::Beta => {
+            Family::Beta => {
                 let u: Vec<f32> = out.column(1).to_vec();
                 let (loss, ds, du) = beta::loss(
                     &z,
@@ -390,9 +509,9 @@ impl Prepared {
                     d_aux: None,
                 })
             }
-            kind => {
+            Family::Logistic { self_normalised } => {
                 let mut t = gather(&self.t);
-                if kind == ObjectiveKind::Snips {
+                if self_normalised {
                     // Self-normalisation: divide by the batch mean of the reaction-mask weights
                     // m/π̂, whose expectation is 1. (The mean of o/π̂ would estimate the
                     // positive rate instead, and force every batch to look all-positive.)
@@ -424,5 +543,52 @@ pub fn effective_sample_size(weights: &[f32]) -> f64 {
         s * s / s2
     } else {
         0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The descriptor table against the objectives of DESIGN §3, written out literally:
+    /// (kind, head outputs, exposure head, pairs, flip rates, imputation, reaction mask).
+    #[test]
+    fn descriptors_match_the_design() {
+        let table = [
+            (ObjectiveKind::Naive, 1, false, false, false, false, false),
+            (ObjectiveKind::Ips, 1, false, false, false, false, false),
+            (ObjectiveKind::Snips, 1, false, false, false, false, true),
+            (ObjectiveKind::Noise, 1, false, false, true, false, true),
+            (ObjectiveKind::NoiseIps, 1, false, false, true, false, true),
+            (ObjectiveKind::Dr, 1, false, false, true, true, true),
+            (ObjectiveKind::Implicit, 1, true, false, false, false, false),
+            (ObjectiveKind::Pairwise, 1, false, true, false, false, false),
+            (ObjectiveKind::Beta, 2, false, false, false, false, false),
+        ];
+        assert_eq!(table.len(), ObjectiveKind::ALL.len());
+        for (kind, outputs, exposure, pairs, flip, imputation, mask) in table {
+            assert_eq!(kind.head_outputs(), outputs, "{kind}");
+            assert_eq!(kind.needs_exposure_head(), exposure, "{kind}");
+            assert_eq!(kind.is_pairwise(), pairs, "{kind}");
+            assert_eq!(kind.needs_flip_rates(), flip, "{kind}");
+            assert_eq!(kind.needs_imputation(), imputation, "{kind}");
+            assert_eq!(kind.needs_reaction_mask(), mask, "{kind}");
+        }
+        // Only SNIPS self-normalises, and the logistic family is the six weighted kinds.
+        let logistic: Vec<_> = ObjectiveKind::ALL
+            .into_iter()
+            .filter(|k| matches!(k.descriptor().family, Family::Logistic { .. }))
+            .map(ObjectiveKind::name)
+            .collect();
+        assert_eq!(
+            logistic,
+            ["naive", "ips", "snips", "noise", "noise-ips", "dr"]
+        );
+        assert_eq!(
+            ObjectiveKind::Snips.descriptor().family,
+            Family::Logistic {
+                self_normalised: true
+            }
+        );
     }
 }

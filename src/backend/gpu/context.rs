@@ -1,5 +1,5 @@
 //! The GPU context: instance, adapter, device and queue built once, a pipeline cache keyed by
-//! kernel, counters of submissions and readbacks, and device-loss detection.
+//! (kernel, entry point, override constants), counters of submissions and readbacks, and device-loss detection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
-use super::kernels::Kernel;
+use super::kernels::PipelineKey;
 
 /// A compiled kernel: its bind group layout and pipeline.
 pub(crate) struct Pipeline {
@@ -31,7 +31,7 @@ pub struct GpuContext {
     lost: Arc<AtomicBool>,
     /// First uncaptured validation or device error, surfaced as a typed error by the next call.
     error: Arc<Mutex<Option<String>>>,
-    pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -150,55 +150,63 @@ impl GpuContext {
         Ok(())
     }
 
-    /// The cached pipeline of a kernel, compiled on first use.
-    pub(crate) fn pipeline(&self, kernel: Kernel) -> Arc<Pipeline> {
+    /// The cached pipeline of `key`, compiled on first use. Called when a plan is built (one
+    /// lock per dispatch built), never while recording.
+    pub(crate) fn pipeline(&self, key: PipelineKey) -> Arc<Pipeline> {
         let mut cache = self.pipelines.lock().expect("not poisoned");
         cache
-            .entry(kernel)
-            .or_insert_with(|| {
-                let module = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(kernel.name()),
-                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                    });
-                let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
-                    .bindings()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| wgpu::BindGroupLayoutEntry {
-                        binding: i as u32,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: b.ty(),
-                        count: None,
-                    })
-                    .collect();
-                let layout =
-                    self.device
-                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                            label: Some(kernel.name()),
-                            entries: &entries,
-                        });
-                let pipeline_layout =
-                    self.device
-                        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                            label: Some(kernel.name()),
-                            bind_group_layouts: &[Some(&layout)],
-                            immediate_size: 0,
-                        });
-                let pipeline =
-                    self.device
-                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(kernel.name()),
-                            layout: Some(&pipeline_layout),
-                            module: &module,
-                            entry_point: Some("main"),
-                            compilation_options: Default::default(),
-                            cache: None,
-                        });
-                Arc::new(Pipeline { layout, pipeline })
-            })
+            .entry(key)
+            .or_insert_with(|| Arc::new(self.compile(key)))
             .clone()
+    }
+
+    fn compile(&self, key: PipelineKey) -> Pipeline {
+        let kernel = key.kernel;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+            .bindings()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: b.ty(),
+                count: None,
+            })
+            .collect();
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(kernel.name()),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(kernel.name()),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let constants = key.constants();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name()),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(key.entry_point),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    ..Default::default()
+                },
+                cache: None,
+            });
+        Pipeline { layout, pipeline }
     }
 
     pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::backend::engine::{Batch, EpochOutcome, RunData};
 use crate::error::{Error, Result};
 use crate::head::Head;
-use crate::objective::{ObjectiveKind, Prepared};
+use crate::objective::{BatchUnit, Family, Prepared};
 
 use super::context::GpuContext;
+use super::dispatch::{Dispatch, LossBuffers, StepTable};
 use super::kernels::Kernel;
-use super::plan::{
-    forward_dispatches, layer_plans, staging, storage, uniform, zeros, Dispatch, LayerPlan,
-};
+use super::plan::{forward_dispatches, layer_plans, staging, storage, zeros, LayerPlan};
+use super::uniforms::{AdamWParams, GatherParams, LossParams, StepEndParams};
 
 /// Per-example `(w, t, m/π̂, observed)` rows of a prepared objective.
 fn row_data(p: &Prepared) -> Vec<[f32; 4]> {
@@ -55,7 +55,7 @@ impl<'a> GpuEngine<'a> {
         exposure: Option<&Head>,
     ) -> Result<Self> {
         ctx.check()?;
-        let kind = data.prepared.kind();
+        let objective = data.prepared.kind().descriptor();
         let train = data.train;
         let n_train = train.len();
         let n_val = data.val.map_or(0, |v| v.len());
@@ -113,7 +113,10 @@ impl<'a> GpuEngine<'a> {
         let decay = storage(&ctx, "decay_mask", bytemuck::cast_slice(&decay), none);
 
         // Per-epoch index buffers, sized for the largest epoch.
-        let is_pairwise = kind.is_pairwise();
+        let is_pairwise = match objective.unit {
+            BatchUnit::Pairs => true,
+            BatchUnit::Rows => false,
+        };
         let n_pairs = data.prepared.pairs.len() + data.prepared_val.map_or(0, |p| p.pairs.len());
         let cap_rows = if is_pairwise {
             2 * data.prepared.pairs.len() + n_val
@@ -152,85 +155,69 @@ impl<'a> GpuEngine<'a> {
         let exposure_plan: Option<LayerPlan> =
             exposure.map(|e| layer_plans(e, head.num_params())[0]);
 
-        let gather = |width: usize, source: &wgpu::Buffer, dest: &wgpu::Buffer| {
-            let u = uniform(&ctx, &[width as u32]);
-            Dispatch::new(
-                &ctx,
-                Kernel::Gather,
-                &[&u, &steps, &state, &batch_rows, source, dest],
-                max_rows * width,
-            )
+        let table = StepTable {
+            steps: &steps,
+            state: &state,
+            max_rows,
         };
-        let mut forward = vec![gather(dim, &x_all, &xb)];
-        let (head_fwd, hidden) = forward_dispatches(
-            &ctx, &plans, &steps, &state, &xb, &params, &out_pre, &out, 0, max_rows,
-        );
+        let gather = |width: usize, source: &wgpu::Buffer, dest: &wgpu::Buffer| {
+            let p = GatherParams {
+                width: width as u32,
+                ..Default::default()
+            };
+            Dispatch::gather(&ctx, p, table, &batch_rows, (source, n), dest)
+        };
+        let mut forward = vec![gather(dim, &x_all, &xb)?];
+        let (head_fwd, hidden) =
+            forward_dispatches(&ctx, &plans, table, &xb, &params, &out_pre, &out, 0)?;
         forward.extend(head_fwd);
         if let Some(ep) = exposure_plan {
             if e_dim > 0 {
-                forward.push(gather(e_dim, &e_all, &eb));
+                forward.push(gather(e_dim, &e_all, &eb)?);
             }
-            let (exp_fwd, _) = forward_dispatches(
-                &ctx,
-                &[ep],
-                &steps,
-                &state,
-                &eb,
-                &params,
-                &out_pre,
-                &out,
-                aux_offset,
-                max_rows,
-            );
+            let (exp_fwd, _) =
+                forward_dispatches(&ctx, &[ep], table, &eb, &params, &out_pre, &out, aux_offset)?;
             forward.extend(exp_fwd);
         }
 
+        // The family's kernel and the uniform fields it reads: exhaustive, so a family
+        // without a GPU kernel does not compile.
         let cfg = &data.prepared.config;
-        let loss_kernel = match kind {
-            ObjectiveKind::Implicit => Kernel::LossStrata,
-            ObjectiveKind::Pairwise => Kernel::LossPairwise,
-            ObjectiveKind::Beta => Kernel::LossBeta,
-            _ => Kernel::LossBce,
+        let (loss_kernel, variant) = match objective.family {
+            Family::Logistic { self_normalised } => (Kernel::LossBce, self_normalised as u32),
+            Family::Strata => (Kernel::LossStrata, 0),
+            Family::Pairwise => (Kernel::LossPairwise, 0),
+            Family::Beta => (Kernel::LossBeta, 0),
         };
-        let loss_params = |mode: u32| {
-            let f = |x: f64| (x as f32).to_bits();
-            uniform(
-                &ctx,
-                &[
-                    mode,
-                    cfg.nonneg as u32,
-                    f(cfg.logit_clip),
-                    (kind == ObjectiveKind::Snips) as u32,
-                    f(cfg.beta.lambda),
-                    f(cfg.beta.alpha0),
-                    f(cfg.beta.beta0),
-                    f(cfg.beta.tau_min),
-                    aux_offset,
-                ],
-            )
+        let loss_buffers = LossBuffers {
+            batch_rows: &batch_rows,
+            row_data: &row_buf,
+            outputs: &out,
+            pairs: &pairs,
+            d_out: &d_out,
+            loss_acc: &loss_acc,
         };
         let loss = |mode: u32| {
-            let u = loss_params(mode);
-            Dispatch::new(
-                &ctx,
-                loss_kernel,
-                &[
-                    &u,
-                    &steps,
-                    &state,
-                    &batch_rows,
-                    &row_buf,
-                    &out,
-                    &pairs,
-                    &d_out,
-                    &loss_acc,
-                ],
-                1,
-            )
+            let p = LossParams {
+                mode,
+                nonneg: cfg.nonneg as u32,
+                logit_clip: cfg.logit_clip as f32,
+                variant,
+                beta_lambda: cfg.beta.lambda as f32,
+                beta_alpha0: cfg.beta.alpha0 as f32,
+                beta_beta0: cfg.beta.beta0 as f32,
+                beta_tau_min: cfg.beta.tau_min as f32,
+                aux_offset,
+                ..Default::default()
+            };
+            Dispatch::loss(&ctx, loss_kernel, p, k, table, loss_buffers)
         };
-        let step_end = |advance: u32| {
-            let u = uniform(&ctx, &[advance]);
-            Dispatch::new(&ctx, Kernel::StepEnd, &[&u, &state], 1)
+        let step_end = |advance_optimizer: u32| {
+            let p = StepEndParams {
+                advance_optimizer,
+                ..Default::default()
+            };
+            Dispatch::step_end(&ctx, p, &state)
         };
 
         // Backward: last layer first; hidden deltas in their own buffers.
@@ -247,87 +234,59 @@ impl<'a> GpuEngine<'a> {
                 &deltas[l]
             };
             let input = if l == 0 { &xb } else { &hidden[l - 1].1 };
-            let u = uniform(&ctx, &[p.in_dim, p.out_dim, p.w_offset, p.b_offset, 0]);
-            backward.push(Dispatch::new(
+            backward.push(Dispatch::linear_backward_weights(
                 &ctx,
-                Kernel::LinearBackwardWeights,
-                &[&u, &steps, &state, delta, input, &grads],
-                (p.out_dim * (p.in_dim + 1)) as usize,
-            ));
+                p.backward_weights(0),
+                table,
+                delta,
+                input,
+                &grads,
+            )?);
             if l > 0 {
-                let below = plans[l - 1];
-                let u = uniform(
+                backward.push(Dispatch::linear_backward_input(
                     &ctx,
-                    &[p.in_dim, p.out_dim, below.activation, p.w_offset, 0],
-                );
-                backward.push(Dispatch::new(
-                    &ctx,
-                    Kernel::LinearBackwardInput,
-                    &[
-                        &u,
-                        &steps,
-                        &state,
-                        delta,
-                        &params,
-                        &hidden[l - 1].0,
-                        &deltas[l - 1],
-                    ],
-                    max_rows * p.in_dim as usize,
-                ));
+                    p.backward_input(&plans[l - 1]),
+                    table,
+                    delta,
+                    &params,
+                    &hidden[l - 1].0,
+                    &deltas[l - 1],
+                )?);
             }
         }
         if let Some(ep) = exposure_plan {
-            let u = uniform(
+            backward.push(Dispatch::linear_backward_weights(
                 &ctx,
-                &[ep.in_dim, ep.out_dim, ep.w_offset, ep.b_offset, aux_offset],
-            );
-            backward.push(Dispatch::new(
-                &ctx,
-                Kernel::LinearBackwardWeights,
-                &[&u, &steps, &state, &d_out, &eb, &grads],
-                (ep.out_dim * (ep.in_dim + 1)) as usize,
-            ));
+                ep.backward_weights(aux_offset),
+                table,
+                &d_out,
+                &eb,
+                &grads,
+            )?);
         }
         let o = data.optimizer;
-        let adam_u = uniform(
-            &ctx,
-            &[
-                (o.lr as f32).to_bits(),
-                (o.beta1 as f32).to_bits(),
-                (o.beta2 as f32).to_bits(),
-                (o.eps as f32).to_bits(),
-                (o.weight_decay as f32).to_bits(),
-                n_params as u32,
-            ],
-        );
-        let adam = Dispatch::new(
-            &ctx,
-            Kernel::AdamW,
-            &[&adam_u, &state, &grads, &decay, &params, &m, &v],
-            n_params,
-        );
+        let adam_params = AdamWParams {
+            lr: o.lr as f32,
+            beta1: o.beta1 as f32,
+            beta2: o.beta2 as f32,
+            eps: o.eps as f32,
+            weight_decay: o.weight_decay as f32,
+            count: n_params as u32,
+            ..Default::default()
+        };
+        let adam = Dispatch::adamw(&ctx, adam_params, &state, &grads, &decay, [&params, &m, &v])?;
 
         let mut train_step: Vec<Dispatch> = Vec::new();
         let mut val_step: Vec<Dispatch> = Vec::new();
-        // Forward dispatches are shared by both passes (same bind groups): rebuild per pass.
-        for d in &forward {
-            train_step.push(Dispatch {
-                kernel: d.kernel,
-                bind_group: d.bind_group.clone(),
-                grid: d.grid,
-            });
-            val_step.push(Dispatch {
-                kernel: d.kernel,
-                bind_group: d.bind_group.clone(),
-                grid: d.grid,
-            });
-        }
-        train_step.push(loss(0));
+        // Both passes share the forward dispatches (same bind groups).
+        train_step.extend(forward.iter().cloned());
+        val_step.extend(forward);
+        train_step.push(loss(0)?);
         train_step.extend(backward);
         train_step.push(adam);
-        train_step.push(step_end(1));
-        val_step.push(loss(1));
-        val_step.push(step_end(0));
+        train_step.push(step_end(1)?);
+        val_step.push(loss(1)?);
+        val_step.push(step_end(0)?);
 
         let mut keep = vec![
             x_all, e_all, row_buf, grads, m, v, decay, xb, eb, out_pre, out, d_out,
@@ -445,12 +404,12 @@ impl GpuEngine<'_> {
             });
             for _ in batches {
                 for d in &self.train_step {
-                    d.record(&self.ctx, &mut pass);
+                    d.record(&mut pass);
                 }
             }
             if validate {
                 for d in &self.val_step {
-                    d.record(&self.ctx, &mut pass);
+                    d.record(&mut pass);
                 }
             }
         }

@@ -1,5 +1,10 @@
 //! The WGSL kernels (one file each in `shaders/`) and their binding layouts.
 
+use super::uniforms::{
+    AdamWParams, GatherParams, Layout, LinearBackwardInputParams, LinearBackwardWeightsParams,
+    LinearForwardParams, LossParams, StepEndParams, Uniform,
+};
+
 /// How a kernel binds one resource.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Binding {
@@ -44,6 +49,15 @@ pub(crate) enum Kernel {
     LossBeta,
 }
 
+/// Workgroup size of every kernel but `step_end`: the value of the `WORKGROUP_SIZE` override
+/// (`shaders/workgroup.wgsl`) each pipeline is compiled with, and a part of its cache key. A
+/// power of two (the loss kernels' tree reduction halves it).
+pub(crate) const WORKGROUP_SIZE: u32 = 256;
+const _: () = assert!(WORKGROUP_SIZE.is_power_of_two());
+
+// Shared WGSL prepended to the kernels that use it (WGSL has no includes).
+const WORKGROUP: &str = include_str!("../../../shaders/workgroup.wgsl");
+const STEP_TABLE: &str = include_str!("../../../shaders/step_table.wgsl");
 const LOGISTIC: &str = include_str!("../../../shaders/logistic.wgsl");
 const SPECIAL: &str = include_str!("../../../shaders/special.wgsl");
 
@@ -82,6 +96,22 @@ impl Kernel {
         }
     }
 
+    /// The shared WGSL files the kernel needs, in the order they are prepended.
+    fn libraries(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Gather
+            | Kernel::LinearForward
+            | Kernel::LinearBackwardInput
+            | Kernel::LinearBackwardWeights => &[WORKGROUP, STEP_TABLE],
+            Kernel::AdamW => &[WORKGROUP],
+            Kernel::StepEnd => &[],
+            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise => {
+                &[WORKGROUP, STEP_TABLE, LOGISTIC]
+            }
+            Kernel::LossBeta => &[WORKGROUP, STEP_TABLE, LOGISTIC, SPECIAL],
+        }
+    }
+
     /// The WGSL source, with the shared libraries prepended where the kernel needs them.
     pub fn source(self) -> String {
         let own = match self {
@@ -100,13 +130,10 @@ impl Kernel {
             Kernel::LossPairwise => include_str!("../../../shaders/loss_pairwise.wgsl"),
             Kernel::LossBeta => include_str!("../../../shaders/loss_beta.wgsl"),
         };
-        match self {
-            Kernel::LossBeta => format!("{LOGISTIC}\n{SPECIAL}\n{own}"),
-            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise => {
-                format!("{LOGISTIC}\n{own}")
-            }
-            _ => own.to_string(),
-        }
+        let mut source = self.libraries().join("\n");
+        source.push('\n');
+        source.push_str(own);
+        source
     }
 
     pub fn bindings(self) -> &'static [Binding] {
@@ -117,8 +144,77 @@ impl Kernel {
             Kernel::LinearBackwardWeights => &[U, R, R, R, R, W],
             Kernel::AdamW => &[U, R, R, R, W, W, W],
             Kernel::StepEnd => &[U, W],
-            _ => LOSS_BINDINGS,
+            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta => {
+                LOSS_BINDINGS
+            }
         }
+    }
+
+    /// The layout of the uniform the kernel binds at `@binding(0)` (checked against the WGSL
+    /// by `uniforms::tests`).
+    pub fn uniform_layout(self) -> &'static Layout {
+        match self {
+            Kernel::Gather => &GatherParams::LAYOUT,
+            Kernel::LinearForward => &LinearForwardParams::LAYOUT,
+            Kernel::LinearBackwardInput => &LinearBackwardInputParams::LAYOUT,
+            Kernel::LinearBackwardWeights => &LinearBackwardWeightsParams::LAYOUT,
+            Kernel::AdamW => &AdamWParams::LAYOUT,
+            Kernel::StepEnd => &StepEndParams::LAYOUT,
+            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta => {
+                &LossParams::LAYOUT
+            }
+        }
+    }
+
+    /// Loss kernels run as one workgroup that loops over the batch; `step_end` as one
+    /// invocation; the rest element-wise on a grid.
+    pub fn is_loss(self) -> bool {
+        match self {
+            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta => true,
+            Kernel::Gather
+            | Kernel::LinearForward
+            | Kernel::LinearBackwardInput
+            | Kernel::LinearBackwardWeights
+            | Kernel::AdamW
+            | Kernel::StepEnd => false,
+        }
+    }
+
+    /// The `WORKGROUP_SIZE` override the kernel is compiled with (`step_end` has a fixed
+    /// `@workgroup_size(1)` and no override).
+    pub fn workgroup_size(self) -> Option<u32> {
+        (self != Kernel::StepEnd).then_some(WORKGROUP_SIZE)
+    }
+}
+
+/// What a compiled pipeline depends on: the shader, its entry point and the values of its
+/// pipeline-overridable constants. The pipeline cache is keyed by it, so a variant of a kernel
+/// (another workgroup size) is a pipeline of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub kernel: Kernel,
+    pub entry_point: &'static str,
+    /// The `WORKGROUP_SIZE` override; `None` for a kernel that declares none.
+    pub workgroup_size: Option<u32>,
+}
+
+impl PipelineKey {
+    /// The kernel's `main` with the default constants.
+    pub fn new(kernel: Kernel) -> Self {
+        PipelineKey {
+            kernel,
+            entry_point: "main",
+            workgroup_size: kernel.workgroup_size(),
+        }
+    }
+
+    /// The `PipelineCompilationOptions::constants` of the key (WebGPU and wgpu's native
+    /// backends both take override values as f64).
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        self.workgroup_size
+            .map(|w| ("WORKGROUP_SIZE", w as f64))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -146,6 +242,43 @@ mod tests {
                 .filter(|b| !matches!(b, Binding::Uniform))
                 .count();
             assert!(storage <= 8, "{}: {storage} storage buffers", k.name());
+            // The workgroup size is the `WORKGROUP_SIZE` override wherever the key passes one
+            // (a constant the module does not declare is a pipeline error).
+            let declares = module
+                .overrides
+                .iter()
+                .any(|(_, o)| o.name.as_deref() == Some("WORKGROUP_SIZE"));
+            let main = module.entry_points.iter().find(|e| e.name == "main");
+            let main = main.unwrap_or_else(|| panic!("{}: no main", k.name()));
+            let overridden = main
+                .workgroup_size_overrides
+                .is_some_and(|o| o[0].is_some());
+            let keyed = PipelineKey::new(k).workgroup_size.is_some();
+            assert_eq!(declares, keyed, "{}", k.name());
+            assert_eq!(overridden, keyed, "{}", k.name());
+        }
+    }
+
+    #[test]
+    fn the_pipeline_key_carries_the_workgroup_size() {
+        let key = PipelineKey::new(Kernel::LinearForward);
+        assert_eq!(key.entry_point, "main");
+        assert_eq!(key.constants(), vec![("WORKGROUP_SIZE", 256.0)]);
+        assert!(PipelineKey::new(Kernel::StepEnd).constants().is_empty());
+        let narrow = PipelineKey {
+            workgroup_size: Some(64),
+            ..key
+        };
+        assert_ne!(narrow, key, "a variant is a pipeline of its own");
+    }
+
+    /// The step table is declared once (`shaders/step_table.wgsl`), not in the kernels.
+    #[test]
+    fn the_step_table_is_declared_once() {
+        for k in Kernel::ALL {
+            let count = k.source().matches("var<storage, read> steps").count();
+            let expected = usize::from(k.libraries().contains(&STEP_TABLE));
+            assert_eq!(count, expected, "{}", k.name());
         }
     }
 }

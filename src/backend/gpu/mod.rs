@@ -8,9 +8,11 @@
 //! readback.
 
 mod context;
+mod dispatch;
 mod engine;
 mod kernels;
 mod plan;
+mod uniforms;
 
 pub use context::{Counters, GpuContext};
 pub(crate) use engine::GpuEngine;

@@ -6,16 +6,10 @@ use crate::error::Result;
 use crate::head::{Activation, Head};
 
 use super::context::GpuContext;
-use super::kernels::Kernel;
-
-pub(crate) const WORKGROUP: u32 = 256;
-
-/// Workgroup grid for `n` invocations of a 256-wide kernel, within the 65 535 limit per axis.
-pub(crate) fn grid(n: usize) -> (u32, u32) {
-    let groups = (n as u32).div_ceil(WORKGROUP).max(1);
-    let x = groups.min(65_535);
-    (x, groups.div_ceil(x))
-}
+use super::dispatch::{Dispatch, StepTable};
+use super::uniforms::{
+    LinearBackwardInputParams, LinearBackwardWeightsParams, LinearForwardParams,
+};
 
 /// One linear layer's place in the flat parameter buffer.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +20,45 @@ pub(crate) struct LayerPlan {
     pub activation: u32,
     pub w_offset: u32,
     pub b_offset: u32,
+}
+
+impl LayerPlan {
+    /// The forward uniform, writing the layer's rows from word `out_offset` of `pre` / `post`.
+    pub fn forward(&self, out_offset: u32) -> LinearForwardParams {
+        LinearForwardParams {
+            in_dim: self.in_dim,
+            out_dim: self.out_dim,
+            activation: self.activation,
+            w_offset: self.w_offset,
+            b_offset: self.b_offset,
+            out_offset,
+            ..Default::default()
+        }
+    }
+
+    /// The weight-gradient uniform, reading the layer's rows from word `delta_offset` of `delta`.
+    pub fn backward_weights(&self, delta_offset: u32) -> LinearBackwardWeightsParams {
+        LinearBackwardWeightsParams {
+            in_dim: self.in_dim,
+            out_dim: self.out_dim,
+            w_offset: self.w_offset,
+            b_offset: self.b_offset,
+            delta_offset,
+            ..Default::default()
+        }
+    }
+
+    /// The input-gradient uniform through `below`'s activation.
+    pub fn backward_input(&self, below: &LayerPlan) -> LinearBackwardInputParams {
+        LinearBackwardInputParams {
+            in_dim: self.in_dim,
+            out_dim: self.out_dim,
+            activation: below.activation,
+            w_offset: self.w_offset,
+            delta_offset: 0,
+            ..Default::default()
+        }
+    }
 }
 
 /// The layers of `head`, with parameters starting at `base` in the flat buffer.
@@ -90,17 +123,6 @@ pub(crate) fn zeros(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffe
     })
 }
 
-pub(crate) fn uniform(ctx: &GpuContext, words: &[u32]) -> wgpu::Buffer {
-    let mut w = words.to_vec();
-    w.resize(w.len().div_ceil(4) * 4, 0);
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(&w),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
-}
-
 pub(crate) fn staging(ctx: &GpuContext, bytes: usize) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("staging"),
@@ -110,98 +132,30 @@ pub(crate) fn staging(ctx: &GpuContext, bytes: usize) -> wgpu::Buffer {
     })
 }
 
-/// A kernel dispatch ready to record: pipeline, bind group and grid.
-pub(crate) struct Dispatch {
-    pub kernel: Kernel,
-    pub bind_group: wgpu::BindGroup,
-    pub grid: (u32, u32),
-}
+/// The (pre-activation, post-activation) buffers of a hidden layer.
+pub(crate) type HiddenBuffers = (wgpu::Buffer, wgpu::Buffer);
 
-impl Dispatch {
-    pub fn new(
-        ctx: &GpuContext,
-        kernel: Kernel,
-        buffers: &[&wgpu::Buffer],
-        threads: usize,
-    ) -> Self {
-        let pipeline = ctx.pipeline(kernel);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.name()),
-            layout: &pipeline.layout,
-            entries: &entries,
-        });
-        Dispatch {
-            kernel,
-            bind_group,
-            grid: if kernel == Kernel::StepEnd || kernel.is_loss() {
-                (1, 1)
-            } else {
-                grid(threads)
-            },
-        }
-    }
-
-    pub fn record(&self, ctx: &GpuContext, pass: &mut wgpu::ComputePass<'_>) {
-        let pipeline = ctx.pipeline(self.kernel);
-        pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
-    }
-}
-
-impl Kernel {
-    pub fn is_loss(self) -> bool {
-        matches!(
-            self,
-            Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta
-        )
-    }
-}
-
-/// Forward passes of `plans` from `input` (rows × in_dim), each layer writing `pre`/`post`
-/// buffers; the last layer writes into `out_pre`/`out` at `out_offset`. Returns the dispatches
-/// and the per-layer (pre, post) buffers of the hidden layers.
+/// Forward passes of `plans` from `input` (`table.max_rows` × in_dim), each layer writing
+/// `pre`/`post` buffers; the last layer writes into `out_pre`/`out` at `out_offset`. Returns
+/// the dispatches and the per-layer (pre, post) buffers of the hidden layers.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_dispatches(
     ctx: &GpuContext,
     plans: &[LayerPlan],
-    steps: &wgpu::Buffer,
-    state: &wgpu::Buffer,
+    table: StepTable,
     input: &wgpu::Buffer,
     params: &wgpu::Buffer,
     out_pre: &wgpu::Buffer,
     out: &wgpu::Buffer,
     out_offset: u32,
-    max_rows: usize,
-) -> (Vec<Dispatch>, Vec<(wgpu::Buffer, wgpu::Buffer)>) {
+) -> Result<(Vec<Dispatch>, Vec<HiddenBuffers>)> {
     let mut dispatches = Vec::new();
-    let mut hidden: Vec<(wgpu::Buffer, wgpu::Buffer)> = Vec::new();
+    let mut hidden: Vec<HiddenBuffers> = Vec::new();
     for (l, p) in plans.iter().enumerate() {
         let last = l + 1 == plans.len();
-        let u = uniform(
-            ctx,
-            &[
-                p.in_dim,
-                p.out_dim,
-                p.activation,
-                p.w_offset,
-                p.b_offset,
-                if last { out_offset } else { 0 },
-            ],
-        );
         if !last {
-            hidden.push((
-                zeros(ctx, "pre", max_rows * p.out_dim as usize),
-                zeros(ctx, "post", max_rows * p.out_dim as usize),
-            ));
+            let len = table.max_rows * p.out_dim as usize;
+            hidden.push((zeros(ctx, "pre", len), zeros(ctx, "post", len)));
         }
         let src = if l == 0 { input } else { &hidden[l - 1].1 };
         let (pre, post) = if last {
@@ -209,15 +163,12 @@ pub(crate) fn forward_dispatches(
         } else {
             (&hidden[l].0, &hidden[l].1)
         };
-        dispatches.push(Dispatch::new(
-            ctx,
-            Kernel::LinearForward,
-            &[&u, steps, state, src, params, pre, post],
-            // Up to four outputs per invocation (see linear_forward.wgsl).
-            max_rows * (p.out_dim as usize).div_ceil(4),
-        ));
+        let u = p.forward(if last { out_offset } else { 0 });
+        dispatches.push(Dispatch::linear_forward(
+            ctx, u, table, src, params, pre, post,
+        )?);
     }
-    (dispatches, hidden)
+    Ok((dispatches, hidden))
 }
 
 /// Scores `x` through `head`: one upload, one submission, one readback of all outputs.
@@ -257,9 +208,13 @@ pub(crate) async fn forward(
     let out_pre = zeros(ctx, "out_pre", n * k);
     let out = zeros(ctx, "out", n * k);
     let plans = layer_plans(head, 0);
-    let (dispatches, _hidden) = forward_dispatches(
-        ctx, &plans, &steps, &state, &input, &params, &out_pre, &out, 0, n,
-    );
+    let table = StepTable {
+        steps: &steps,
+        state: &state,
+        max_rows: n,
+    };
+    let (dispatches, _hidden) =
+        forward_dispatches(ctx, &plans, table, &input, &params, &out_pre, &out, 0)?;
     let stage = staging(ctx, n * k * 4);
     let mut encoder = ctx
         .device
@@ -272,7 +227,7 @@ pub(crate) async fn forward(
             timestamp_writes: None,
         });
         for d in &dispatches {
-            d.record(ctx, &mut pass);
+            d.record(&mut pass);
         }
     }
     encoder.copy_buffer_to_buffer(&out, 0, &stage, 0, (n * k * 4) as u64);
