@@ -113,10 +113,7 @@ impl<'a> GpuEngine<'a> {
         let decay = storage(&ctx, "decay_mask", bytemuck::cast_slice(&decay), none);
 
         // Per-epoch index buffers, sized for the largest epoch.
-        let is_pairwise = match objective.unit {
-            BatchUnit::Pairs => true,
-            BatchUnit::Rows => false,
-        };
+        let is_pairwise = objective.unit == BatchUnit::Pairs;
         let n_pairs = data.prepared.pairs.len() + data.prepared_val.map_or(0, |p| p.pairs.len());
         let cap_rows = if is_pairwise {
             2 * data.prepared.pairs.len() + n_val
