@@ -175,7 +175,10 @@ mod tests {
             ..config(Aggregator::Mean, 0.0)
         };
         // Weights 100 and 50 (the claim of 10¹² counts as 100): (100·1 + 50·4) / 150 = 2.
-        assert_eq!(combine(&pair(1_000_000_000_000, 50), 1, &capped, 0), vec![2.0]);
+        assert_eq!(
+            combine(&pair(1_000_000_000_000, 50), 1, &capped, 0),
+            vec![2.0]
+        );
         // u64::MAX examples under no cap: finite, and the heavy client's delta.
         let step = combine(&pair(u64::MAX, 1), 1, &config(Aggregator::Mean, 0.0), 0);
         assert!((step[0] - 1.0).abs() < 1e-6, "{step:?}");

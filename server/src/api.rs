@@ -184,13 +184,16 @@ async fn post_update(
         })?
         .to_string();
     // A client over its rate is refused before its body is read (the check is repeated,
-    // exactly, in the push's transaction).
-    limits::check_rate(
-        &mut *state.db.pool.acquire().await?,
-        &state.policy,
-        &who.client,
-    )
-    .await?;
+    // exactly, in the push's transaction) — unless the key is stored: a retry whose first
+    // answer was lost gets that answer.
+    if !updates::key_stored(&state.db, &name, &who, &key).await? {
+        limits::check_rate(
+            &mut *state.db.pool.acquire().await?,
+            &state.policy,
+            &who.client,
+        )
+        .await?;
+    }
     let body = read_body(&state, &headers, body).await?;
     let stored = updates::accept(&state.db, &state.policy, &name, &who, &key, &body).await?;
     tracing::debug!(model = %name, client = %who.client, key, replayed = stored.replayed, "update stored");

@@ -154,7 +154,11 @@ pub struct Policy {
     pub max_staleness: u64,
     /// Updates claiming more examples than this are refused (422 `examples_over_bound`).
     /// At most 2^63 - 1 (the stored width).
-    #[arg(long, env = "TACIT_MAX_EXAMPLES_PER_UPDATE", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "TACIT_MAX_EXAMPLES_PER_UPDATE",
+        default_value_t = 1_000_000
+    )]
     pub max_examples_per_update: u64,
     /// FedAvg weighs a client's contribution by min(n_examples, this): a client cannot buy
     /// more than this weight in a round by claiming examples.

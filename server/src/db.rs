@@ -217,17 +217,23 @@ mod tests {
             let sqlite = Backend::Sqlite.render(schema);
             let postgres = Backend::Postgres.render(schema);
             for rendered in [&sqlite, &postgres] {
-                assert!(!rendered.contains('{') && !rendered.contains('}'), "{rendered}");
+                assert!(
+                    !rendered.contains('{') && !rendered.contains('}'),
+                    "{rendered}"
+                );
             }
             let blank = |text: &str, backend: Backend| {
-                text.replace(backend.serial_id(), "ID").replace(backend.blob(), "B")
+                text.replace(backend.serial_id(), "ID")
+                    .replace(backend.blob(), "B")
             };
             assert_eq!(
                 blank(&sqlite, Backend::Sqlite),
                 blank(&postgres, Backend::Postgres)
             );
         }
-        assert!(Backend::Sqlite.render(SCHEMA_V1).contains("delta BLOB NOT NULL"));
+        assert!(Backend::Sqlite
+            .render(SCHEMA_V1)
+            .contains("delta BLOB NOT NULL"));
         assert!(Backend::Postgres
             .render(SCHEMA_V1)
             .contains("id BIGSERIAL PRIMARY KEY,"));

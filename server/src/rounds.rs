@@ -65,8 +65,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         clients.insert(r.try_get::<String, _>("client")?);
     }
     let waited = Duration::from_millis(crate::now_ms().saturating_sub(oldest).max(0) as u64);
-    if (clients.len() as u64) < policy.round_updates
-        && waited.as_secs_f64() < policy.round_seconds
+    if (clients.len() as u64) < policy.round_updates && waited.as_secs_f64() < policy.round_seconds
     {
         return Ok(Closed::NotDue);
     }
@@ -115,7 +114,9 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         .collect();
     let mut head = global.head.clone();
     head.load_flat(&flat).map_err(|e| decode(e.to_string()))?;
-    let new_version = version.checked_add(1).ok_or_else(|| decode("version overflow".into()))?;
+    let new_version = version
+        .checked_add(1)
+        .ok_or_else(|| decode("version overflow".into()))?;
     let served = store::to_bytes(&Weights {
         head,
         exposure_head: None,
@@ -123,7 +124,9 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         version: new_version as u64,
     })
     .map_err(|e| decode(e.to_string()))?;
-    let round = rounds.checked_add(1).ok_or_else(|| decode("round overflow".into()))?;
+    let round = rounds
+        .checked_add(1)
+        .ok_or_else(|| decode("round overflow".into()))?;
     sqlx::query(
         "UPDATE models SET version = $1, weights = $2, rounds = $3, updated_at = $4 WHERE name = $5",
     )

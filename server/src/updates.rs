@@ -48,9 +48,8 @@ pub async fn accept(
         ));
     }
     // The policy caps the maximum at i64::MAX, the stored width; checked all the same.
-    let n_examples = i64::try_from(delta.n_examples).map_err(|_| {
-        ApiError::new(ErrorCode::ExamplesOverBound, "n_examples is over 2^63 - 1")
-    })?;
+    let n_examples = i64::try_from(delta.n_examples)
+        .map_err(|_| ApiError::new(ErrorCode::ExamplesOverBound, "n_examples is over 2^63 - 1"))?;
     let (version, shape) = models::shape(db, model).await?;
     if Shape::of(&delta.config) != shape {
         return Err(ApiError::new(
@@ -153,6 +152,12 @@ fn key_reused(key: &str) -> ApiError {
         ApiErrorCode::IdempotencyKeyReused,
         format!("idempotency key '{key}' was used before with a different body"),
     )
+}
+
+/// Whether `who` stored an update under `key` for `model` (whatever its body).
+pub async fn key_stored(db: &Db, model: &str, who: &Principal, key: &str) -> ApiResult<bool> {
+    let mut conn = db.pool.acquire().await?;
+    Ok(stored_row(&mut conn, model, who, key).await?.is_some())
 }
 
 async fn earlier_answer(
