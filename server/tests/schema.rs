@@ -23,7 +23,10 @@ fn canonical_sqlite_type(declared: &str) -> String {
 }
 
 async fn migrated(url: &str) -> sqlx::AnyPool {
-    tacit_server::db::connect(url, 1).await.expect("migrate").pool
+    tacit_server::db::connect(url, 1)
+        .await
+        .expect("migrate")
+        .pool
 }
 
 async fn sqlite_columns(url: &str) -> Vec<Column> {
