@@ -92,6 +92,7 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
         // The bench measures throughput: no client is held back, and no quota fills.
         client_pushes_per_minute: u64::MAX,
         max_pending_bytes: u64::MAX,
+        client_pending_updates: u64::MAX,
         delta_retention_rounds: 0,
     };
     let model = format!("bench-{}", crate::now_ms());

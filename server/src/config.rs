@@ -172,6 +172,10 @@ pub struct Policy {
     /// `quota_exceeded` until a round closes.
     #[arg(long, env = "TACIT_MAX_PENDING_BYTES", default_value_t = 256 << 20)]
     pub max_pending_bytes: u64,
+    /// Pending updates one client may hold per model (they are merged into one
+    /// contribution anyway); beyond it 507 `quota_exceeded` until a round closes.
+    #[arg(long, env = "TACIT_CLIENT_PENDING_UPDATES", default_value_t = 100)]
+    pub client_pending_updates: u64,
     /// Rounds for which aggregated deltas are kept (0: deleted in the transaction that
     /// aggregates them). The update rows stay (idempotent replays, audit); only the delta
     /// bytes go.
@@ -212,6 +216,9 @@ impl Policy {
         }
         if self.fedavg_weight_cap == 0 {
             return Err("--fedavg-weight-cap must be at least 1".into());
+        }
+        if self.client_pending_updates == 0 {
+            return Err("--client-pending-updates must be at least 1".into());
         }
         if self.client_pushes_per_minute == 0 {
             return Err("--client-pushes-per-minute must be at least 1".into());

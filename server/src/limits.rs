@@ -4,8 +4,9 @@
 //! - a client (all its tokens, all models) stores at most `client_pushes_per_minute`
 //!   updates in any sliding minute (429 `rate_limited`, `Retry-After` = when the oldest of
 //!   them leaves the window);
-//! - a model holds at most `max_pending_bytes` of pending deltas (507 `quota_exceeded`,
-//!   until a round closes and frees them).
+//! - a model holds at most `max_pending_bytes` of pending deltas, and one client at most
+//!   `client_pending_updates` of them, so that one client cannot fill the model's quota for
+//!   everyone (507 `quota_exceeded`, until a round closes and frees them).
 //!
 //! Both are checked inside the push's transaction; on Postgres a per-client advisory lock
 //! makes one client's concurrent pushes check and insert one at a time, so the rate is
@@ -66,20 +67,38 @@ pub async fn check_rate(
 }
 
 /// Refuses when one more delta of `delta_bytes` would take `model`'s pending deltas over the
-/// quota. Every delta of a model has the same size, so the pending bytes are a count.
+/// quota, or `client`'s share of them over its allowance. Every delta of a model has the
+/// same size, so the pending bytes are a count.
 pub async fn check_quota(
     conn: &mut sqlx::AnyConnection,
     policy: &Policy,
     model: &str,
+    client: &str,
     delta_bytes: u64,
 ) -> ApiResult<()> {
     let row = sqlx::query(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM updates WHERE model = $1 AND status = 'pending'",
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n, \
+           CAST(COALESCE(SUM(CASE WHEN client = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS mine \
+         FROM updates WHERE model = $1 AND status = 'pending'",
     )
     .bind(model)
+    .bind(client)
     .fetch_one(&mut *conn)
     .await?;
     let pending = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+    let mine = u64::try_from(row.try_get::<i64, _>("mine")?).unwrap_or(0);
+    // A round closes at the latest when its oldest update is `round_seconds` old.
+    let retry = policy.round_seconds.ceil() as u64;
+    if mine >= policy.client_pending_updates {
+        return Err(ApiError::new(
+            ErrorCode::QuotaExceeded,
+            format!(
+                "client '{client}' has {mine} updates of model '{model}' pending; the limit is {} until the next round closes",
+                policy.client_pending_updates
+            ),
+        )
+        .retry_after(retry));
+    }
     let after = pending.saturating_add(1).saturating_mul(delta_bytes);
     if after <= policy.max_pending_bytes {
         return Ok(());
@@ -91,6 +110,5 @@ pub async fn check_quota(
             policy.max_pending_bytes
         ),
     )
-    // A round closes at the latest when its oldest update is `round_seconds` old.
-    .retry_after(policy.round_seconds.ceil() as u64))
+    .retry_after(retry))
 }

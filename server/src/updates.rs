@@ -93,7 +93,7 @@ pub async fn accept(
     let mut tx = db.pool.begin().await?;
     limits::lock_client(db, &mut tx, &who.client).await?;
     limits::check_rate(&mut tx, policy, &who.client).await?;
-    limits::check_quota(&mut tx, policy, model, packed.len() as u64).await?;
+    limits::check_quota(&mut tx, policy, model, &who.client, packed.len() as u64).await?;
     // A concurrent push of the same key may commit between our check and this insert: the
     // unique constraint makes one insert win, and both then read the winner's row.
     let inserted = sqlx::query(

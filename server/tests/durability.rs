@@ -38,6 +38,8 @@ fn sigkill_during_pushes(backend: Backend) {
             // A stream as fast as the machine allows, and every delta kept to recompute.
             "--client-pushes-per-minute",
             "1000000",
+            "--client-pending-updates",
+            "1000000",
             "--delta-retention-rounds",
             "1000000",
         ],

@@ -167,7 +167,49 @@ fn pending_quota_refuses_and_frees(backend: Backend) {
     assert_eq!(delta_bytes(&db.url, "aggregated"), 0);
 }
 
+/// One client cannot fill a model's quota for everyone: past its own allowance of pending
+/// updates it is refused, and another client is still accepted.
+fn one_client_cannot_fill_the_quota(backend: Backend) {
+    let Some(db) = database(backend, "retention_client_quota") else {
+        return;
+    };
+    let admin = token(&db.url, "admin", true);
+    let alice = token(&db.url, "alice", false);
+    let bob = token(&db.url, "bob", false);
+    let config = small_config();
+    let n = config.num_params();
+    let server = Server::start(
+        &db.url,
+        &[
+            "--round-updates",
+            "3",
+            "--round-seconds",
+            "3600",
+            "--client-pending-updates",
+            "2",
+        ],
+    );
+    let base = Head::init(&config, 74).unwrap();
+    assert_eq!(put_model(&server, &admin, "m", &base).status, 200);
+    let body = |seed| {
+        delta(&config, values(n, seed, 0.01), 1, 1)
+            .to_bytes()
+            .unwrap()
+    };
+    assert_eq!(push(&server, &alice, "m", "k0", body(0)).status, 202);
+    assert_eq!(push(&server, &alice, "m", "k1", body(1)).status, 202);
+    let r = push(&server, &alice, "m", "k2", body(2));
+    assert_eq!((r.status, error_code(&r).as_str()), (507, "quota_exceeded"));
+    assert_eq!(push(&server, &bob, "m", "k0", body(3)).status, 202);
+    let m = meta(&server, &admin, "m");
+    assert_eq!(
+        (m.version, m.accepted_updates, m.pending_updates),
+        (1, 3, 3)
+    );
+}
+
 on_both_backends!(
+    one_client_cannot_fill_the_quota,
     aggregated_deltas_are_emptied,
     deltas_are_kept_for_the_retention_window,
     pending_quota_refuses_and_frees
