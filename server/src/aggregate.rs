@@ -1,9 +1,12 @@
 //! The aggregation math of a round, pure and deterministic given its noise seed.
 //!
 //! 1. Each delta is clipped to L2 norm `clip_norm` (bounding any one client's influence).
-//! 2. The clipped deltas are combined: FedAvg's example-weighted mean, or, against poisoned
-//!    updates, the coordinate-wise trimmed mean or median (unweighted: a robust statistic
-//!    weighted by self-reported example counts would let one client buy the majority).
+//! 2. The clipped deltas are combined: FedAvg's example-weighted mean with each weight
+//!    capped at `weight_cap` (self-reported counts must not buy the round: a client claiming
+//!    10¹² examples weighs what one at the cap does), or, against poisoned updates, the
+//!    coordinate-wise trimmed mean or median (unweighted, for the same reason). One
+//!    contribution is one client: the caller merges a client's updates of a round first, so
+//!    that a client cannot outvote the others by pushing many.
 //! 3. The combined step is clipped to `clip_norm` again, so that a round moves the global by
 //!    at most the bound whatever the aggregator (a coordinate-wise median of bounded vectors
 //!    is not itself bounded by the same norm).
@@ -38,6 +41,8 @@ pub struct AggregationConfig {
     pub aggregator: Aggregator,
     pub clip_norm: f64,
     pub noise_std: f64,
+    /// FedAvg weight of a contribution: min(n_examples, weight_cap).
+    pub weight_cap: u64,
 }
 
 /// One client's contribution to a round.
@@ -63,7 +68,7 @@ pub fn combine(
     config: &AggregationConfig,
     noise_seed: u64,
 ) -> Vec<f32> {
-    let clipped: Vec<(Vec<f64>, f64)> = contributions
+    let mut clipped: Vec<(Vec<f64>, f64)> = contributions
         .iter()
         .map(|c| {
             let norm = l2_norm(&c.delta);
@@ -73,12 +78,17 @@ pub fn combine(
                 1.0
             };
             let values = c.delta.iter().map(|&v| f64::from(v) * scale).collect();
-            (values, c.n_examples as f64)
+            (values, c.n_examples.min(config.weight_cap) as f64)
         })
         .collect();
     let mut step = match config.aggregator {
         Aggregator::Mean => {
-            let total: f64 = clipped.iter().map(|(_, n)| n).sum();
+            let mut total: f64 = clipped.iter().map(|(_, n)| n).sum();
+            if total <= 0.0 {
+                // Every client claimed zero examples: an unweighted mean, never 0/0.
+                clipped.iter_mut().for_each(|(_, n)| *n = 1.0);
+                total = clipped.len() as f64;
+            }
             let mut sum = vec![0.0f64; len];
             for (values, n) in &clipped {
                 for (s, v) in sum.iter_mut().zip(values) {
@@ -142,7 +152,38 @@ mod tests {
             aggregator,
             clip_norm: 1e9,
             noise_std,
+            weight_cap: u64::MAX,
         }
+    }
+
+    #[test]
+    fn the_fedavg_weight_is_capped_and_zero_counts_give_a_plain_mean() {
+        let pair = |a: u64, b: u64| {
+            [
+                Contribution {
+                    delta: vec![1.0],
+                    n_examples: a,
+                },
+                Contribution {
+                    delta: vec![4.0],
+                    n_examples: b,
+                },
+            ]
+        };
+        let capped = AggregationConfig {
+            weight_cap: 100,
+            ..config(Aggregator::Mean, 0.0)
+        };
+        // Weights 100 and 50 (the claim of 10¹² counts as 100): (100·1 + 50·4) / 150 = 2.
+        assert_eq!(
+            combine(&pair(1_000_000_000_000, 50), 1, &capped, 0),
+            vec![2.0]
+        );
+        // u64::MAX examples under no cap: finite, and the heavy client's delta.
+        let step = combine(&pair(u64::MAX, 1), 1, &config(Aggregator::Mean, 0.0), 0);
+        assert!((step[0] - 1.0).abs() < 1e-6, "{step:?}");
+        // Zero examples everywhere: the plain mean 2.5, not NaN.
+        assert_eq!(combine(&pair(0, 0), 1, &capped, 0), vec![2.5]);
     }
 
     #[test]
@@ -202,6 +243,7 @@ mod tests {
             aggregator: Aggregator::Mean,
             clip_norm: 5.0,
             noise_std: 0.0,
+            weight_cap: 1,
         };
         assert_eq!(combine(&big, 2, &cfg, 0), vec![3.0, 4.0]);
     }

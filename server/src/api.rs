@@ -4,22 +4,23 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tacit_rm::sync::protocol::{self, ApiErrorCode};
 
-use crate::config::Policy;
+use crate::config::{Policy, Timeouts};
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
-use crate::tokens::{self, Principal};
-use crate::{models, rounds, updates};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::extract::ModelRequest;
+use crate::{limits, models, rounds, updates};
 
 pub struct AppState {
     pub db: Db,
     pub policy: Policy,
+    pub timeouts: Timeouts,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -29,6 +30,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{name}/meta", get(get_meta))
         .route("/v1/models/{name}/updates", post(post_update))
         .fallback(|| async { ApiError::new(ApiErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not answer that method",
+            )
+        })
         .with_state(state)
 }
 
@@ -42,33 +49,10 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// The bearer token's principal: 401 without one or with an unknown or revoked one.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::new(ApiErrorCode::Unauthorized, "a bearer token is required"))?;
-    tokens::verify(&state.db, token)
-        .await?
-        .ok_or_else(|| ApiError::new(ApiErrorCode::Unauthorized, "unknown or revoked token"))
-}
-
-fn check_name(name: &str) -> ApiResult<()> {
-    if protocol::valid_model_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ApiErrorCode::NotFound,
-            "model names are 1-64 characters of [A-Za-z0-9._-]",
-        ))
-    }
-}
-
-/// Reads the body up to the limit: 413 beyond it, announced (Content-Length) or not.
-async fn read_body(policy: &Policy, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
+/// Reads the body up to the limit: 413 beyond it, announced (Content-Length) or not; 408
+/// when it does not arrive within the body read timeout.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
+    let policy = &state.policy;
     let too_large = || {
         ApiError::new(
             ApiErrorCode::TooLarge,
@@ -83,10 +67,17 @@ async fn read_body(policy: &Policy, headers: &HeaderMap, body: Body) -> ApiResul
         return Err(too_large());
     }
     use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, policy.body_limit)
-        .collect()
-        .await
-    {
+    let collect = http_body_util::Limited::new(body, policy.body_limit).collect();
+    let Ok(collected) = tokio::time::timeout(state.timeouts.body_read(), collect).await else {
+        return Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the body did not arrive within {} s",
+                state.timeouts.body_read_timeout
+            ),
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         // A broken connection: nothing is kept.
@@ -99,11 +90,9 @@ async fn read_body(policy: &Policy, headers: &HeaderMap, body: Body) -> ApiResul
 
 async fn get_model(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ModelRequest { name, .. }: ModelRequest,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers).await?;
-    check_name(&name)?;
     let have = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -145,19 +134,17 @@ fn not_modified(version: u64) -> Response {
 
 async fn put_model(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ModelRequest { who, name }: ModelRequest,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let who = authenticate(&state, &headers).await?;
     if !who.admin {
         return Err(ApiError::new(
             ApiErrorCode::Forbidden,
             "creating or replacing a model needs an admin token",
         ));
     }
-    check_name(&name)?;
-    let body = read_body(&state.policy, &headers, body).await?;
+    let body = read_body(&state, &headers, body).await?;
     let version = models::put(&state.db, &name, &body).await?;
     tracing::info!(model = %name, version, by = %who.client, "model stored");
     Ok((
@@ -170,22 +157,17 @@ async fn put_model(
 
 async fn get_meta(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
+    ModelRequest { name, .. }: ModelRequest,
 ) -> ApiResult<Response> {
-    authenticate(&state, &headers).await?;
-    check_name(&name)?;
     Ok(Json(models::meta(&state.db, &name).await?).into_response())
 }
 
 async fn post_update(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ModelRequest { who, name }: ModelRequest,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let who = authenticate(&state, &headers).await?;
-    check_name(&name)?;
     let key = headers
         .get(protocol::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
@@ -201,15 +183,24 @@ async fn post_update(
             )
         })?
         .to_string();
-    let body = read_body(&state.policy, &headers, body).await?;
+    // A client over its rate is refused before its body is read (the check is repeated,
+    // exactly, in the push's transaction) — unless the key is stored: a retry whose first
+    // answer was lost gets that answer.
+    if !updates::key_stored(&state.db, &name, &who, &key).await? {
+        limits::check_rate(
+            &mut *state.db.pool.acquire().await?,
+            &state.policy,
+            &who.client,
+        )
+        .await?;
+    }
+    let body = read_body(&state, &headers, body).await?;
     let stored = updates::accept(&state.db, &state.policy, &name, &who, &key, &body).await?;
     tracing::debug!(model = %name, client = %who.client, key, replayed = stored.replayed, "update stored");
     if !stored.replayed {
-        // The push is durable already; a failure to aggregate now is retried by the timer
-        // and must not turn the 202 into an error.
-        if let Err(e) = rounds::close_if_due(&state.db, &state.policy, &name).await {
-            tracing::warn!(model = %name, error = %e, "cannot close a round after a push");
-        }
+        // The push is durable already; a failure (or a panic) aggregating now is retried
+        // by the timer and must not turn the 202 into an error or a dropped connection.
+        rounds::close_isolated(&state.db, &state.policy, name).await;
     }
     Ok((
         StatusCode::ACCEPTED,

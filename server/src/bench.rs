@@ -1,8 +1,8 @@
 //! `tacit-server bench`: sustained pushes per second on loopback. It starts the real server
 //! (same router, storage and round logic) in this process on a free port, creates a
 //! 384→128→1 model and one token per client, and has `clients` threads push pre-encoded
-//! deltas (distinct idempotency keys, blocking HTTP) for `seconds`; rounds close every
-//! `round_updates` pushes during the run, so aggregation is part of the cost measured.
+//! deltas (distinct idempotency keys, blocking HTTP) for `seconds`; rounds close when
+//! `round_updates` clients (at most all of them) have pushed, so aggregation is part of the cost measured.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,7 +77,8 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
     let db = crate::db::connect(url, 8).await?;
     let policy = Policy {
         body_limit: 16 << 20,
-        round_updates: args.round_updates.max(1),
+        // Rounds count clients: at most every client.
+        round_updates: args.round_updates.clamp(1, args.clients.max(1) as u64),
         round_seconds: 3600.0,
         aggregator: AggregatorName::Mean,
         trim_fraction: 0.1,
@@ -86,6 +87,13 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
         noise_std: 0.0,
         // The bench's clients never pull, so their base grows old as rounds close.
         max_staleness: u64::MAX / 2,
+        max_examples_per_update: 1_000_000,
+        fedavg_weight_cap: 1000,
+        // The bench measures throughput: no client is held back, and no quota fills.
+        client_pushes_per_minute: u64::MAX,
+        max_pending_bytes: u64::MAX,
+        client_pending_updates: u64::MAX,
+        delta_retention_rounds: 0,
     };
     let model = format!("bench-{}", crate::now_ms());
     let config = HeadConfig::new(DIM, &[HIDDEN]);
@@ -110,6 +118,7 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
         listener,
         db.clone(),
         policy,
+        crate::config::Timeouts::default(),
         async move {
             let _ = server_stopped.await;
         },

@@ -63,6 +63,62 @@ pub struct ServeArgs {
     pub db_connections: u32,
     #[command(flatten)]
     pub policy: Policy,
+    #[command(flatten)]
+    pub timeouts: Timeouts,
+}
+
+/// How long the server waits for a slow client, and for itself at shutdown.
+#[derive(Args, Clone, Debug)]
+pub struct Timeouts {
+    /// A connection that has not sent a complete request head within this many seconds
+    /// (idle keep-alive connections included) is closed: slow-header clients cannot hold
+    /// connections open.
+    #[arg(long, env = "TACIT_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    pub header_read_timeout: f64,
+    /// A request body not received in full within this many seconds is refused (408).
+    #[arg(long, env = "TACIT_BODY_READ_TIMEOUT", default_value_t = 60.0)]
+    pub body_read_timeout: f64,
+    /// On SIGTERM, requests in flight get this many seconds to finish; then the remaining
+    /// connections are closed (their transactions roll back whole) and the process exits.
+    #[arg(long, env = "TACIT_SHUTDOWN_GRACE", default_value_t = 10.0)]
+    pub shutdown_grace: f64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read_timeout: 10.0,
+            body_read_timeout: 60.0,
+            shutdown_grace: 10.0,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("header-read-timeout", self.header_read_timeout),
+            ("body-read-timeout", self.body_read_timeout),
+            ("shutdown-grace", self.shutdown_grace),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(format!("--{name} must be in (0, 86400] seconds (got {v})"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn header_read(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.header_read_timeout)
+    }
+
+    pub fn body_read(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.body_read_timeout)
+    }
+
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.shutdown_grace)
+    }
 }
 
 /// What the server accepts and how it aggregates. Replicas sharing a database must run with
@@ -72,7 +128,8 @@ pub struct Policy {
     /// Largest request body, bytes.
     #[arg(long, env = "TACIT_BODY_LIMIT", default_value_t = 16 << 20)]
     pub body_limit: usize,
-    /// A round closes when this many updates are pending…
+    /// A round closes when this many clients have updates pending (a client's several
+    /// updates in one round are merged into one contribution)…
     #[arg(long, env = "TACIT_ROUND_UPDATES", default_value_t = 10)]
     pub round_updates: u64,
     /// …or when the oldest pending update is this old (seconds).
@@ -95,6 +152,35 @@ pub struct Policy {
     /// Deltas based on a global more than this many versions old are refused (409).
     #[arg(long, env = "TACIT_MAX_STALENESS", default_value_t = 10)]
     pub max_staleness: u64,
+    /// Updates claiming more examples than this are refused (422 `examples_over_bound`).
+    /// At most 2^63 - 1 (the stored width).
+    #[arg(
+        long,
+        env = "TACIT_MAX_EXAMPLES_PER_UPDATE",
+        default_value_t = 1_000_000
+    )]
+    pub max_examples_per_update: u64,
+    /// FedAvg weighs a client's contribution by min(n_examples, this): a client cannot buy
+    /// more than this weight in a round by claiming examples.
+    #[arg(long, env = "TACIT_FEDAVG_WEIGHT_CAP", default_value_t = 1000)]
+    pub fedavg_weight_cap: u64,
+    /// Pushes a client (all its tokens, all models) may store per minute; beyond it 429
+    /// `rate_limited` with `Retry-After`.
+    #[arg(long, env = "TACIT_CLIENT_PUSHES_PER_MINUTE", default_value_t = 60)]
+    pub client_pushes_per_minute: u64,
+    /// Bytes of pending (not yet aggregated) deltas a model may hold; beyond it 507
+    /// `quota_exceeded` until a round closes.
+    #[arg(long, env = "TACIT_MAX_PENDING_BYTES", default_value_t = 256 << 20)]
+    pub max_pending_bytes: u64,
+    /// Pending updates one client may hold per model (they are merged into one
+    /// contribution anyway); beyond it 507 `quota_exceeded` until a round closes.
+    #[arg(long, env = "TACIT_CLIENT_PENDING_UPDATES", default_value_t = 100)]
+    pub client_pending_updates: u64,
+    /// Rounds for which aggregated deltas are kept (0: deleted in the transaction that
+    /// aggregates them). The update rows stay (idempotent replays, audit); only the delta
+    /// bytes go.
+    #[arg(long, env = "TACIT_DELTA_RETENTION_ROUNDS", default_value_t = 0)]
+    pub delta_retention_rounds: u64,
 }
 
 impl Policy {
@@ -121,6 +207,25 @@ impl Policy {
         if self.round_updates == 0 {
             return Err("--round-updates must be at least 1".into());
         }
+        if self.max_examples_per_update > i64::MAX as u64 {
+            return Err(format!(
+                "--max-examples-per-update must be at most {} (got {})",
+                i64::MAX,
+                self.max_examples_per_update
+            ));
+        }
+        if self.fedavg_weight_cap == 0 {
+            return Err("--fedavg-weight-cap must be at least 1".into());
+        }
+        if self.client_pending_updates == 0 {
+            return Err("--client-pending-updates must be at least 1".into());
+        }
+        if self.client_pushes_per_minute == 0 {
+            return Err("--client-pushes-per-minute must be at least 1".into());
+        }
+        if self.delta_retention_rounds > i64::MAX as u64 {
+            return Err("--delta-retention-rounds is out of range".into());
+        }
         if self.body_limit < 1024 {
             return Err("--body-limit must be at least 1024 bytes".into());
         }
@@ -138,6 +243,7 @@ impl Policy {
             },
             clip_norm: self.clip_norm,
             noise_std: self.noise_std,
+            weight_cap: self.fedavg_weight_cap,
         }
     }
 }

@@ -85,21 +85,49 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<Db, String> {
 }
 
 /// Schema migrations, in order; each is applied once, in a transaction with its record.
-/// Append only: an applied migration is never edited.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, SCHEMA_V1_SQLITE, SCHEMA_V1_POSTGRES)];
+/// Append only: an applied migration is never edited. One text serves both databases: the
+/// only types that differ are written as placeholders, filled in by [`Backend::render`].
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
 
-const SCHEMA_V1_SQLITE: &str = "
+/// Placeholders of the schema text: a binary column and an auto-increment primary key.
+const BLOB: &str = "{blob}";
+const SERIAL_ID: &str = "{serial_id}";
+
+impl Backend {
+    fn blob(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BLOB",
+            Backend::Postgres => "BYTEA",
+        }
+    }
+
+    fn serial_id(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        }
+    }
+
+    /// The schema text with this database's types.
+    pub fn render(self, schema: &str) -> String {
+        schema
+            .replace(BLOB, self.blob())
+            .replace(SERIAL_ID, self.serial_id())
+    }
+}
+
+const SCHEMA_V1: &str = "
 CREATE TABLE models (
     name TEXT PRIMARY KEY,
     version BIGINT NOT NULL,
     shape TEXT NOT NULL,
     num_params BIGINT NOT NULL,
-    weights BLOB NOT NULL,
+    weights {blob} NOT NULL,
     rounds BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
 CREATE TABLE updates (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial_id},
     model TEXT NOT NULL,
     client TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
@@ -108,7 +136,7 @@ CREATE TABLE updates (
     n_examples BIGINT NOT NULL,
     objective TEXT NOT NULL,
     norm DOUBLE PRECISION NOT NULL,
-    delta BLOB NOT NULL,
+    delta {blob} NOT NULL,
     status TEXT NOT NULL,
     round BIGINT,
     received_at BIGINT NOT NULL,
@@ -126,7 +154,7 @@ CREATE TABLE rounds (
     PRIMARY KEY (model, round)
 );
 CREATE TABLE tokens (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial_id},
     client TEXT NOT NULL,
     token_sha256 TEXT NOT NULL UNIQUE,
     admin BIGINT NOT NULL,
@@ -135,51 +163,12 @@ CREATE TABLE tokens (
 );
 ";
 
-const SCHEMA_V1_POSTGRES: &str = "
-CREATE TABLE models (
-    name TEXT PRIMARY KEY,
-    version BIGINT NOT NULL,
-    shape TEXT NOT NULL,
-    num_params BIGINT NOT NULL,
-    weights BYTEA NOT NULL,
-    rounds BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
-);
-CREATE TABLE updates (
-    id BIGSERIAL PRIMARY KEY,
-    model TEXT NOT NULL,
-    client TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    content_sha256 TEXT NOT NULL,
-    base_version BIGINT NOT NULL,
-    n_examples BIGINT NOT NULL,
-    objective TEXT NOT NULL,
-    norm DOUBLE PRECISION NOT NULL,
-    delta BYTEA NOT NULL,
-    status TEXT NOT NULL,
-    round BIGINT,
-    received_at BIGINT NOT NULL,
-    UNIQUE (model, client, idempotency_key)
-);
-CREATE INDEX updates_pending ON updates (model, status);
-CREATE TABLE rounds (
-    model TEXT NOT NULL,
-    round BIGINT NOT NULL,
-    version BIGINT NOT NULL,
-    n_updates BIGINT NOT NULL,
-    n_examples BIGINT NOT NULL,
-    aggregator TEXT NOT NULL,
-    closed_at BIGINT NOT NULL,
-    PRIMARY KEY (model, round)
-);
-CREATE TABLE tokens (
-    id BIGSERIAL PRIMARY KEY,
-    client TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL UNIQUE,
-    admin BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    revoked_at BIGINT
-);
+/// Per-client rate limits read a client's recent pushes; retention empties the deltas of
+/// aggregated rounds, once, up to `deltas_purged_through`.
+const SCHEMA_V2: &str = "
+CREATE INDEX updates_by_client ON updates (client, received_at);
+CREATE INDEX updates_by_round ON updates (model, round);
+ALTER TABLE models ADD COLUMN deltas_purged_through BIGINT NOT NULL DEFAULT 0
 ";
 
 async fn migrate(db: &Db) -> Result<(), sqlx::Error> {
@@ -194,7 +183,7 @@ async fn migrate(db: &Db) -> Result<(), sqlx::Error> {
     }
     tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
         .await?;
-    for &(version, sqlite, postgres) in MIGRATIONS {
+    for &(version, schema) in MIGRATIONS {
         let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
             .bind(version)
             .fetch_optional(&mut *tx)
@@ -203,10 +192,7 @@ async fn migrate(db: &Db) -> Result<(), sqlx::Error> {
         if applied {
             continue;
         }
-        let script = match db.backend {
-            Backend::Sqlite => sqlite,
-            Backend::Postgres => postgres,
-        };
+        let script = db.backend.render(schema);
         for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             tx.execute(statement).await?;
         }
@@ -217,4 +203,39 @@ async fn migrate(db: &Db) -> Result<(), sqlx::Error> {
         tracing::info!(version, "applied migration");
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two databases' schemas differ in the placeholder types only: every placeholder
+    /// is filled, and blanking the filled types leaves the same text.
+    #[test]
+    fn one_schema_text_renders_for_both_databases() {
+        for &(_, schema) in MIGRATIONS {
+            let sqlite = Backend::Sqlite.render(schema);
+            let postgres = Backend::Postgres.render(schema);
+            for rendered in [&sqlite, &postgres] {
+                assert!(
+                    !rendered.contains('{') && !rendered.contains('}'),
+                    "{rendered}"
+                );
+            }
+            let blank = |text: &str, backend: Backend| {
+                text.replace(backend.serial_id(), "ID")
+                    .replace(backend.blob(), "B")
+            };
+            assert_eq!(
+                blank(&sqlite, Backend::Sqlite),
+                blank(&postgres, Backend::Postgres)
+            );
+        }
+        assert!(Backend::Sqlite
+            .render(SCHEMA_V1)
+            .contains("delta BLOB NOT NULL"));
+        assert!(Backend::Postgres
+            .render(SCHEMA_V1)
+            .contains("id BIGSERIAL PRIMARY KEY,"));
+    }
 }

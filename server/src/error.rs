@@ -1,27 +1,84 @@
 //! Errors answered to clients: an HTTP status and a JSON body `{code, message}` whose code
-//! is one of the protocol's stable [`ApiErrorCode`]s. Database failures become `internal`
-//! (logged here, never leaked in detail) — every handler's transaction has been rolled back
-//! by then, so an error never leaves anything half-written.
+//! is stable. Most codes are the protocol's [`ApiErrorCode`]s; the refusals that protect the
+//! server from one client (rate, quota, example counts, slow bodies) are [`ErrorCode`]s of
+//! their own until the protocol lists them. Database failures become `internal` (logged
+//! here, never leaked in detail) — every handler's transaction has been rolled back by then,
+//! so an error never leaves anything half-written.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tacit_rm::sync::protocol::{ApiErrorCode, ErrorBody};
 
+/// Every code the server answers. Stable: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// One of the protocol's codes.
+    Api(ApiErrorCode),
+    /// 422: `n_examples` over the server's per-update maximum (`--max-examples-per-update`).
+    ExamplesOverBound,
+    /// 429: the client pushed more than its rate allows; `Retry-After` says when to retry.
+    RateLimited,
+    /// 507: the model's pending updates fill their quota until the next round closes.
+    QuotaExceeded,
+    /// 408: the request body arrived slower than the server's read timeout.
+    RequestTimeout,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Api(code) => code.as_str(),
+            ErrorCode::ExamplesOverBound => "examples_over_bound",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::Api(code) => code.status(),
+            ErrorCode::ExamplesOverBound => 422,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::QuotaExceeded => 507,
+            ErrorCode::RequestTimeout => 408,
+            ErrorCode::MethodNotAllowed => 405,
+        }
+    }
+}
+
+impl From<ApiErrorCode> for ErrorCode {
+    fn from(code: ApiErrorCode) -> Self {
+        ErrorCode::Api(code)
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
-    pub code: ApiErrorCode,
+    pub code: ErrorCode,
     pub message: String,
+    /// Seconds, sent as `Retry-After` (429 and 507 answers).
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: impl Into<ErrorCode>, message: impl Into<String>) -> Self {
         ApiError {
-            code,
+            code: code.into(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// Maps the library's parsing errors of a delta or weights file.
@@ -53,6 +110,12 @@ impl IntoResponse for ApiError {
             code: self.code.as_str().to_string(),
             message: self.message,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -1,6 +1,7 @@
 //! tacit-server: the aggregation server of tacit-rm's weight sync (DESIGN §7).
 //!
-//! Request path: [`api`] (routes, auth, body limits) → [`updates`] / [`models`] (validation
+//! Request path: [`serve`] (connections, read timeouts) → [`api`] (routes, body limits) with
+//! [`extract`] (token and model name) → [`updates`] / [`models`] (validation, [`limits`],
 //! and storage in one transaction each) → [`rounds`] (aggregation under a row lock) using the
 //! pure math of [`aggregate`]. [`db`] owns connections and migrations, [`tokens`] the
 //! credentials. Everything a client can get wrong is an [`error::ApiError`] with a stable code.
@@ -11,6 +12,8 @@ pub mod bench;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod extract;
+pub mod limits;
 pub mod models;
 pub mod rounds;
 pub mod serve;

@@ -38,6 +38,7 @@ async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(args) => {
             args.policy.validate()?;
+            args.timeouts.validate()?;
             let db = db::connect(&args.db, args.db_connections).await?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
@@ -46,7 +47,7 @@ async fn run(command: Command) -> Result<(), String> {
             // Tests and scripts read the bound address (port 0 picks a free one) from here.
             println!("listening on http://{address}");
             tracing::info!(%address, policy = ?args.policy, "serving");
-            serve::run(listener, db, args.policy, serve::signals())
+            serve::run(listener, db, args.policy, args.timeouts, serve::signals())
                 .await
                 .map_err(|e| format!("server failed: {e}"))
         }

@@ -39,7 +39,8 @@ impl Shape {
 
 /// Creates the model at version 1, or replaces its weights at version + 1. Pending updates
 /// of a replaced model were computed against weights that no longer exist: they are marked
-/// `discarded` (kept, so that a retried push still gets its original answer).
+/// `discarded` (kept, so that a retried push still gets its original answer) and their
+/// deltas, which nothing will read, are emptied.
 pub async fn put(db: &Db, name: &str, body: &[u8]) -> ApiResult<u64> {
     let (weights, _) = store::parse(body, Values::Any).map_err(ApiError::from_weights_error)?;
     if !weights.head.is_finite() {
@@ -89,8 +90,10 @@ pub async fn put(db: &Db, name: &str, body: &[u8]) -> ApiResult<u64> {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE updates SET status = 'discarded' WHERE model = $1 AND status = 'pending'",
+            "UPDATE updates SET status = 'discarded', delta = $1 \
+             WHERE model = $2 AND status = 'pending'",
         )
+        .bind(Vec::<u8>::new())
         .bind(name)
         .execute(&mut *tx)
         .await?;
@@ -170,12 +173,14 @@ pub async fn meta(db: &Db, name: &str) -> ApiResult<ModelMeta> {
         .ok_or_else(|| not_found(name))?;
     let shape = Shape::decode(&row.try_get::<String, _>("shape")?)?;
     // Counts as BIGINT on both databases (Postgres's COUNT is BIGINT, SUM of BIGINT is
-    // NUMERIC: cast it back).
+    // NUMERIC: cast it back). Examples are summed as doubles: a sum of client-supplied
+    // counts must not overflow (SQLite's integer SUM fails on overflow); exact to 2^53,
+    // saturating at u64::MAX beyond.
     let counts = sqlx::query(
         "SELECT \
            CAST(COUNT(*) AS BIGINT) AS accepted, \
            CAST(COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
-           CAST(COALESCE(SUM(n_examples), 0) AS BIGINT) AS examples \
+           CAST(COALESCE(SUM(CAST(n_examples AS DOUBLE PRECISION)), 0) AS DOUBLE PRECISION) AS examples \
          FROM updates WHERE model = $1",
     )
     .bind(name)
@@ -192,6 +197,7 @@ pub async fn meta(db: &Db, name: &str) -> ApiResult<ModelMeta> {
         outputs: shape.outputs,
         pending_updates: counts.try_get::<i64, _>("pending")? as u64,
         accepted_updates: counts.try_get::<i64, _>("accepted")? as u64,
-        accepted_examples: counts.try_get::<i64, _>("examples")? as u64,
+        // A float-to-integer `as` saturates (and maps NaN to 0).
+        accepted_examples: counts.try_get::<f64, _>("examples")? as u64,
     })
 }

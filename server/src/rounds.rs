@@ -1,11 +1,16 @@
-//! Aggregation rounds. A round closes when `round_updates` updates are pending or the oldest
-//! has waited `round_seconds`. Closing reads the pending updates, computes the step
-//! ([`crate::aggregate`]), writes the new global at version + 1, marks the updates aggregated
+//! Aggregation rounds. A round closes when `round_updates` distinct clients have updates
+//! pending or the oldest has waited `round_seconds`. Closing reads the pending updates,
+//! merges each client's into one contribution (a client's deltas are increments on top of
+//! each other — the client moves its reference by every delta it queues — so their sum is
+//! what it learned since its last aggregated push, and it counts once however often it
+//! pushed), computes the step ([`crate::aggregate`]), writes the new global at version + 1,
+//! marks the updates aggregated, empties the deltas that fall out of the retention window
 //! and records the round — all in one transaction, under a row lock on the model (Postgres
 //! `FOR UPDATE`; SQLite's single writer), so that replicas racing to close the same round
 //! serialise: the second one finds nothing pending and does nothing. A crash at any point
 //! leaves either the old state or the new one.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -30,7 +35,7 @@ pub enum Closed {
 pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Closed, sqlx::Error> {
     let mut tx = db.pool.begin().await?;
     let Some(row) = sqlx::query(&format!(
-        "SELECT version, weights, rounds FROM models WHERE name = $1{}",
+        "SELECT version, weights, rounds, deltas_purged_through FROM models WHERE name = $1{}",
         db.for_update()
     ))
     .bind(model)
@@ -41,9 +46,10 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     };
     let version: i64 = row.try_get("version")?;
     let rounds: i64 = row.try_get("rounds")?;
+    let purged_through: i64 = row.try_get("deltas_purged_through")?;
     let weights_bytes: Vec<u8> = row.try_get("weights")?;
     let pending = sqlx::query(
-        "SELECT id, n_examples, delta, received_at FROM updates \
+        "SELECT id, client, n_examples, delta, received_at FROM updates \
          WHERE model = $1 AND status = 'pending' ORDER BY id",
     )
     .bind(model)
@@ -52,23 +58,24 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     if pending.is_empty() {
         return Ok(Closed::NotDue);
     }
-    let oldest: i64 = pending
-        .iter()
-        .map(|r| r.try_get::<i64, _>("received_at"))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .min()
-        .unwrap_or(0);
+    let mut oldest = i64::MAX;
+    let mut clients = BTreeSet::<String>::new();
+    for r in &pending {
+        oldest = oldest.min(r.try_get::<i64, _>("received_at")?);
+        clients.insert(r.try_get::<String, _>("client")?);
+    }
     let waited = Duration::from_millis(crate::now_ms().saturating_sub(oldest).max(0) as u64);
-    if (pending.len() as u64) < policy.round_updates && waited.as_secs_f64() < policy.round_seconds
+    if (clients.len() as u64) < policy.round_updates && waited.as_secs_f64() < policy.round_seconds
     {
         return Ok(Closed::NotDue);
     }
     let global = store::from_bytes(&weights_bytes).map_err(|e| decode(e.to_string()))?;
     let len = global.head.num_params();
     let mut ids = Vec::with_capacity(pending.len());
-    let mut contributions = Vec::with_capacity(pending.len());
-    let mut n_examples = 0i64;
+    // Per client: the sum of its deltas (f64) and of its example counts (saturating: a
+    // sum of client-supplied counts must never overflow into a panic).
+    let mut merged = BTreeMap::<String, (Vec<f64>, u64)>::new();
+    let mut n_examples = 0u64;
     for r in &pending {
         let bytes: Vec<u8> = r.try_get("delta")?;
         if bytes.len() != 4 * len {
@@ -78,17 +85,24 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
                 len
             )));
         }
-        let n: i64 = r.try_get("n_examples")?;
-        n_examples += n;
+        let n = u64::try_from(r.try_get::<i64, _>("n_examples")?).unwrap_or(0);
+        n_examples = n_examples.saturating_add(n);
         ids.push(r.try_get::<i64, _>("id")?);
-        contributions.push(Contribution {
-            delta: bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            n_examples: n as u64,
-        });
+        let (sum, examples) = merged
+            .entry(r.try_get("client")?)
+            .or_insert_with(|| (vec![0.0; len], 0));
+        *examples = examples.saturating_add(n);
+        for (s, b) in sum.iter_mut().zip(bytes.chunks_exact(4)) {
+            *s += f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        }
     }
+    let contributions: Vec<Contribution> = merged
+        .into_values()
+        .map(|(sum, n)| Contribution {
+            delta: sum.into_iter().map(|v| v as f32).collect(),
+            n_examples: n,
+        })
+        .collect();
     let aggregation = policy.aggregation();
     let step = combine(&contributions, len, &aggregation, noise_seed());
     let flat: Vec<f32> = global
@@ -100,7 +114,9 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         .collect();
     let mut head = global.head.clone();
     head.load_flat(&flat).map_err(|e| decode(e.to_string()))?;
-    let new_version = version + 1;
+    let new_version = version
+        .checked_add(1)
+        .ok_or_else(|| decode("version overflow".into()))?;
     let served = store::to_bytes(&Weights {
         head,
         exposure_head: None,
@@ -108,7 +124,9 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         version: new_version as u64,
     })
     .map_err(|e| decode(e.to_string()))?;
-    let round = rounds + 1;
+    let round = rounds
+        .checked_add(1)
+        .ok_or_else(|| decode("round overflow".into()))?;
     sqlx::query(
         "UPDATE models SET version = $1, weights = $2, rounds = $3, updated_at = $4 WHERE name = $5",
     )
@@ -128,6 +146,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     .bind(round)
     .execute(&mut *tx)
     .await?;
+    purge_deltas(&mut tx, policy, model, round, purged_through).await?;
     sqlx::query(
         "INSERT INTO rounds (model, round, version, n_updates, n_examples, aggregator, closed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -136,7 +155,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     .bind(round)
     .bind(new_version)
     .bind(ids.len() as i64)
-    .bind(n_examples)
+    .bind(i64::try_from(n_examples).unwrap_or(i64::MAX))
     .bind(aggregation.aggregator.name())
     .bind(crate::now_ms())
     .execute(&mut *tx)
@@ -147,6 +166,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         round,
         version = new_version,
         updates = ids.len(),
+        clients = contributions.len(),
         n_examples,
         "round closed"
     );
@@ -154,6 +174,36 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         version: new_version as u64,
         n_updates: ids.len(),
     })
+}
+
+/// Empties the deltas of the rounds that left the retention window (those after
+/// `purged_through`, up to `round - delta_retention_rounds`): the rows stay for idempotent
+/// replays and audit; the bytes, which nothing reads again, go.
+async fn purge_deltas(
+    tx: &mut sqlx::AnyConnection,
+    policy: &Policy,
+    model: &str,
+    round: i64,
+    purged_through: i64,
+) -> Result<(), sqlx::Error> {
+    let retention = i64::try_from(policy.delta_retention_rounds).unwrap_or(i64::MAX);
+    let through = round.saturating_sub(retention);
+    if through <= purged_through {
+        return Ok(());
+    }
+    sqlx::query("UPDATE updates SET delta = $1 WHERE model = $2 AND round > $3 AND round <= $4")
+        .bind(Vec::<u8>::new())
+        .bind(model)
+        .bind(purged_through)
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE models SET deltas_purged_through = $1 WHERE name = $2")
+        .bind(through)
+        .bind(model)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// A stored row that cannot be decoded is corruption, reported as a database error so that
@@ -199,9 +249,19 @@ pub async fn timer(db: Db, policy: Policy, mut shutdown: tokio::sync::watch::Rec
             }
         };
         for model in models {
-            if let Err(e) = close_if_due(&db, &policy, &model).await {
-                tracing::warn!(model, error = %e, "round timer cannot close a round");
-            }
+            close_isolated(&db, &policy, model).await;
         }
+    }
+}
+
+/// Closes a round of `model` if one is due, in a task of its own: an error is logged, and so
+/// is a panic — which then ends that one attempt, not the caller (the timer serving every
+/// model, or a push whose update is already stored and acknowledged).
+pub async fn close_isolated(db: &Db, policy: &Policy, model: String) {
+    let (db, policy, name) = (db.clone(), policy.clone(), model.clone());
+    match tokio::spawn(async move { close_if_due(&db, &policy, &name).await }).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(model, error = %e, "cannot close a round"),
+        Err(e) => tracing::error!(model, error = %e, "closing a round panicked"),
     }
 }

@@ -9,7 +9,8 @@ use tacit_rm::sync::protocol::{ApiErrorCode, UpdateAccepted};
 
 use crate::config::Policy;
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::limits;
 use crate::models::{self, Shape};
 use crate::tokens::{hex, Principal};
 
@@ -37,6 +38,18 @@ pub async fn accept(
             replayed: true,
         });
     }
+    if delta.n_examples > policy.max_examples_per_update {
+        return Err(ApiError::new(
+            ErrorCode::ExamplesOverBound,
+            format!(
+                "n_examples {} is over the server's maximum of {} per update",
+                delta.n_examples, policy.max_examples_per_update
+            ),
+        ));
+    }
+    // The policy caps the maximum at i64::MAX, the stored width; checked all the same.
+    let n_examples = i64::try_from(delta.n_examples)
+        .map_err(|_| ApiError::new(ErrorCode::ExamplesOverBound, "n_examples is over 2^63 - 1"))?;
     let (version, shape) = models::shape(db, model).await?;
     if Shape::of(&delta.config) != shape {
         return Err(ApiError::new(
@@ -78,6 +91,9 @@ pub async fn accept(
     }
     let packed: Vec<u8> = delta.values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut tx = db.pool.begin().await?;
+    limits::lock_client(db, &mut tx, &who.client).await?;
+    limits::check_rate(&mut tx, policy, &who.client).await?;
+    limits::check_quota(&mut tx, policy, model, &who.client, packed.len() as u64).await?;
     // A concurrent push of the same key may commit between our check and this insert: the
     // unique constraint makes one insert win, and both then read the winner's row.
     let inserted = sqlx::query(
@@ -90,8 +106,9 @@ pub async fn accept(
     .bind(&who.client)
     .bind(key)
     .bind(&content_sha)
-    .bind(delta.base_version as i64)
-    .bind(delta.n_examples as i64)
+    // At most the model's version (checked above), which is stored as i64.
+    .bind(i64::try_from(delta.base_version).unwrap_or(i64::MAX))
+    .bind(n_examples)
     .bind(delta.objective.name())
     .bind(norm)
     .bind(packed)
@@ -135,6 +152,12 @@ fn key_reused(key: &str) -> ApiError {
         ApiErrorCode::IdempotencyKeyReused,
         format!("idempotency key '{key}' was used before with a different body"),
     )
+}
+
+/// Whether `who` stored an update under `key` for `model` (whatever its body).
+pub async fn key_stored(db: &Db, model: &str, who: &Principal, key: &str) -> ApiResult<bool> {
+    let mut conn = db.pool.acquire().await?;
+    Ok(stored_row(&mut conn, model, who, key).await?.is_some())
 }
 
 async fn earlier_answer(

@@ -1,11 +1,13 @@
 //! 50 clients push at once, each update sent three times under one idempotency key (twice
 //! concurrently, once more afterwards): every update is counted exactly once, every copy gets
-//! the same answer, and the round that closes at 100 updates equals the example-weighted mean
-//! computed here. On Postgres the clients are split across two replicas sharing the database.
+//! the same answer. Rounds count clients: every client pushes its first update, then (after
+//! a barrier) its second, so the round that closes at 50 clients holds the first updates and
+//! the next one the second updates, each equal to the example-weighted mean computed here.
+//! On Postgres the clients are split across two replicas sharing the database.
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 
 use common::*;
 use tacit_rm::sync::protocol::UpdateAccepted;
@@ -22,8 +24,13 @@ fn fifty_concurrent_clients(backend: Backend) {
     let tokens: Vec<String> = (0..CLIENTS)
         .map(|i| token(&db.url, &format!("client-{i}"), false))
         .collect();
-    let total = (CLIENTS * UPDATES_PER_CLIENT).to_string();
-    let args = ["--round-updates", total.as_str(), "--round-seconds", "3600"];
+    let clients = CLIENTS.to_string();
+    let args = [
+        "--round-updates",
+        clients.as_str(),
+        "--round-seconds",
+        "3600",
+    ];
     let replicas: Vec<Arc<Server>> = match backend {
         Backend::Sqlite => vec![Arc::new(Server::start(&db.url, &args))],
         Backend::Postgres => (0..2)
@@ -40,18 +47,22 @@ fn fifty_concurrent_clients(backend: Backend) {
         let seed = (i * UPDATES_PER_CLIENT + u) as u64;
         delta(&config, values(n, 1000 + seed, 0.01), 1, 1 + seed % 7)
     };
+    let phase = Arc::new(Barrier::new(CLIENTS));
     let threads: Vec<_> = tokens
         .iter()
         .enumerate()
         .map(|(i, token)| {
             let server = replicas[i % replicas.len()].clone();
             let token = token.clone();
+            let phase = phase.clone();
             let bodies: Vec<Vec<u8>> = (0..UPDATES_PER_CLIENT)
                 .map(|u| update(i, u).to_bytes().unwrap())
                 .collect();
             std::thread::spawn(move || {
                 let mut ids = Vec::new();
                 for (u, body) in bodies.into_iter().enumerate() {
+                    // Every client's update u is stored before any client's update u + 1.
+                    phase.wait();
                     // The same keys for every client: keys are scoped per client.
                     let key = format!("update-{u}");
                     let copies: Vec<_> = (0..2)
@@ -95,22 +106,30 @@ fn fifty_concurrent_clients(backend: Backend) {
         .sum();
     assert_eq!(m.accepted_updates as usize, CLIENTS * UPDATES_PER_CLIENT);
     assert_eq!(m.accepted_examples, examples);
-    assert_eq!((m.rounds, m.version, m.pending_updates), (1, 2, 0));
+    let rounds = UPDATES_PER_CLIENT as u64;
+    assert_eq!(
+        (m.rounds, m.version, m.pending_updates),
+        (rounds, 1 + rounds, 0)
+    );
 
-    // The one round holds every update once: base + Σ nᵢ dᵢ / Σ nᵢ.
-    let flat = base.to_flat();
-    let mut expected: Vec<f64> = vec![0.0; n];
-    for i in 0..CLIENTS {
-        for u in 0..UPDATES_PER_CLIENT {
+    // Round u + 1 holds every client's update u once: base + Σ_u Σᵢ nᵢᵤ dᵢᵤ / Σᵢ nᵢᵤ.
+    let mut expected: Vec<f64> = base.to_flat().iter().map(|&b| f64::from(b)).collect();
+    for u in 0..UPDATES_PER_CLIENT {
+        let mut sum: Vec<f64> = vec![0.0; n];
+        let mut weight = 0.0;
+        for i in 0..CLIENTS {
             let d = update(i, u);
-            for (e, v) in expected.iter_mut().zip(&d.values) {
-                *e += d.n_examples as f64 * f64::from(*v);
+            weight += d.n_examples as f64;
+            for (s, v) in sum.iter_mut().zip(&d.values) {
+                *s += d.n_examples as f64 * f64::from(*v);
             }
+        }
+        for (e, s) in expected.iter_mut().zip(&sum) {
+            *e += s / weight;
         }
     }
     let served = pull(replicas.last().unwrap(), &admin, "m");
-    for ((got, e), b) in served.head.to_flat().iter().zip(&expected).zip(&flat) {
-        let want = f64::from(*b) + e / examples as f64;
+    for (got, want) in served.head.to_flat().iter().zip(&expected) {
         assert!((f64::from(*got) - want).abs() < 1e-6, "{got} vs {want}");
     }
 }

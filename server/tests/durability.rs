@@ -1,7 +1,8 @@
 //! The server is SIGKILLed during a stream of pushes and restarted on the same database:
 //! every update that got a 202 is still there (its key replays the same answer), and the
 //! stored state is consistent — the global equals the initial weights plus, round by round,
-//! the mean of the updates each round recorded, recomputed here from the raw rows.
+//! the mean over clients of each client's summed updates of that round (weighted by its
+//! update count, every update claiming one example), recomputed here from the raw rows.
 
 mod common;
 
@@ -29,10 +30,17 @@ fn sigkill_during_pushes(backend: Backend) {
         &db.url,
         &[
             "--round-updates",
-            "5",
+            "4",
             "--round-seconds",
             "3600",
             "--max-staleness",
+            "1000000",
+            // A stream as fast as the machine allows, and every delta kept to recompute.
+            "--client-pushes-per-minute",
+            "1000000",
+            "--client-pending-updates",
+            "1000000",
+            "--delta-retention-rounds",
             "1000000",
         ],
     );
@@ -135,13 +143,20 @@ fn sigkill_during_pushes(backend: Backend) {
     for id in &acked_ids {
         assert!(rows.contains_key(id), "acknowledged update {id} is missing");
     }
-    let mut by_round: BTreeMap<i64, Vec<&Vec<f32>>> = BTreeMap::new();
-    for (status, round, delta) in rows.values() {
+    // Round → client → (Σ deltas, update count).
+    type Merged = BTreeMap<String, (Vec<f64>, f64)>;
+    let mut by_round: BTreeMap<i64, Merged> = BTreeMap::new();
+    for (status, round, client, delta) in rows.values() {
         if status == "aggregated" {
-            by_round
+            let (sum, count) = by_round
                 .entry(round.expect("aggregated rows name their round"))
                 .or_default()
-                .push(delta);
+                .entry(client.clone())
+                .or_insert_with(|| (vec![0.0; n], 0.0));
+            *count += 1.0;
+            for (s, v) in sum.iter_mut().zip(delta) {
+                *s += f64::from(*v);
+            }
         } else {
             assert_eq!(status, "pending");
         }
@@ -152,9 +167,14 @@ fn sigkill_during_pushes(backend: Backend) {
         (1..=m.rounds as i64).collect::<Vec<_>>()
     );
     let mut expected: Vec<f64> = base.to_flat().iter().map(|&v| f64::from(v)).collect();
-    for deltas in by_round.values() {
+    for clients in by_round.values() {
+        let weight: f64 = clients.values().map(|(_, count)| count).sum();
         for (j, e) in expected.iter_mut().enumerate() {
-            *e += deltas.iter().map(|d| f64::from(d[j])).sum::<f64>() / deltas.len() as f64;
+            *e += clients
+                .values()
+                .map(|(sum, count)| count * sum[j])
+                .sum::<f64>()
+                / weight;
         }
     }
     let served = pull(&server, &admin, "m");
@@ -164,8 +184,10 @@ fn sigkill_during_pushes(backend: Backend) {
     }
 }
 
-/// Every stored update: id → (status, round, delta values).
-fn read_rows(url: &str) -> BTreeMap<u64, (String, Option<i64>, Vec<f32>)> {
+/// Every stored update: id → (status, round, client, delta values).
+type StoredRow = (String, Option<i64>, String, Vec<f32>);
+
+fn read_rows(url: &str) -> BTreeMap<u64, StoredRow> {
     sqlx::any::install_default_drivers();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -173,7 +195,7 @@ fn read_rows(url: &str) -> BTreeMap<u64, (String, Option<i64>, Vec<f32>)> {
         .unwrap();
     runtime.block_on(async {
         let pool = sqlx::AnyPool::connect(url).await.unwrap();
-        let rows = sqlx::query("SELECT id, status, round, delta FROM updates")
+        let rows = sqlx::query("SELECT id, status, round, client, delta FROM updates")
             .fetch_all(&pool)
             .await
             .unwrap();
@@ -186,7 +208,7 @@ fn read_rows(url: &str) -> BTreeMap<u64, (String, Option<i64>, Vec<f32>)> {
                     .collect();
                 (
                     r.get::<i64, _>("id") as u64,
-                    (r.get("status"), r.get("round"), values),
+                    (r.get("status"), r.get("round"), r.get("client"), values),
                 )
             })
             .collect()

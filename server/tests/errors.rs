@@ -305,4 +305,21 @@ fn garbage_put(server: &Server, admin: &str) -> tacit_rm::sync::HttpResponse {
     )
 }
 
+/// A method the route does not answer: 405 with a JSON code, like every other refusal.
+#[test]
+fn wrong_methods_answer_json() {
+    let db = database(Backend::Sqlite, "errors_405").unwrap();
+    let server = Server::start(&db.url, &[]);
+    let answer = raw_exchange(
+        &server,
+        b"DELETE /v1/models/m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        std::time::Duration::from_secs(10),
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"method_not_allowed\""),
+        "{answer}"
+    );
+}
+
 on_both_backends!(every_error_code);

@@ -153,6 +153,29 @@ impl Server {
         self.child.wait().expect("reap the server")
     }
 
+    /// SIGTERM, and the exit status if the process ends within `limit` (else it is killed on
+    /// drop and `None` returned).
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// `host:port` of the listener, for raw sockets.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
     pub fn transport(&self) -> UreqTransport {
         UreqTransport::new(&self.url, Duration::from_secs(60))
     }
@@ -321,4 +344,72 @@ pub fn error_code(r: &HttpResponse) -> String {
     let body: protocol::ErrorBody = serde_json::from_slice(&r.body)
         .unwrap_or_else(|_| panic!("not an error body: {}", String::from_utf8_lossy(&r.body)));
     body.code
+}
+
+/// Sends `request` as raw bytes on a fresh connection and returns everything the server
+/// sends back until it closes the connection (or `limit` passes).
+pub fn raw_exchange(server: &Server, request: &[u8], limit: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.address()).expect("connect");
+    stream.set_read_timeout(Some(limit)).unwrap();
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One scalar query on the test database (`SELECT CAST(… AS BIGINT)`), for checks of what
+/// is stored that the API does not show.
+pub fn query_i64(url: &str, sql: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let pool = sqlx::AnyPool::connect(url)
+            .await
+            .expect("open the test database");
+        let row = sqlx::query(sql).fetch_one(&pool).await.expect(sql);
+        let v: i64 = row.try_get(0).expect("an integer");
+        pool.close().await;
+        v
+    })
+}
+
+/// The step of a round: new global − old, in f64.
+pub fn step(before: &Head, after: &Head) -> Vec<f64> {
+    after
+        .to_flat()
+        .iter()
+        .zip(before.to_flat())
+        .map(|(a, b)| f64::from(*a) - f64::from(b))
+        .collect()
+}
+
+/// Scales to L2 norm at most `bound`, in f64 (the server's clip, independently).
+pub fn clip(values: &[f64], bound: f64) -> Vec<f64> {
+    let norm = values.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let scale = if norm > bound { bound / norm } else { 1.0 };
+    values.iter().map(|v| v * scale).collect()
+}
+
+pub fn as_f64(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&v| f64::from(v)).collect()
+}
+
+pub fn assert_close(got: &[f64], want: &[f64], tolerance: f64) {
+    assert_eq!(got.len(), want.len());
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() < tolerance, "coordinate {j}: {g} vs {w}");
+    }
+}
+
+/// The value of header `name` in a raw HTTP answer.
+pub fn raw_header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    answer.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
