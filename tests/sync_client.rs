@@ -1,65 +1,22 @@
 //! The sans-IO sync client against a scripted server: the queue, idempotency keys fixed
 //! through retries, exponential backoff, rebasing on a newer global, relabelling after a
-//! stale-base refusal, and error mapping. No network: responses are built here.
+//! stale-base refusal, error mapping and the queue policy; and the sync pass's scenarios of
+//! `sync_scenario` (also run in the browser by `tests/web_sync.rs`). No network: responses
+//! are built here.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod sync_scenario;
 
+use sync_scenario::{accepted, global, ips, refusal as error, trained};
 use tacit_rm::head::{Head, HeadConfig};
-use tacit_rm::objective::ObjectiveKind;
 use tacit_rm::store::{self, Weights};
 use tacit_rm::sync::client::{backoff_ms, HttpResponse, PullOutcome, PushOutcome};
 use tacit_rm::sync::delta::{self, Delta};
-use tacit_rm::sync::protocol::{self, UpdateAccepted};
+use tacit_rm::sync::protocol;
 use tacit_rm::sync::{SyncClient, SyncConfig, SyncState};
 
-fn config() -> HeadConfig {
-    HeadConfig::new(4, &[3])
-}
-
-fn ips() -> ObjectiveKind {
-    ObjectiveKind::parse("ips").unwrap()
-}
-
 fn client(global: &Weights) -> SyncClient {
-    let mut c = SyncConfig::new("m", "tok");
-    c.clip_norm = 1e6;
-    c.backoff_base_ms = 100;
-    c.backoff_max_ms = 1000;
-    SyncClient::new(c, global.clone(), vec![], "inst", 0).unwrap()
-}
-
-fn global(version: u64, seed: u64) -> Weights {
-    let mut w = Weights::new(Head::init(&config(), seed).unwrap());
-    w.version = version;
-    w
-}
-
-fn trained(from: &Head, seed: u64) -> Head {
-    let noise = Head::init(&config(), seed).unwrap().to_flat();
-    let d: Vec<f32> = noise.iter().map(|v| v * 0.1).collect();
-    delta::apply(from, &d).unwrap()
-}
-
-fn accepted(id: u64) -> Result<HttpResponse, String> {
-    Ok(HttpResponse {
-        status: 202,
-        etag: None,
-        body: serde_json::to_vec(&UpdateAccepted {
-            update_id: id,
-            base_version: 1,
-            n_examples: 1,
-        })
-        .unwrap(),
-    })
-}
-
-fn error(status: u16, code: &str) -> Result<HttpResponse, String> {
-    Ok(HttpResponse {
-        status,
-        etag: None,
-        body: format!("{{\"code\":\"{code}\",\"message\":\"m\"}}").into_bytes(),
-    })
+    SyncClient::new(sync_scenario::config(), global.clone(), vec![], "inst", 0).unwrap()
 }
 
 fn header<'a>(req: &'a tacit_rm::sync::HttpRequest, name: &str) -> Option<&'a str> {
@@ -297,7 +254,10 @@ fn refusals_map_to_stable_codes_and_the_queue_policy() {
             }
             other => panic!("{status}: {other:?}"),
         }
-        assert_eq!((c.queue().len(), c.queue()[0].key.as_str()), (1, key.as_str()));
+        assert_eq!(
+            (c.queue().len(), c.queue()[0].key.as_str()),
+            (1, key.as_str())
+        );
     }
     // The rest of the permanent ones: too large, non-finite.
     for (status, server_code) in [(413, "too_large"), (422, "non_finite")] {

@@ -264,7 +264,8 @@ impl SyncClient {
 
     /// When the oldest queued push is due (`None`: the queue is empty or waits for a pull).
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.state.queue
+        self.state
+            .queue
             .first()
             .filter(|p| !p.needs_rebase)
             .map(|p| p.not_before_ms)

@@ -86,8 +86,8 @@ impl FileStore {
         if !reference_path(dir).exists() {
             return Ok(None);
         }
-        let state = std::fs::read_to_string(queue_path(dir))
-            .map_err(|e| Error::io(queue_path(dir), e))?;
+        let state =
+            std::fs::read_to_string(queue_path(dir)).map_err(|e| Error::io(queue_path(dir), e))?;
         let reference =
             std::fs::read(reference_path(dir)).map_err(|e| Error::io(reference_path(dir), e))?;
         #[derive(serde::Deserialize)]

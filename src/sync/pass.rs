@@ -67,9 +67,10 @@ pub async fn sync(
     clock: &impl Clock,
     store: &mut impl SyncStore,
 ) -> Result<SyncReport> {
-    let state = store.load().await?.ok_or_else(|| {
-        Error::InvalidConfig("no sync state is stored for this model yet".into())
-    })?;
+    let state = store
+        .load()
+        .await?
+        .ok_or_else(|| Error::InvalidConfig("no sync state is stored for this model yet".into()))?;
     let mut client = SyncClient::from_state(config, state)?;
     run(&mut client, local, options, transport, clock, store).await
 }

@@ -140,8 +140,5 @@ fn entropy() -> [u64; 2] {
 fn entropy() -> [u64; 2] {
     // 52 random bits each (what a double holds), the clock mixed into the top of the first.
     let bits = || (js_sys::Math::random() * (1u64 << 52) as f64) as u64;
-    [
-        bits() ^ super::ports::now_ms().rotate_left(52),
-        bits(),
-    ]
+    [bits() ^ super::ports::now_ms().rotate_left(52), bits()]
 }

@@ -26,14 +26,14 @@ use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::model::{self, ModelSpec, RewardModel as Model};
 use crate::store;
+use crate::sync::{PassOptions, SyncState};
 use crate::trainer;
 use error::to_js;
 use options::{
-    float_array, parse_train, to_js as result_to_js, ObserveInput, OpenOptions, TrainResult,
+    float_array, parse_observation, parse_train, to_js as result_to_js, OpenOptions, TrainResult,
 };
 use storage::{Commit, Storage, SyncStorage};
 use sync::{BrowserClock, FetchTransport, SyncOptions, SyncResult};
-use crate::sync::{PassOptions, SyncState};
 
 /// A reward model in the page (or worker): see the package README.
 #[wasm_bindgen]
@@ -115,7 +115,7 @@ impl Inner {
     }
 
     async fn observe(&self, observation: JsValue) -> Result<u64> {
-        let entry = ObserveInput::parse(observation)?;
+        let entry = parse_observation(observation)?;
         let entry = self.with(|m| m.observe(entry))?;
         if let Some(s) = &self.storage {
             let commit = Commit {

@@ -102,8 +102,6 @@ impl Clock for BrowserClock {
     }
 }
 
-
-
 /// Resolves after `ms` milliseconds (setTimeout exists in pages, workers and node).
 pub async fn sleep(ms: u32) {
     let promise = Promise::new(&mut |resolve, _reject| {

@@ -15,8 +15,8 @@ use tacit_rm::sync::delta::{self, Delta};
 use tacit_rm::sync::pass::{self, PassOptions};
 use tacit_rm::sync::protocol::{self, UpdateAccepted};
 use tacit_rm::sync::{
-    Clock, HttpRequest, HttpResponse, MemoryStore, PullOutcome, SyncClient, SyncConfig,
-    SyncState, Transport,
+    Clock, HttpRequest, HttpResponse, MemoryStore, PullOutcome, SyncClient, SyncConfig, SyncState,
+    Transport,
 };
 
 /// A scripted server: each request takes the next answer; every request is recorded.
@@ -95,7 +95,7 @@ pub fn refusal(status: u16, code: &str) -> Result<HttpResponse, String> {
     })
 }
 
-fn ips() -> ObjectiveKind {
+pub fn ips() -> ObjectiveKind {
     ObjectiveKind::parse("ips").unwrap()
 }
 
@@ -139,7 +139,11 @@ pub async fn a_retry_accepted_then_the_pull_happens() {
         .unwrap();
 
     let methods: Vec<&str> = server.sent.iter().map(|r| r.method).collect();
-    assert_eq!(methods, ["POST", "POST", "POST", "GET"], "the pull was made");
+    assert_eq!(
+        methods,
+        ["POST", "POST", "POST", "GET"],
+        "the pull was made"
+    );
     assert_eq!(clock.0.get(), 100, "A was retried after one backoff step");
     assert_eq!(report.pushed, 1);
     assert_eq!(report.pull, Some(PullOutcome::Updated { version: 2 }));
