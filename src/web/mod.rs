@@ -53,7 +53,8 @@ struct Inner {
 struct State {
     /// `None` once closed.
     model: Option<Model>,
-    /// A `train` or `sync` call is running (both move the weights; one at a time).
+    /// A `train`, `sync` or `importWeights` call is running (each moves the weights; one at
+    /// a time).
     busy: Option<&'static str>,
 }
 
