@@ -261,4 +261,17 @@ pub(crate) mod check {
         }
         Ok(())
     }
+
+    /// A model version (of imported or pulled weights) a JS number holds exactly: above
+    /// [`crate::sync::protocol::MAX_VERSION`] `stats()` and `sync()` could not report it.
+    pub fn version(what: &str, version: u64) -> Result<()> {
+        let max = crate::sync::protocol::MAX_VERSION;
+        if version > max {
+            return Err(Error::InvalidData(format!(
+                "{what} version {version} is above {max} (2^53 - 1, the largest integer a JS \
+                 number holds exactly)"
+            )));
+        }
+        Ok(())
+    }
 }

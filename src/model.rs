@@ -363,13 +363,22 @@ impl RewardModel {
     /// Replaces the weights with `bytes` (safetensors); the head's shape must match. On any
     /// error the current weights stay.
     pub fn import_weights(&mut self, bytes: &[u8]) -> Result<()> {
+        let w = self.importable(bytes)?;
+        self.replace_weights(w)
+    }
+
+    /// What [`RewardModel::import_weights`] would install, checked (a host stores the bytes
+    /// before it installs them): the head's shape must match, and the version must be one
+    /// that [`RewardModel::stats`] can report to JS.
+    pub fn importable(&self, bytes: &[u8]) -> Result<Weights> {
         let w = store::from_bytes_expecting(bytes, self.config())?;
-        self.weights = w;
-        Ok(())
+        check::version("imported weights'", w.version)?;
+        Ok(w)
     }
 
     /// Installs weights of the same head shape (a pulled, rebased global), keeping the log.
     pub fn replace_weights(&mut self, weights: Weights) -> Result<()> {
+        check::version("the new weights'", weights.version)?;
         if weights.head.config != *self.config() {
             return Err(Error::IncompatibleWeights(format!(
                 "expected a head {:?}, got {:?}",

@@ -189,3 +189,31 @@ fn serialisation_is_deterministic() {
     assert!(positions.windows(2).all(|p| p[0] < p[1]), "{header}");
     assert_eq!(store::from_bytes(&first).unwrap(), w);
 }
+
+/// `importWeights` with a version above 2^53 used to be accepted, and then `stats()` threw
+/// (a JS number cannot hold it): the model refuses such weights and keeps its own.
+#[test]
+fn the_model_refuses_weights_whose_version_js_cannot_hold() {
+    use tacit_rm::backend::Device;
+    use tacit_rm::model::{ModelSpec, RewardModel};
+    use tacit_rm::sync::protocol::MAX_VERSION;
+    let spec = ModelSpec {
+        dim: 4,
+        hidden: vec![3],
+        ..ModelSpec::default()
+    };
+    let mut model = RewardModel::new(&spec, Device::Cpu).unwrap();
+    let mut w = model.weights().clone();
+    for version in [MAX_VERSION + 1, u64::MAX] {
+        w.version = version;
+        let bytes = store::to_bytes(&w).unwrap();
+        let err = model.import_weights(&bytes).unwrap_err();
+        assert_eq!(err.code().as_str(), "invalid_data", "{version}");
+        assert_eq!(model.stats().version, 0);
+        let err = model.replace_weights(w.clone()).unwrap_err();
+        assert_eq!(err.code().as_str(), "invalid_data");
+    }
+    w.version = MAX_VERSION;
+    model.import_weights(&store::to_bytes(&w).unwrap()).unwrap();
+    assert_eq!(model.stats().version, 9_007_199_254_740_991);
+}

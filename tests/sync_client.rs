@@ -1,63 +1,22 @@
 //! The sans-IO sync client against a scripted server: the queue, idempotency keys fixed
 //! through retries, exponential backoff, rebasing on a newer global, relabelling after a
-//! stale-base refusal, and error mapping. No network: responses are built here.
+//! stale-base refusal, error mapping and the queue policy; and the sync pass's scenarios of
+//! `sync_scenario` (also run in the browser by `tests/web_sync.rs`). No network: responses
+//! are built here.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod sync_scenario;
+
+use sync_scenario::{accepted, global, ips, refusal as error, trained};
 use tacit_rm::head::{Head, HeadConfig};
-use tacit_rm::objective::ObjectiveKind;
 use tacit_rm::store::{self, Weights};
 use tacit_rm::sync::client::{backoff_ms, HttpResponse, PullOutcome, PushOutcome};
 use tacit_rm::sync::delta::{self, Delta};
-use tacit_rm::sync::protocol::{self, UpdateAccepted};
-use tacit_rm::sync::{SyncClient, SyncConfig};
-
-fn config() -> HeadConfig {
-    HeadConfig::new(4, &[3])
-}
-
-fn ips() -> ObjectiveKind {
-    ObjectiveKind::parse("ips").unwrap()
-}
+use tacit_rm::sync::protocol;
+use tacit_rm::sync::{SyncClient, SyncConfig, SyncState};
 
 fn client(global: &Weights) -> SyncClient {
-    let mut c = SyncConfig::new("m", "tok");
-    c.clip_norm = 1e6;
-    c.backoff_base_ms = 100;
-    c.backoff_max_ms = 1000;
-    SyncClient::new(c, global.clone(), vec![], "inst", 0).unwrap()
-}
-
-fn global(version: u64, seed: u64) -> Weights {
-    let mut w = Weights::new(Head::init(&config(), seed).unwrap());
-    w.version = version;
-    w
-}
-
-fn trained(from: &Head, seed: u64) -> Head {
-    let noise = Head::init(&config(), seed).unwrap().to_flat();
-    let d: Vec<f32> = noise.iter().map(|v| v * 0.1).collect();
-    delta::apply(from, &d).unwrap()
-}
-
-fn accepted(id: u64) -> Result<HttpResponse, String> {
-    Ok(HttpResponse {
-        status: 202,
-        etag: None,
-        body: serde_json::to_vec(&UpdateAccepted {
-            update_id: id,
-            base_version: 1,
-            n_examples: 1,
-        })
-        .unwrap(),
-    })
-}
-
-fn error(status: u16, code: &str) -> Result<HttpResponse, String> {
-    Ok(HttpResponse {
-        status,
-        etag: None,
-        body: format!("{{\"code\":\"{code}\",\"message\":\"m\"}}").into_bytes(),
-    })
+    SyncClient::new(sync_scenario::config(), global.clone(), vec![], "inst", 0).unwrap()
 }
 
 fn header<'a>(req: &'a tacit_rm::sync::HttpRequest, name: &str) -> Option<&'a str> {
@@ -141,18 +100,18 @@ fn the_queue_survives_a_restart_and_keys_are_never_reused() {
     let second = trained(&first, 3);
     let k2 = c.commit_local(&second, 2, ips(), 0).unwrap().unwrap();
     assert_ne!(k1, k2);
-    // Persist (as IndexedDB or a file would), restore, continue.
-    let json = serde_json::to_string(c.queue()).unwrap();
-    let reference = store::to_bytes(c.reference()).unwrap();
-    let mut restored = SyncClient::new(
-        c.config().clone(),
-        store::from_bytes(&reference).unwrap(),
-        serde_json::from_str(&json).unwrap(),
-        "inst",
-        c.next_seq(),
-    )
-    .unwrap();
-    assert_eq!(restored.queue(), c.queue());
+    // Persist (as IndexedDB or a file would: the one stored form), restore, continue.
+    let record = c.state().to_record().unwrap();
+    assert_eq!(record.bodies.len(), 2);
+    assert!(
+        !record.state.contains("body"),
+        "bodies are stored as bytes, apart"
+    );
+    let mut restored =
+        SyncClient::from_state(c.config().clone(), SyncState::from_record(record).unwrap())
+            .unwrap();
+    assert_eq!(restored.state(), c.state());
+    assert_eq!(restored.queue()[1].key, k2);
     // The two pushes go in order: the second carries only what changed after the first.
     let p1 = Delta::from_bytes(&restored.due_push(0).unwrap().body).unwrap();
     assert_eq!(p1.values, delta::difference(&first, &g.head).unwrap());
@@ -271,6 +230,45 @@ fn refusals_map_to_stable_codes_and_the_queue_policy() {
         assert_eq!(err.code().as_str(), code, "{status}");
         assert_eq!(c.queue().len(), left, "{status}");
     }
+    // Refusals a client can outlive keep the push, backed off: a model that does not exist
+    // yet, rate limits, server failures, and statuses this client does not know.
+    let transient = [
+        (404, "not_found"),
+        (408, "timeout"),
+        (429, "rate_limited"),
+        (500, "internal"),
+        (503, "unavailable"),
+        (405, "method_not_allowed"),
+    ];
+    for (status, server_code) in transient {
+        let mut c = client(&g);
+        c.commit_local(&trained(&g.head, 2), 1, ips(), 0).unwrap();
+        let key = c.queue()[0].key.clone();
+        match c.on_push_response(error(status, server_code), 0).unwrap() {
+            PushOutcome::Retry {
+                retry_at_ms,
+                reason,
+            } => {
+                assert_eq!(retry_at_ms, 100, "{status}");
+                assert!(reason.contains(&status.to_string()), "{reason}");
+            }
+            other => panic!("{status}: {other:?}"),
+        }
+        assert_eq!(
+            (c.queue().len(), c.queue()[0].key.as_str()),
+            (1, key.as_str())
+        );
+    }
+    // The rest of the permanent ones: too large, non-finite.
+    for (status, server_code) in [(413, "too_large"), (422, "non_finite")] {
+        let mut c = client(&g);
+        c.commit_local(&trained(&g.head, 2), 1, ips(), 0).unwrap();
+        let err = c
+            .on_push_response(error(status, server_code), 0)
+            .unwrap_err();
+        assert_eq!(err.code().as_str(), "sync_rejected");
+        assert!(c.queue().is_empty(), "{status}");
+    }
     // A pull from an unreachable server is a network error and leaves local alone.
     let mut c = client(&g);
     let mut local = trained(&g.head, 2);
@@ -317,4 +315,34 @@ fn commit_clips_and_keeps_the_clipped_remainder_for_later() {
     }
     // The rest is still pending locally: the next commit offers more.
     assert!(c.commit_local(&local, 1, ips(), 0).unwrap().is_some());
+}
+
+#[test]
+fn a_retry_accepted_then_the_pull_happens() {
+    pollster::block_on(sync_scenario::a_retry_accepted_then_the_pull_happens());
+}
+
+#[test]
+fn a_push_to_a_missing_model_stays_queued() {
+    pollster::block_on(sync_scenario::a_push_to_a_missing_model_stays_queued());
+}
+
+#[test]
+fn a_global_whose_version_js_cannot_hold_is_refused() {
+    let g = global(1, 1);
+    let mut c = client(&g);
+    let mut local = g.head.clone();
+    let huge = global(protocol::MAX_VERSION + 1, 3);
+    let err = c
+        .on_pull_response(
+            Ok(HttpResponse {
+                status: 200,
+                etag: None,
+                body: store::to_bytes(&huge).unwrap(),
+            }),
+            &mut local,
+        )
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "invalid_data");
+    assert_eq!((c.base_version(), &local), (1, &g.head));
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 
 /// A user action on a shown answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +38,7 @@ impl Event {
 
 /// How the answer was shown.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Shown {
     /// 0-based display position among the candidates.
     pub position: u32,
@@ -45,18 +46,54 @@ pub struct Shown {
     pub candidates: u32,
 }
 
-/// One observation as the app reports it.
+/// One observation, from the app to the log: what the app reports for one shown answer
+/// (the browser's `observe` option object deserialises straight into it, camelCase, unknown
+/// keys refused) and, once the model has given it its `seq`, a log entry, stored as is. It
+/// carries everything needed to rebuild its example row, and nothing of the user's text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Observation {
+    /// Position in the log, assigned by the model (monotone, never reused); what an app
+    /// passes is ignored.
+    #[serde(default)]
+    pub seq: u64,
+    /// The app's id of the answer (kept so that the app can correlate; never interpreted).
+    pub id: String,
+    /// Answers shown together share a turn; a liked answer is then preferred over the others.
+    #[serde(default)]
+    pub turn: Option<String>,
+    pub embedding: Vec<f32>,
     pub shown: Shown,
     #[serde(default)]
     pub events: Vec<Event>,
-    /// Time the answer was on screen, in milliseconds.
-    #[serde(default)]
+    /// Time the answer was on screen, in milliseconds. (Logs stored before this type was
+    /// one spelt it `dwell_ms`.)
+    #[serde(default, alias = "dwell_ms")]
     pub dwell_ms: f64,
     /// Answer length in characters (or tokens), if known.
     #[serde(default)]
     pub length: f64,
+    /// The app's own propensity for this exposure, if it has one (else it is fitted).
+    #[serde(default)]
+    pub propensity: Option<f32>,
+}
+
+impl Observation {
+    /// Checks what `observe` must refuse before acknowledging an entry, for a head of width
+    /// `dim`.
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        check::len("observation embedding", dim, self.embedding.len())?;
+        check::finite("observation embedding", &self.embedding)?;
+        exposure_features(self)?;
+        if let Some(p) = self.propensity {
+            if !(p.is_finite() && p > 0.0 && p <= 1.0) {
+                return Err(Error::InvalidData(format!(
+                    "propensity {p} is outside (0, 1]"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The label part of an example row derived from an observation: `(observed, feedback,
@@ -102,6 +139,10 @@ mod tests {
     #[test]
     fn events_map_to_labels() {
         let mut o = Observation {
+            seq: 0,
+            id: "a".into(),
+            turn: None,
+            embedding: vec![0.0],
             shown: Shown {
                 position: 1,
                 candidates: 3,
@@ -109,6 +150,7 @@ mod tests {
             events: vec![],
             dwell_ms: 5400.0,
             length: 120.0,
+            propensity: None,
         };
         assert_eq!(label_of(&o), (0.0, 0.0, 0.0));
         o.events = vec![Event::Copy];
@@ -122,5 +164,50 @@ mod tests {
             "invalid_data"
         );
         assert!(Event::parse("like").is_err());
+    }
+
+    #[test]
+    fn one_observation_type_reads_the_app_object_and_the_stored_log() {
+        // What an app passes to `observe` (camelCase; seq left to the model).
+        let app = r#"{"id": "a1", "turn": "t", "embedding": [0.5, -1], "shown": {"position": 0,
+            "candidates": 2}, "events": ["copy"], "dwellMs": 1500, "length": 40,
+            "propensity": 0.25}"#;
+        let o: Observation = serde_json::from_str(app).unwrap();
+        let expected = Observation {
+            seq: 0,
+            id: "a1".into(),
+            turn: Some("t".into()),
+            embedding: vec![0.5, -1.0],
+            shown: Shown {
+                position: 0,
+                candidates: 2,
+            },
+            events: vec![Event::Copy],
+            dwell_ms: 1500.0,
+            length: 40.0,
+            propensity: Some(0.25),
+        };
+        assert_eq!(o, expected);
+        // Stored as is, and read back.
+        let mut logged = expected.clone();
+        logged.seq = 7;
+        let stored = serde_json::to_string(&logged).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Observation>(&stored).unwrap(),
+            logged
+        );
+        // A log entry stored by earlier versions (flattened, `dwell_ms`) still reads.
+        let old = r#"{"seq": 7, "id": "a1", "turn": "t", "embedding": [0.5, -1.0],
+            "shown": {"position": 0, "candidates": 2}, "events": ["copy"], "dwell_ms": 1500.0,
+            "length": 40.0, "propensity": 0.25}"#;
+        assert_eq!(serde_json::from_str::<Observation>(old).unwrap(), logged);
+        // Unknown keys are refused, at the top and inside `shown`.
+        for bad in [
+            r#"{"id": "a", "embedding": [], "shown": {"position": 0, "candidates": 1}, "dwel": 1}"#,
+            r#"{"id": "a", "embedding": [], "shown": {"position": 0, "candidates": 1, "x": 1}}"#,
+        ] {
+            let err = serde_json::from_str::<Observation>(bad).unwrap_err();
+            assert!(err.to_string().starts_with("unknown field"), "{err}");
+        }
     }
 }

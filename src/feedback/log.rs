@@ -6,7 +6,6 @@
 //! carries everything needed to rebuild its example row, and nothing of the user's text.
 
 use ndarray::Array2;
-use serde::{Deserialize, Serialize};
 
 use super::events::{exposure_features, label_of, Observation};
 use super::propensity::PropensityModel;
@@ -22,41 +21,8 @@ pub const PROPENSITY_L2: f64 = 1.0;
 /// to, or none): the objectives clip π̂ again, but an exact 0 must never reach a division.
 const PROPENSITY_FLOOR: f32 = 0.05;
 
-/// One logged exposure: the app's report plus the answer's embedding.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoggedObservation {
-    /// Position in the log, assigned by the model (monotone, never reused).
-    pub seq: u64,
-    /// The app's id of the answer (kept so that the app can correlate; never interpreted).
-    pub id: String,
-    /// Answers shown together share a turn; a liked answer is then preferred over the others.
-    #[serde(default)]
-    pub turn: Option<String>,
-    pub embedding: Vec<f32>,
-    #[serde(flatten)]
-    pub observation: Observation,
-    /// The app's own propensity for this exposure, if it has one (else it is fitted).
-    #[serde(default)]
-    pub propensity: Option<f32>,
-}
-
-impl LoggedObservation {
-    /// Checks what `observe` must refuse before acknowledging an entry.
-    pub fn validate(&self, dim: usize) -> Result<()> {
-        check::len("observation embedding", dim, self.embedding.len())?;
-        check::finite("observation embedding", &self.embedding)?;
-        exposure_features(&self.observation)?;
-        if let Some(p) = self.propensity {
-            if !(p.is_finite() && p > 0.0 && p <= 1.0) {
-                return Err(Error::InvalidData(format!(
-                    "propensity {p} is outside (0, 1]"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
+/// A log entry is an [`Observation`] with its `seq` assigned: one type from the app to the log.
+pub type LoggedObservation = Observation;
 
 /// Turns logged observations into training examples for a head of width `dim`.
 ///
@@ -80,10 +46,9 @@ pub fn to_examples(entries: &[LoggedObservation], dim: usize) -> Result<Examples
         e.validate(dim)?;
         emb.row_mut(i)
             .assign(&ndarray::ArrayView1::from(&e.embedding[..]));
-        raw.row_mut(i).assign(&ndarray::ArrayView1::from(
-            &exposure_features(&e.observation)?[..],
-        ));
-        let (o, m, y) = label_of(&e.observation);
+        raw.row_mut(i)
+            .assign(&ndarray::ArrayView1::from(&exposure_features(e)?[..]));
+        let (o, m, y) = label_of(e);
         observed.push(o);
         feedback.push(m);
         explicit.push(y);
@@ -174,15 +139,13 @@ mod tests {
             id: format!("a{seq}"),
             turn: Some(turn.into()),
             embedding: vec![seq as f32, 1.0, -1.0],
-            observation: Observation {
-                shown: Shown {
-                    position,
-                    candidates: 3,
-                },
-                events,
-                dwell_ms: 1000.0 * seq as f64,
-                length: 100.0,
+            shown: Shown {
+                position,
+                candidates: 3,
             },
+            events,
+            dwell_ms: 1000.0 * seq as f64,
+            length: 100.0,
             propensity: None,
         }
     }

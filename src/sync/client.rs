@@ -20,6 +20,7 @@ use crate::store::{self, Weights};
 
 use super::delta::{self, Delta};
 use super::protocol::{self, ApiErrorCode, ErrorBody, UpdateAccepted};
+use super::state::SyncState;
 
 /// A request for the transport to send, relative to the server's base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +65,17 @@ impl SyncConfig {
     }
 }
 
-/// A queued push. Serialisable so that the queue survives a reload (IndexedDB, a file).
+/// A queued push. Its serde form is the JSON part of a stored [`SyncState`] (the body is
+/// stored apart, as bytes: see [`super::state::SyncRecord`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PendingPush {
     /// Fixed when the push is queued and reused on every retry.
     pub key: String,
     pub base_version: u64,
     pub n_examples: u64,
     /// The delta's wire bytes.
+    #[serde(skip)]
     pub body: Vec<u8>,
     /// Failed attempts so far.
     pub attempts: u32,
@@ -103,12 +107,9 @@ pub enum PullOutcome {
 
 pub struct SyncClient {
     config: SyncConfig,
-    reference: Weights,
-    queue: Vec<PendingPush>,
-    /// Idempotency keys are `{key_prefix}-{seq}`: a random prefix per installation (chosen
-    /// by the caller, who has the random source) and a counter persisted with the queue.
-    key_prefix: String,
-    next_seq: u64,
+    /// Idempotency keys are `{key_prefix}-{seq}`: a random prefix per installation and a
+    /// counter persisted with the queue.
+    state: SyncState,
 }
 
 impl SyncClient {
@@ -122,6 +123,21 @@ impl SyncClient {
         key_prefix: &str,
         next_seq: u64,
     ) -> Result<Self> {
+        Self::from_state(
+            config,
+            SyncState {
+                reference,
+                queue,
+                key_prefix: key_prefix.to_string(),
+                next_seq,
+                unsynced_examples: 0,
+            },
+        )
+    }
+
+    /// A client over a stored state (see [`SyncState`]).
+    pub fn from_state(config: SyncConfig, state: SyncState) -> Result<Self> {
+        let (key_prefix, next_seq) = (&state.key_prefix, state.next_seq);
         if !protocol::valid_model_name(&config.model) {
             return Err(Error::InvalidConfig(format!(
                 "model name '{}' is not 1-{} characters of [A-Za-z0-9._-]",
@@ -135,13 +151,18 @@ impl SyncClient {
             )));
         }
         crate::error::check::in_range("clip_norm", config.clip_norm, f64::MIN_POSITIVE, 1e12)?;
-        Ok(SyncClient {
-            config,
-            reference,
-            queue,
-            key_prefix: key_prefix.to_string(),
-            next_seq,
-        })
+        Ok(SyncClient { config, state })
+    }
+
+    /// Everything to persist after a call that changed it.
+    pub fn state(&self) -> &SyncState {
+        &self.state
+    }
+
+    /// Counts examples trained on since the last commit; [`SyncClient::commit_local`] with
+    /// the pass's `local` queues them as the next push's weight.
+    pub fn state_mut(&mut self) -> &mut SyncState {
+        &mut self.state
     }
 
     pub fn config(&self) -> &SyncConfig {
@@ -150,22 +171,19 @@ impl SyncClient {
 
     /// The global version the client builds on.
     pub fn base_version(&self) -> u64 {
-        self.reference.version
+        self.state.reference.version
     }
 
-    /// Persist this after every call that changes it.
     pub fn reference(&self) -> &Weights {
-        &self.reference
+        &self.state.reference
     }
 
-    /// Persist this after every call that changes it.
     pub fn queue(&self) -> &[PendingPush] {
-        &self.queue
+        &self.state.queue
     }
 
-    /// Persist this with the queue so that keys are never reused.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.state.next_seq
     }
 
     /// Queues what `local` changed since the last commit, clipped to `clip_norm`, under a new
@@ -178,7 +196,7 @@ impl SyncClient {
         objective: ObjectiveKind,
         now_ms: u64,
     ) -> Result<Option<String>> {
-        let mut values = delta::difference(local, &self.reference.head)?;
+        let mut values = delta::difference(local, &self.state.reference.head)?;
         crate::error::check::finite("local weights", &values)?;
         if n_examples == 0 || values.iter().all(|&v| v == 0.0) {
             return Ok(None);
@@ -187,16 +205,16 @@ impl SyncClient {
         let delta = Delta {
             config: local.config.clone(),
             values,
-            base_version: self.reference.version,
+            base_version: self.state.reference.version,
             n_examples,
             objective,
         };
         let body = delta.to_bytes()?;
         // What was queued is the clipped delta: the reference moves by exactly that much, so
         // whatever clipping removed is offered again at the next commit instead of being lost.
-        self.reference.head = delta::apply(&self.reference.head, &delta.values)?;
+        self.state.reference.head = delta::apply(&self.state.reference.head, &delta.values)?;
         let key = self.fresh_key();
-        self.queue.push(PendingPush {
+        self.state.queue.push(PendingPush {
             key: key.clone(),
             base_version: delta.base_version,
             n_examples,
@@ -209,8 +227,8 @@ impl SyncClient {
     }
 
     fn fresh_key(&mut self) -> String {
-        let key = format!("{}-{}", self.key_prefix, self.next_seq);
-        self.next_seq += 1;
+        let key = format!("{}-{}", self.state.key_prefix, self.state.next_seq);
+        self.state.next_seq += 1;
         key
     }
 
@@ -225,7 +243,7 @@ impl SyncClient {
     /// rebase. Pushes go one at a time, oldest first, so their order on the server is the
     /// order in which they were made.
     pub fn due_push(&self, now_ms: u64) -> Option<HttpRequest> {
-        let next = self.queue.first()?;
+        let next = self.state.queue.first()?;
         if next.needs_rebase || next.not_before_ms > now_ms {
             return None;
         }
@@ -246,21 +264,32 @@ impl SyncClient {
 
     /// When the oldest queued push is due (`None`: the queue is empty or waits for a pull).
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.queue
+        self.state
+            .queue
             .first()
             .filter(|p| !p.needs_rebase)
             .map(|p| p.not_before_ms)
     }
 
-    /// Reads the answer to the push made by [`SyncClient::due_push`]. Errors are returned
-    /// for answers that retrying cannot fix: 401/403 keep the push queued (fix the token),
-    /// every other refusal drops it (the server will never accept those bytes).
+    /// Reads the answer to the push made by [`SyncClient::due_push`].
+    ///
+    /// What becomes of the push depends on whether the refusal can ever be outlived:
+    /// - 200–202: stored; removed from the queue.
+    /// - 409 `stale_base_version`: kept and relabelled onto the next pulled global.
+    /// - 401/403: kept, and an error (`sync_unauthorized`): fix the token, then sync again.
+    /// - 400 (`malformed`), 413 (`too_large`), 422 (`non_finite`, `norm_over_bound`) and any
+    ///   other 409 (`dims_mismatch`, `idempotency_key_reused`): those bytes can never be
+    ///   accepted; dropped, and an error (`sync_rejected`, `sync_conflict`) says so.
+    /// - Everything else — no answer at all, 404 (the model does not exist *yet*), 408, 429,
+    ///   5xx, or a status this client does not know — is transient: kept, retried with
+    ///   backoff, and the reason is the outcome. An update is never lost to a refusal it can
+    ///   outlive.
     pub fn on_push_response(
         &mut self,
         response: std::result::Result<HttpResponse, String>,
         now_ms: u64,
     ) -> Result<PushOutcome> {
-        if self.queue.is_empty() {
+        if self.state.queue.is_empty() {
             return Err(Error::InvalidConfig(
                 "a push answer arrived with an empty queue".into(),
             ));
@@ -269,51 +298,48 @@ impl SyncClient {
             Ok(r) => r,
             Err(reason) => return Ok(self.retry_later(now_ms, reason)),
         };
-        match response.status {
-            200..=202 => {
-                let accepted: UpdateAccepted =
-                    serde_json::from_slice(&response.body).map_err(|e| Error::SyncRejected {
-                        status: response.status,
-                        code: "malformed".into(),
-                        message: format!("unreadable push answer: {e}"),
-                    })?;
-                self.queue.remove(0);
-                Ok(PushOutcome::Accepted(accepted))
+        if let 200..=202 = response.status {
+            let accepted: UpdateAccepted =
+                serde_json::from_slice(&response.body).map_err(|e| Error::SyncRejected {
+                    status: response.status,
+                    code: "malformed".into(),
+                    message: format!("unreadable push answer: {e}"),
+                })?;
+            self.state.queue.remove(0);
+            return Ok(PushOutcome::Accepted(accepted));
+        }
+        let status = response.status;
+        let body = error_body(&response);
+        match (status, ApiErrorCode::parse(&body.code)) {
+            (409, Some(ApiErrorCode::StaleBaseVersion)) => {
+                self.state.queue[0].needs_rebase = true;
+                Ok(PushOutcome::NeedsRebase)
             }
-            408 | 429 | 500..=599 => {
-                let reason = format!("server answered {}", response.status);
+            (401 | 403, _) => Err(Error::SyncUnauthorized(body.message)),
+            (409, _) => {
+                self.state.queue.remove(0);
+                Err(Error::SyncConflict(format!(
+                    "{}: {}",
+                    body.code, body.message
+                )))
+            }
+            (400 | 413 | 422, _) => {
+                self.state.queue.remove(0);
+                Err(Error::SyncRejected {
+                    status,
+                    code: body.code,
+                    message: body.message,
+                })
+            }
+            _ => {
+                let reason = format!("server answered {status} ({})", body.code);
                 Ok(self.retry_later(now_ms, reason))
-            }
-            status => {
-                let body = error_body(&response);
-                match (status, ApiErrorCode::parse(&body.code)) {
-                    (409, Some(ApiErrorCode::StaleBaseVersion)) => {
-                        self.queue[0].needs_rebase = true;
-                        Ok(PushOutcome::NeedsRebase)
-                    }
-                    (401 | 403, _) => Err(Error::SyncUnauthorized(body.message)),
-                    (409, _) => {
-                        self.queue.remove(0);
-                        Err(Error::SyncConflict(format!(
-                            "{}: {}",
-                            body.code, body.message
-                        )))
-                    }
-                    _ => {
-                        self.queue.remove(0);
-                        Err(Error::SyncRejected {
-                            status,
-                            code: body.code,
-                            message: body.message,
-                        })
-                    }
-                }
             }
         }
     }
 
     fn retry_later(&mut self, now_ms: u64, reason: String) -> PushOutcome {
-        let push = &mut self.queue[0];
+        let push = &mut self.state.queue[0];
         push.attempts = push.attempts.saturating_add(1);
         let delay = backoff_ms(
             self.config.backoff_base_ms,
@@ -337,7 +363,7 @@ impl SyncClient {
                 self.authorization(),
                 (
                     "If-None-Match".to_string(),
-                    protocol::etag(self.reference.version),
+                    protocol::etag(self.state.reference.version),
                 ),
             ],
             body: Vec::new(),
@@ -371,20 +397,21 @@ impl SyncClient {
                 });
             }
         }
-        let global = store::from_bytes_expecting(&response.body, &self.reference.head.config)
+        let global = store::from_bytes_expecting(&response.body, &self.state.reference.head.config)
             .map_err(|e| match e {
                 Error::IncompatibleWeights(m) => Error::SyncConflict(m),
                 other => other,
             })?;
-        if global.version <= self.reference.version {
+        crate::error::check::version("the pulled global's", global.version)?;
+        if global.version <= self.state.reference.version {
             return Ok(PullOutcome::Unchanged);
         }
-        *local = delta::rebase(local, &self.reference.head, &global.head)?;
+        *local = delta::rebase(local, &self.state.reference.head, &global.head)?;
         let version = global.version;
-        self.reference = Weights {
+        self.state.reference = Weights {
             head: global.head,
-            exposure_head: self.reference.exposure_head.take(),
-            objective: self.reference.objective,
+            exposure_head: self.state.reference.exposure_head.take(),
+            objective: self.state.reference.objective,
             version,
         };
         self.relabel_refused(version)?;
@@ -395,15 +422,15 @@ impl SyncClient {
     /// relabelled with the new base version and a new key (the old key was never stored,
     /// since the server stores nothing for a refused push).
     fn relabel_refused(&mut self, version: u64) -> Result<()> {
-        for i in 0..self.queue.len() {
-            if !self.queue[i].needs_rebase {
+        for i in 0..self.state.queue.len() {
+            if !self.state.queue[i].needs_rebase {
                 continue;
             }
-            let mut delta = Delta::from_bytes(&self.queue[i].body)?;
+            let mut delta = Delta::from_bytes(&self.state.queue[i].body)?;
             delta.base_version = version;
             let body = delta.to_bytes()?;
             let key = self.fresh_key();
-            let push = &mut self.queue[i];
+            let push = &mut self.state.queue[i];
             push.body = body;
             push.base_version = version;
             push.key = key;

@@ -1,22 +1,27 @@
 //! File-backed sync for native use (`tacit sync`): the local weights in a safetensors file,
-//! and the client's state — the reference weights and the queue of pushes — in a directory
-//! beside it. The queue is written *before* anything is sent, so a push made while offline,
-//! or interrupted by a crash, goes out on a later run under the same key and is counted once.
-//! (One window remains: a crash between writing the rebased weights and the new reference
-//! after a pull; the next run would then push the difference between the two globals.)
+//! and the client's [`SyncState`] in a directory beside it — `reference.safetensors`,
+//! `queue.json` (the state's JSON part) and one `push-{key}.delta` per queued push. The queue
+//! is written *before* anything is sent, so a push made while offline, or interrupted by a
+//! crash, goes out on a later run under the same key and is counted once.
+//!
+//! `queue.json` is the commit point: a push's body is written (once: a key's body never
+//! changes) before the queue that names it, and bodies no queue names are removed after. (One
+//! window remains: a crash between writing the rebased weights and the new reference after a
+//! pull; the next run would then push the difference between the two globals.)
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::objective::ObjectiveKind;
 use crate::store::{self, Weights};
 
-use super::client::{HttpRequest, PendingPush, SyncClient, SyncConfig};
-use super::http::{random_key_prefix, sync_once, SyncReport, Transport, UreqTransport};
+use super::client::{HttpRequest, SyncConfig};
+use super::http::{Blocking, SystemClock, Transport, UreqTransport};
+use super::pass::{self, PassOptions, SyncReport};
+use super::ports::SyncStore;
 use super::protocol;
+use super::state::{SyncRecord, SyncState};
 
 /// What `tacit sync` is told.
 #[derive(Debug, Clone)]
@@ -35,19 +40,31 @@ pub struct FileSync {
     pub retry_budget: Duration,
 }
 
-#[derive(Serialize, Deserialize)]
-struct QueueFile {
-    key_prefix: String,
-    next_seq: u64,
-    queue: Vec<PendingPush>,
-}
-
 fn reference_path(dir: &Path) -> PathBuf {
     dir.join("reference.safetensors")
 }
 
 fn queue_path(dir: &Path) -> PathBuf {
     dir.join("queue.json")
+}
+
+const BODY_PREFIX: &str = "push-";
+const BODY_SUFFIX: &str = ".delta";
+
+/// A push's body file. Keys become file names, so only keys this client makes (`[A-Za-z0-9_-]`
+/// with dots inside) are accepted from a state directory.
+fn body_path(dir: &Path, key: &str) -> Result<PathBuf> {
+    let safe = !key.is_empty()
+        && !key.starts_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !safe {
+        return Err(Error::InvalidData(format!(
+            "queued push key '{key}' is not a file-name-safe key"
+        )));
+    }
+    Ok(dir.join(format!("{BODY_PREFIX}{key}{BODY_SUFFIX}")))
 }
 
 /// Writes beside the target and renames: a crash leaves the old file or the new one.
@@ -57,17 +74,87 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-fn save_state(dir: &Path, client: &SyncClient, key_prefix: &str) -> Result<()> {
-    let queue = QueueFile {
-        key_prefix: key_prefix.to_string(),
-        next_seq: client.next_seq(),
-        queue: client.queue().to_vec(),
-    };
-    let json = serde_json::to_vec(&queue).expect("plain data serialises");
-    // Reference first: a crash between the two writes leaves an older queue with a newer
-    // reference only if the reference moved by a pull, which re-pushes nothing.
-    write_atomically(&reference_path(dir), &store::to_bytes(client.reference())?)?;
-    write_atomically(&queue_path(dir), &json)
+/// The state directory and the local weights file as a [`SyncStore`].
+pub struct FileStore {
+    pub state_dir: PathBuf,
+    pub weights: PathBuf,
+}
+
+impl FileStore {
+    fn load_now(&self) -> Result<Option<SyncState>> {
+        let dir = &self.state_dir;
+        if !reference_path(dir).exists() {
+            return Ok(None);
+        }
+        let state =
+            std::fs::read_to_string(queue_path(dir)).map_err(|e| Error::io(queue_path(dir), e))?;
+        let reference =
+            std::fs::read(reference_path(dir)).map_err(|e| Error::io(reference_path(dir), e))?;
+        #[derive(serde::Deserialize)]
+        struct Keys {
+            queue: Vec<Key>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Key {
+            key: String,
+        }
+        let keys: Keys = serde_json::from_str(&state)
+            .map_err(|e| Error::Storage(format!("the stored sync state is unreadable: {e}")))?;
+        let bodies = keys
+            .queue
+            .iter()
+            .map(|k| {
+                let path = body_path(dir, &k.key)?;
+                std::fs::read(&path).map_err(|e| Error::io(&path, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        SyncState::from_record(SyncRecord {
+            state,
+            reference,
+            bodies,
+        })
+        .map(Some)
+    }
+
+    fn commit_now(&self, state: &SyncState, weights: Option<&Weights>) -> Result<()> {
+        let dir = &self.state_dir;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if let Some(w) = weights {
+            store::save(&self.weights, w)?;
+        }
+        let record = state.to_record()?;
+        let mut kept = std::collections::HashSet::new();
+        for (push, body) in state.queue.iter().zip(&record.bodies) {
+            let path = body_path(dir, &push.key)?;
+            if !path.exists() {
+                write_atomically(&path, body)?;
+            }
+            kept.insert(path);
+        }
+        // Reference first: a crash between the two writes leaves an older queue with a newer
+        // reference only if the reference moved by a pull, which re-pushes nothing.
+        write_atomically(&reference_path(dir), &record.reference)?;
+        write_atomically(&queue_path(dir), record.state.as_bytes())?;
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let path = entry.map_err(|e| Error::io(dir, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(BODY_PREFIX) && name.ends_with(BODY_SUFFIX) && !kept.contains(&path)
+            {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SyncStore for FileStore {
+    async fn load(&mut self) -> Result<Option<SyncState>> {
+        self.load_now()
+    }
+
+    async fn commit(&mut self, state: &SyncState, weights: Option<&Weights>) -> Result<()> {
+        self.commit_now(state, weights)
+    }
 }
 
 /// The global weights, unconditionally (first run).
@@ -96,54 +183,40 @@ fn fetch_global(transport: &mut dyn Transport, args: &FileSync) -> Result<Weight
 
 /// One sync pass over files; see the module documentation.
 pub fn sync_files(args: &FileSync) -> Result<SyncReport> {
-    std::fs::create_dir_all(&args.state_dir).map_err(|e| Error::io(&args.state_dir, e))?;
     let mut transport = UreqTransport::new(&args.url, args.timeout);
-    let (reference, queue) = if reference_path(&args.state_dir).exists() {
-        let bytes = std::fs::read(queue_path(&args.state_dir))
-            .map_err(|e| Error::io(queue_path(&args.state_dir), e))?;
-        let queue: QueueFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::InvalidData(format!("unreadable sync queue: {e}")))?;
-        (store::load(&reference_path(&args.state_dir))?, queue)
-    } else {
-        let global = fetch_global(&mut transport, args)?;
-        let queue = QueueFile {
-            key_prefix: random_key_prefix(),
-            next_seq: 0,
-            queue: vec![],
-        };
-        (global, queue)
+    let mut files = FileStore {
+        state_dir: args.state_dir.clone(),
+        weights: args.weights.clone(),
+    };
+    let mut state = match files.load_now()? {
+        Some(state) => state,
+        None => {
+            // First run: the global is the reference (and the local weights, if none yet).
+            let state = SyncState::fresh(fetch_global(&mut transport, args)?);
+            files.commit_now(&state, None)?;
+            state
+        }
     };
     if !args.weights.exists() {
-        store::save(&args.weights, &reference)?;
+        store::save(&args.weights, &state.reference)?;
     }
-    let mut local = store::load(&args.weights)?;
+    let local = store::load(&args.weights)?;
+    if args.n_examples > 0 {
+        state.unsynced_examples = state.unsynced_examples.saturating_add(args.n_examples);
+        files.commit_now(&state, None)?;
+    }
     let mut config = SyncConfig::new(&args.model, &args.token);
     config.clip_norm = args.clip_norm;
-    let mut client = SyncClient::new(
+    let options = PassOptions {
+        retry_budget_ms: u64::try_from(args.retry_budget.as_millis()).unwrap_or(u64::MAX),
+        fallback_objective: ObjectiveKind::parse("ips")?,
+    };
+    pollster::block_on(pass::sync(
         config,
-        reference,
-        queue.queue,
-        &queue.key_prefix,
-        queue.next_seq,
-    )?;
-    let objective = local.objective.unwrap_or(ObjectiveKind::parse("ips")?);
-    client.commit_local(
-        &local.head,
-        args.n_examples,
-        objective,
-        super::http::now_ms(),
-    )?;
-    save_state(&args.state_dir, &client, &queue.key_prefix)?;
-    let report = sync_once(
-        &mut client,
-        &mut transport,
-        &mut local.head,
-        args.retry_budget,
-    );
-    // Whatever happened, the queue on disk must reflect the pushes the server has.
-    save_state(&args.state_dir, &client, &queue.key_prefix)?;
-    let report = report?;
-    local.version = client.base_version();
-    store::save(&args.weights, &local)?;
-    Ok(report)
+        &local,
+        options,
+        &mut Blocking(&mut transport),
+        &SystemClock,
+        &mut files,
+    ))
 }

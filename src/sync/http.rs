@@ -1,18 +1,44 @@
-//! Native transport: blocking HTTP with `ureq`, and a blocking driver that runs one sync pass
-//! (push what is due, retrying with backoff within a time budget, then pull). The browser
-//! drives the same [`SyncClient`] with `fetch` instead; nothing here compiles for wasm32.
+//! The native host's ports: blocking HTTP with `ureq` and the wall clock with a thread sleep.
+//! Nothing here compiles for wasm32 (the browser brings `fetch` and `setTimeout`).
 
 use std::time::Duration;
 
 use crate::error::Result;
 use crate::head::Head;
+use crate::objective::ObjectiveKind;
+use crate::store::Weights;
 
-use super::client::{HttpRequest, HttpResponse, PullOutcome, PushOutcome, SyncClient};
+use super::client::{HttpRequest, HttpResponse, SyncClient};
+use super::pass::{self, PassOptions, SyncReport};
+use super::ports::{self, Clock, MemoryStore};
 
-/// Sends [`HttpRequest`]s to one server. A failure to get any answer is `Err(message)`;
-/// every HTTP status, errors included, is an `Ok` response for the client to interpret.
+pub use super::ports::now_ms;
+pub use super::state::random_key_prefix;
+
+/// Sends [`HttpRequest`]s to one server and blocks for the answer. A failure to get any answer
+/// is `Err(message)`; every HTTP status, errors included, is an `Ok` response for the client
+/// to interpret. Every blocking transport is a [`ports::Transport`] whose future is ready at
+/// once ([`Blocking`]).
 pub trait Transport {
     fn send(&mut self, request: &HttpRequest) -> std::result::Result<HttpResponse, String>;
+}
+
+/// A blocking [`Transport`] as the pass's async one.
+pub struct Blocking<'a, T: Transport + ?Sized>(pub &'a mut T);
+
+impl<T: Transport + ?Sized> ports::Transport for Blocking<'_, T> {
+    async fn send(&mut self, request: &HttpRequest) -> std::result::Result<HttpResponse, String> {
+        self.0.send(request)
+    }
+}
+
+/// The wall clock; waiting blocks the thread (the CLI has nothing else to do meanwhile).
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    async fn sleep(&self, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 /// Blocking HTTP over `ureq` (plain HTTP; a TLS terminator in front of the server, or
@@ -81,89 +107,30 @@ impl Transport for UreqTransport {
     }
 }
 
-/// What one sync pass did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncReport {
-    pub pushed: usize,
-    /// Pushes still queued (offline, or out of retry budget).
-    pub still_queued: usize,
-    /// The last transient failure, if any push is still queued because of one.
-    pub last_failure: Option<String>,
-    pub pull: Option<PullOutcome>,
-}
-
-/// One pass: push every due update (retrying transient failures with the client's backoff
-/// while `retry_budget` lasts; later ones wait in the queue for the next pass), then pull and
-/// rebase `local`. A failed pull leaves `local` untouched and is reported as an error only
-/// when nothing else went wrong, so an offline pass still returns what was queued.
+/// One blocking pass over `client` with nothing persisted (the caller keeps the client):
+/// [`pass::run`] with the wall clock. The delta, if any, must already be committed; `local`
+/// is rebased in place when a newer global is pulled.
 pub fn sync_once(
     client: &mut SyncClient,
     transport: &mut dyn Transport,
     local: &mut Head,
     retry_budget: Duration,
 ) -> Result<SyncReport> {
-    // Wall-clock milliseconds: queued pushes carry their due times across runs and restarts.
-    let deadline = now_ms().saturating_add(retry_budget.as_millis() as u64);
-    let mut pushed = 0;
-    let mut last_failure = None;
-    loop {
-        let now = now_ms();
-        if let Some(request) = client.due_push(now) {
-            match client.on_push_response(transport.send(&request), now_ms())? {
-                PushOutcome::Accepted(_) => pushed += 1,
-                PushOutcome::Retry { reason, .. } => last_failure = Some(reason),
-                // Pull first: the relabelled push goes out on the next pass.
-                PushOutcome::NeedsRebase => break,
-            }
-            continue;
-        }
-        match client.next_due_ms() {
-            Some(due) if due <= deadline => {
-                std::thread::sleep(Duration::from_millis(due.saturating_sub(now)));
-            }
-            _ => break,
-        }
+    let weights = Weights::new(local.clone());
+    let options = PassOptions {
+        retry_budget_ms: u64::try_from(retry_budget.as_millis()).unwrap_or(u64::MAX),
+        fallback_objective: ObjectiveKind::Implicit,
+    };
+    let report = pollster::block_on(pass::run(
+        client,
+        &weights,
+        options,
+        &mut Blocking(transport),
+        &SystemClock,
+        &mut MemoryStore::default(),
+    ))?;
+    if let Some(rebased) = &report.rebased {
+        *local = rebased.head.clone();
     }
-    if last_failure.is_some() && !client.queue().is_empty() {
-        // Still unreachable: do not also wait for a pull that would fail the same way.
-        return Ok(SyncReport {
-            pushed,
-            still_queued: client.queue().len(),
-            last_failure,
-            pull: None,
-        });
-    }
-    let pull = client.on_pull_response(transport.send(&client.pull_request()), local)?;
-    Ok(SyncReport {
-        pushed,
-        still_queued: client.queue().len(),
-        last_failure: None,
-        pull: Some(pull),
-    })
-}
-
-/// Milliseconds since the Unix epoch: the clock the native client's due times use.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A random idempotency-key prefix for a new installation, from the OS-seeded hasher keys
-/// of the standard library (no extra dependency; uniqueness, not secrecy, is what matters).
-pub fn random_key_prefix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    let a = h.finish();
-    let mut h2 = std::collections::hash_map::RandomState::new().build_hasher();
-    h2.write_u64(a);
-    format!("{:016x}{:016x}", a, h2.finish())
+    Ok(report)
 }

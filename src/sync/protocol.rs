@@ -19,6 +19,10 @@ pub const META_N_EXAMPLES: &str = "n_examples";
 /// `__metadata__` key of a delta: the objective it was trained with (written by the store).
 pub const META_OBJECTIVE: &str = "objective";
 
+/// Largest model version a client accepts (imported or pulled): 2^53 − 1, the largest integer
+/// a JS number holds exactly, so that the browser package can report every version it holds.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
 /// Longest model name; names are also path segments and database keys.
 pub const MAX_MODEL_NAME: usize = 64;
 /// Longest idempotency key accepted.

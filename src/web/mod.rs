@@ -26,13 +26,14 @@ use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::model::{self, ModelSpec, RewardModel as Model};
 use crate::store;
+use crate::sync::{PassOptions, SyncState};
 use crate::trainer;
 use error::to_js;
 use options::{
-    float_array, parse_train, to_js as result_to_js, ObserveInput, OpenOptions, TrainResult,
+    float_array, parse_observation, parse_train, to_js as result_to_js, OpenOptions, TrainResult,
 };
-use storage::{Commit, Storage};
-use sync::{SyncOptions, SyncResult, SyncState};
+use storage::{Commit, Storage, SyncStorage};
+use sync::{BrowserClock, FetchTransport, SyncOptions, SyncResult};
 
 /// A reward model in the page (or worker): see the package README.
 #[wasm_bindgen]
@@ -52,7 +53,8 @@ struct Inner {
 struct State {
     /// `None` once closed.
     model: Option<Model>,
-    /// A `train` or `sync` call is running (both move the weights; one at a time).
+    /// A `train`, `sync` or `importWeights` call is running (each moves the weights; one at
+    /// a time).
     busy: Option<&'static str>,
 }
 
@@ -113,7 +115,7 @@ impl Inner {
     }
 
     async fn observe(&self, observation: JsValue) -> Result<u64> {
-        let entry = ObserveInput::parse(observation)?;
+        let entry = parse_observation(observation)?;
         let entry = self.with(|m| m.observe(entry))?;
         if let Some(s) = &self.storage {
             let commit = Commit {
@@ -167,7 +169,7 @@ impl Inner {
             let commit = Commit {
                 model: Some((&self.spec, &bytes)),
                 drop_upto: Some(outcome.upto_seq),
-                sync: Some(sync.to_js()?),
+                sync: Some(&sync),
                 ..Commit::default()
             };
             s.commit(&self.name, commit).await?;
@@ -187,12 +189,14 @@ impl Inner {
         ))
     }
 
+    /// Refused with `busy` while a `train` or `sync` runs (either would overwrite the
+    /// imported weights when it finishes), and marks the model busy while it stores them.
     async fn import_weights(&self, bytes: &JsValue) -> Result<()> {
         let bytes = bytes
             .dyn_ref::<Uint8Array>()
             .ok_or_else(|| Error::CorruptWeights("weights must be a Uint8Array".into()))?
             .to_vec();
-        let weights = store::from_bytes_expecting(&bytes, &self.spec.head_config())?;
+        let (weights, _guard) = self.begin("importWeights", |m| m.importable(&bytes))?;
         if let Some(s) = &self.storage {
             let commit = Commit {
                 model: Some((&self.spec, &bytes)),
@@ -200,107 +204,53 @@ impl Inner {
             };
             s.commit(&self.name, commit).await?;
         }
-        self.with(|m| m.import_weights(&store::to_bytes(&weights)?))
+        self.with(|m| m.replace_weights(weights))
     }
 
-    /// Stores the sync state (when persistent) and keeps it as the current one.
-    async fn save_sync(&self, state: SyncState) -> Result<()> {
-        if let Some(s) = &self.storage {
-            let commit = Commit {
-                sync: Some(state.to_js()?),
-                ..Commit::default()
-            };
-            s.commit(&self.name, commit).await?;
-        }
-        *self.sync.borrow_mut() = state;
-        Ok(())
-    }
-
+    /// The one sync pass (`crate::sync::pass`) with `fetch`, the browser clock and IndexedDB.
     async fn sync(&self, options: JsValue) -> Result<SyncResult> {
         let opts: SyncOptions = options::strict(options, "sync options")?;
         let config = opts.config(&self.name)?;
-        let timeout = opts.timeout_ms.unwrap_or(15_000);
-        let budget = opts.retry_budget_ms.unwrap_or(3_000);
         let (weights, _guard) = self.begin("sync", |m| Ok(m.weights().clone()))?;
-        let mut state = self.sync.borrow().clone();
-        let mut client = state.client(config)?;
-        if state.unsynced_examples > 0 {
-            // Queue local training as one clipped delta, stored before any network traffic.
-            let objective = weights.objective.unwrap_or(self.spec.objective);
-            client.commit_local(
-                &weights.head,
-                state.unsynced_examples,
-                objective,
-                sync::now_ms(),
-            )?;
-            state.unsynced_examples = 0;
-            state.update_from(&client);
-            self.save_sync(state.clone()).await?;
-        }
-        let (pushed, failure) = sync::push_due(&mut client, &opts.url, timeout, budget, |c| {
-            let mut s = state.clone();
-            s.update_from(c);
-            self.save_sync(s)
-        })
+        let mut transport = FetchTransport {
+            base_url: opts.url.clone(),
+            timeout_ms: opts.timeout_ms.unwrap_or(15_000),
+        };
+        let mut store = SyncStorage {
+            storage: self.storage.as_ref(),
+            name: &self.name,
+            spec: &self.spec,
+            state: &self.sync,
+        };
+        let pass = PassOptions {
+            retry_budget_ms: u64::from(opts.retry_budget_ms.unwrap_or(3_000)),
+            fallback_objective: self.spec.objective,
+        };
+        let report = crate::sync::pass::sync(
+            config,
+            &weights,
+            pass,
+            &mut transport,
+            &BrowserClock,
+            &mut store,
+        )
         .await?;
-        state.update_from(&client);
-        let offline = |pushed, client: &crate::sync::SyncClient| SyncResult {
-            version: client.base_version(),
-            pushed,
-            pulled: false,
-            queued: client.queue().len(),
-            offline: true,
-        };
-        if failure.is_some() && !client.queue().is_empty() {
-            return Ok(offline(pushed, &client));
-        }
-        let mut local = weights.head.clone();
-        let answer = sync::fetch(&opts.url, &client.pull_request(), timeout).await;
-        let outcome = match client.on_pull_response(answer, &mut local) {
-            Err(Error::Network(_)) => return Ok(offline(pushed, &client)),
-            other => other?,
-        };
-        state.update_from(&client);
-        let pulled = sync::pulled(&outcome);
-        if pulled {
-            let rebased = store::Weights {
-                head: local,
-                version: client.base_version(),
-                ..weights
-            };
-            let bytes = store::to_bytes(&rebased)?;
-            if let Some(s) = &self.storage {
-                let commit = Commit {
-                    model: Some((&self.spec, &bytes)),
-                    sync: Some(state.to_js()?),
-                    ..Commit::default()
-                };
-                s.commit(&self.name, commit).await?;
-            }
-            *self.sync.borrow_mut() = state;
+        if let Some(rebased) = report.rebased.clone() {
             self.with(|m| m.replace_weights(rebased))?;
-        } else {
-            self.save_sync(state).await?;
         }
-        Ok(SyncResult {
-            version: client.base_version(),
-            pushed,
-            pulled,
-            queued: client.queue().len(),
-            offline: false,
-        })
+        Ok(SyncResult::from(&report))
     }
 
     async fn reset(&self) -> Result<()> {
         let fresh = Model::new(&self.spec, Device::Cpu)?;
         let bytes = fresh.export_weights()?;
         // Starting over starts sync over too: the fresh weights are the new reference.
-        let sync = SyncState::fresh(fresh.weights());
+        let sync = SyncState::fresh(fresh.weights().clone());
         if let Some(s) = &self.storage {
             let commit = Commit {
                 model: Some((&self.spec, &bytes)),
                 drop_all: true,
-                sync: Some(sync.to_js()?),
+                sync: Some(&sync),
                 ..Commit::default()
             };
             s.commit(&self.name, commit).await?;
@@ -523,9 +473,9 @@ async fn open(options: JsValue) -> Result<RewardModel> {
     let (model, sync) = match stored {
         Some(s) => {
             let weights = store::from_bytes_expecting(&s.weights, &spec.head_config())?;
-            let sync = match &s.sync {
-                Some(record) => SyncState::from_js(record)?,
-                None => SyncState::fresh(&weights),
+            let sync = match s.sync {
+                Some(state) => state,
+                None => SyncState::fresh(weights.clone()),
             };
             (
                 Model::restore(weights, spec.objective, s.log, device)?,
@@ -536,12 +486,12 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             let m = Model::new(&spec, device)?;
             // The starting weights are the sync reference: training before the first sync
             // is then pushed as a change, even across reloads.
-            let sync = SyncState::fresh(m.weights());
+            let sync = SyncState::fresh(m.weights().clone());
             if let Some(s) = &storage {
                 let bytes = m.export_weights()?;
                 let commit = Commit {
                     model: Some((&spec, &bytes)),
-                    sync: Some(sync.to_js()?),
+                    sync: Some(&sync),
                     ..Commit::default()
                 };
                 s.commit(&name, commit).await?;

@@ -8,8 +8,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::error::from_serde;
 use crate::error::{Error, Result};
-use crate::feedback::events::{Event, Observation, Shown};
-use crate::feedback::log::LoggedObservation;
+use crate::feedback::events::Observation;
 use crate::head::Activation;
 use crate::model::{ModelSpec, TrainOptions};
 use crate::objective::ObjectiveKind;
@@ -48,11 +47,19 @@ const MAX_NAME: usize = 128;
 /// struct declares, so an unknown (say, misspelt) option would pass unnoticed; going through
 /// a JSON value makes every key visible to `deny_unknown_fields`.
 pub fn strict<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T> {
+    from_json(to_json(value, what)?, what)
+}
+
+/// An options object as a JSON value (every key visible).
+fn to_json(value: JsValue, what: &str) -> Result<serde_json::Value> {
     if !value.is_object() || js_sys::Array::is_array(&value) {
         return Err(Error::InvalidConfig(format!("{what} must be an object")));
     }
-    let json: serde_json::Value =
-        serde_wasm_bindgen::from_value(value).map_err(|e| from_serde(what, e))?;
+    serde_wasm_bindgen::from_value(value).map_err(|e| from_serde(what, e))
+}
+
+/// `T` from a JSON value, an unknown key as [`Error::UnknownOption`].
+fn from_json<T: DeserializeOwned>(json: serde_json::Value, what: &str) -> Result<T> {
     serde_json::from_value(json).map_err(|e| {
         let message = e.to_string();
         if message.starts_with("unknown field") {
@@ -120,70 +127,43 @@ impl OpenOptions {
     }
 }
 
-/// `observe(observation)` (the embedding is read apart, as a typed array).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ObserveInput {
-    pub id: String,
-    #[serde(default)]
-    pub turn: Option<String>,
-    pub shown: ShownInput,
-    #[serde(default)]
-    pub events: Vec<Event>,
-    #[serde(default)]
-    pub dwell_ms: f64,
-    #[serde(default)]
-    pub length: f64,
-    #[serde(default)]
-    pub propensity: Option<f32>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShownInput {
-    pub position: u32,
-    pub candidates: u32,
-}
-
 const MAX_ID: usize = 256;
 
-impl ObserveInput {
-    pub fn parse(value: JsValue) -> Result<LoggedObservation> {
-        if !value.is_object() {
-            return Err(Error::InvalidData(
-                "an observation must be an object".into(),
-            ));
-        }
-        let (rest, embedding) = take(&value, "embedding");
-        if embedding.is_undefined() {
-            return Err(Error::InvalidData(
-                "observation: missing field `embedding`".into(),
-            ));
-        }
-        let embedding = float_array(&embedding, "observation embedding")?;
-        let o: ObserveInput = strict(rest, "observation")?;
-        if o.id.len() > MAX_ID || o.turn.as_ref().is_some_and(|t| t.len() > MAX_ID) {
-            return Err(Error::InvalidData(format!(
-                "id and turn must be at most {MAX_ID} characters"
-            )));
-        }
-        Ok(LoggedObservation {
-            seq: 0,
-            id: o.id,
-            turn: o.turn,
-            embedding,
-            observation: Observation {
-                shown: Shown {
-                    position: o.shown.position,
-                    candidates: o.shown.candidates,
-                },
-                events: o.events,
-                dwell_ms: o.dwell_ms,
-                length: o.length,
-            },
-            propensity: o.propensity,
-        })
+/// `observe(observation)`: the option object as the crate's one [`Observation`] type. The
+/// embedding is read apart (a typed array is not data for serde); the log's `seq` is the
+/// model's to assign, so an app that passes one is told it is unknown.
+pub fn parse_observation(value: JsValue) -> Result<Observation> {
+    if !value.is_object() {
+        return Err(Error::InvalidData(
+            "an observation must be an object".into(),
+        ));
     }
+    let (rest, embedding) = take(&value, "embedding");
+    if embedding.is_undefined() {
+        return Err(Error::InvalidData(
+            "observation: missing field `embedding`".into(),
+        ));
+    }
+    let embedding = float_array(&embedding, "observation embedding")?;
+    let mut json = to_json(rest, "observation")?;
+    let fields = json
+        .as_object_mut()
+        .ok_or_else(|| Error::InvalidData("an observation must be an object".into()))?;
+    if fields.contains_key("seq") {
+        return Err(Error::UnknownOption(
+            "observation: unknown field `seq` (the model numbers its log)".into(),
+        ));
+    }
+    // A placeholder for the field read apart (the model validates the real one).
+    fields.insert("embedding".into(), serde_json::Value::Array(Vec::new()));
+    let mut o: Observation = from_json(json, "observation")?;
+    o.embedding = embedding;
+    if o.id.len() > MAX_ID || o.turn.as_ref().is_some_and(|t| t.len() > MAX_ID) {
+        return Err(Error::InvalidData(format!(
+            "id and turn must be at most {MAX_ID} characters"
+        )));
+    }
+    Ok(o)
 }
 
 /// `train(options)`: the crate's [`TrainOptions`] plus the `onProgress` callback, which is

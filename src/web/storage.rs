@@ -2,8 +2,8 @@
 //!
 //! - `models`, keyed by model name: `{ spec: string (JSON), weights: Uint8Array (safetensors) }`.
 //! - `observations`, keyed by `[name, seq]`: `{ entry: string (JSON of a logged observation) }`.
-//! - `sync`, keyed by model name: the sync client's state (`sync.rs`): the reference
-//!   weights, the queue of pushes with their idempotency keys, the key counter.
+//! - `sync`, keyed by model name: the sync client's [`SyncState`] as its record
+//!   `{ state: string (JSON), reference: Uint8Array, bodies: Uint8Array[] }`.
 //!
 //! Every commit is one transaction, and a call resolves only after its transaction's
 //! `complete` event: an acknowledged observation is on disk, and "new weights + drop the
@@ -21,10 +21,14 @@ use web_sys::{
     IdbDatabase, IdbFactory, IdbKeyRange, IdbRequest, IdbTransaction, IdbTransactionMode,
 };
 
+use std::cell::RefCell;
+
 use super::error::describe;
 use crate::error::{Error, Result};
 use crate::feedback::log::LoggedObservation;
 use crate::model::ModelSpec;
+use crate::store::{self, Weights};
+use crate::sync::{SyncRecord, SyncState, SyncStore};
 
 const DB_NAME: &str = "tacit-rm";
 /// 2 added the `sync` store; the upgrade only creates stores that are missing.
@@ -39,8 +43,8 @@ pub struct Stored {
     pub spec: ModelSpec,
     pub weights: Vec<u8>,
     pub log: Vec<LoggedObservation>,
-    /// The sync record, if the model has one (see `sync.rs` for its shape).
-    pub sync: Option<JsValue>,
+    /// The sync state, if the model has one.
+    pub sync: Option<SyncState>,
 }
 
 /// What one transaction writes (everything absent is left as it is).
@@ -51,7 +55,7 @@ pub struct Commit<'a> {
     /// Delete the observations with `seq ≤` this.
     pub drop_upto: Option<u64>,
     pub drop_all: bool,
-    pub sync: Option<JsValue>,
+    pub sync: Option<&'a SyncState>,
 }
 
 pub struct Storage {
@@ -151,6 +155,45 @@ fn entry_value(entry: &LoggedObservation) -> Result<JsValue> {
     js_sys::Reflect::set(&obj, &"entry".into(), &json.into())
         .map_err(|e| storage_err("observation record", &e))?;
     Ok(obj.into())
+}
+
+fn sync_value(state: &SyncState) -> Result<JsValue> {
+    let record = state.to_record()?;
+    let bodies = Array::new();
+    for body in &record.bodies {
+        bodies.push(&Uint8Array::from(&body[..]));
+    }
+    let obj = js_sys::Object::new();
+    for (k, v) in [
+        ("state", JsValue::from(record.state)),
+        ("reference", Uint8Array::from(&record.reference[..]).into()),
+        ("bodies", bodies.into()),
+    ] {
+        js_sys::Reflect::set(&obj, &k.into(), &v).map_err(|e| storage_err("sync record", &e))?;
+    }
+    Ok(obj.into())
+}
+
+fn sync_from_value(value: &JsValue) -> Result<SyncState> {
+    let unreadable = || Error::Storage("the stored sync state is unreadable".into());
+    let field = |k: &str| js_sys::Reflect::get(value, &k.into()).unwrap_or_default();
+    let bytes = |v: JsValue| {
+        v.dyn_into::<Uint8Array>()
+            .map(|a| a.to_vec())
+            .map_err(|_| unreadable())
+    };
+    let bodies = field("bodies");
+    if !Array::is_array(&bodies) {
+        return Err(unreadable());
+    }
+    SyncState::from_record(SyncRecord {
+        state: field("state").as_string().ok_or_else(unreadable)?,
+        reference: bytes(field("reference"))?,
+        bodies: Array::from(&bodies)
+            .iter()
+            .map(bytes)
+            .collect::<Result<_>>()?,
+    })
 }
 
 fn model_value(spec: &ModelSpec, weights: &[u8]) -> Result<JsValue> {
@@ -263,7 +306,11 @@ impl Storage {
             spec,
             weights,
             log: entries,
-            sync: (!sync.is_undefined()).then_some(sync),
+            sync: if sync.is_undefined() {
+                None
+            } else {
+                Some(sync_from_value(&sync)?)
+            },
         }))
     }
 
@@ -295,10 +342,10 @@ impl Storage {
                     .put_with_key(&model_value(spec, weights)?, &name.into())
                     .map_err(js)?;
             }
-            if let Some(sync) = &commit.sync {
+            if let Some(sync) = commit.sync {
                 tx.object_store(SYNC)
                     .map_err(js)?
-                    .put_with_key(sync, &name.into())
+                    .put_with_key(&sync_value(sync)?, &name.into())
                     .map_err(js)?;
             }
             let observations = tx.object_store(OBSERVATIONS).map_err(js)?;
@@ -326,5 +373,35 @@ impl Storage {
 
     pub fn close(&self) {
         self.db.close();
+    }
+}
+
+/// The sync pass's store in the browser: IndexedDB when the model is persistent, and always
+/// the model's in-memory copy of the state (what `train` adds its examples to), updated only
+/// once IndexedDB has committed.
+pub struct SyncStorage<'a> {
+    pub storage: Option<&'a Storage>,
+    pub name: &'a str,
+    pub spec: &'a ModelSpec,
+    pub state: &'a RefCell<SyncState>,
+}
+
+impl SyncStore for SyncStorage<'_> {
+    async fn load(&mut self) -> Result<Option<SyncState>> {
+        Ok(Some(self.state.borrow().clone()))
+    }
+
+    async fn commit(&mut self, state: &SyncState, weights: Option<&Weights>) -> Result<()> {
+        if let Some(s) = self.storage {
+            let bytes = weights.map(store::to_bytes).transpose()?;
+            let commit = Commit {
+                model: bytes.as_deref().map(|b| (self.spec, b)),
+                sync: Some(state),
+                ..Commit::default()
+            };
+            s.commit(self.name, commit).await?;
+        }
+        *self.state.borrow_mut() = state.clone();
+        Ok(())
     }
 }

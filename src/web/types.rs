@@ -122,8 +122,14 @@ export interface SyncResult {
   pulled: boolean;
   /** Updates still queued (kept in IndexedDB, pushed by a later call, never twice). */
   queued: number;
-  /** The server could not be reached. */
+  /** The server could not be reached (see `reason`); what is queued stays queued. */
   offline: boolean;
+  /**
+   * Why the server counts as unreachable: no answer, or a refusal the update can outlive
+   * (404 before the model exists, 429, 5xx; the update is kept and retried with backoff).
+   * null when the server answered.
+   */
+  reason: string | null;
 }
 
 export interface Stats {
