@@ -10,6 +10,7 @@ const SCRIPT: &str = ".ci/readme-commands.sh";
 
 /// Forms the script does not run: benchmarks are commands of their own (they time, they do not
 /// check), and `cargo xtask test` is what runs the script (and is what `.ci/run` calls).
+#[cfg(test)]
 const NOT_RUN: [&str; 4] = [
     "$T bench",
     "$S bench",
@@ -24,6 +25,7 @@ pub fn run_readme_commands() -> Result {
 /// The command forms of a markdown text's `sh` blocks: the program and its sub-command words,
 /// up to the first flag, placeholder or comment (`$T eval --data …` → `$T eval`). `tacit …`
 /// is the installed CLI, which the script runs as `$T …`.
+#[cfg(test)]
 fn command_forms(markdown: &str) -> Vec<String> {
     let mut forms = Vec::new();
     let mut in_sh = false;
@@ -61,6 +63,7 @@ fn command_forms(markdown: &str) -> Vec<String> {
 }
 
 /// The forms `.ci/readme-commands.sh` runs, read the same way (its `step` prefix removed).
+#[cfg(test)]
 fn script_forms(script: &str) -> Vec<String> {
     let as_markdown = format!(
         "```sh\n{}\n```\n",
