@@ -84,11 +84,11 @@ fn to_vec(v: JsValue) -> Vec<f32> {
 async fn the_probe_picks_webgpu_when_the_browser_has_it() {
     let Some(ctx) = gpu().await else { return };
     web_sys_log(&format!("WebGPU adapter: {ctx:?}"));
-    let rm = RewardModel::open(Some(obj(r#"{"persist": false, "dim": 8, "hidden": [4]}"#)))
+    let rm = RewardModel::open(obj(r#"{"persist": false, "dim": 8, "hidden": [4]}"#))
         .await
         .unwrap();
     assert_eq!(rm.backend().unwrap(), "webgpu");
-    let cpu = RewardModel::open(Some(obj(r#"{"persist": false, "backend": "cpu", "dim": 8}"#)))
+    let cpu = RewardModel::open(obj(r#"{"persist": false, "backend": "cpu", "dim": 8}"#))
         .await
         .unwrap();
     assert_eq!(cpu.backend().unwrap(), "cpu");
@@ -183,7 +183,7 @@ async fn api_on(backend: &str) {
             r#"{{"persist": false, "backend": "{backend}", "dim": 16, "hidden": [8], "seed": 5{extra}}}"#
         ))
     };
-    let rm = RewardModel::open(Some(open(""))).await.unwrap();
+    let rm = RewardModel::open(open("")).await.unwrap();
     assert_eq!(rm.backend().unwrap(), backend);
     let x = common::random_matrix(5, 16, 1);
     let flat = x.as_slice().unwrap();
@@ -209,10 +209,10 @@ async fn api_on(backend: &str) {
             "corrupt_weights",
         ),
         (
-            rm.train(Some(obj(r#"{"epochs": 2, "learningRat": 0.1}"#))),
+            rm.train(obj(r#"{"epochs": 2, "learningRat": 0.1}"#)),
             "unknown_option",
         ),
-        (rm.train(None), "empty_input"),
+        (rm.train(JsValue::UNDEFINED), "empty_input"),
         (
             rm.observe(obj(
                 r#"{"id": "a", "embedding": [1], "shown": {"position": 0, "candidates": 1}}"#,
@@ -230,7 +230,7 @@ async fn api_on(backend: &str) {
         let err = resolve(p).await.expect_err(want);
         assert_eq!(code(&err), want, "{backend}: {err:?}");
     }
-    let err = RewardModel::open(Some(open(r#", "dimm": 3"#)))
+    let err = RewardModel::open(open(r#", "dimm": 3"#))
         .await
         .err()
         .unwrap();
@@ -279,7 +279,7 @@ async fn api_on(backend: &str) {
     });
     let opts = obj(r#"{"epochs": 3, "objective": "implicit", "validationFraction": 0}"#);
     js_sys::Reflect::set(&opts, &"onProgress".into(), cb.as_ref()).unwrap();
-    let result = resolve(rm.train(Some(opts))).await.unwrap();
+    let result = resolve(rm.train(opts)).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), 3);
     let examples = js_sys::Reflect::get(&result, &"examples".into()).unwrap();
     assert_eq!(examples.as_f64(), Some(40.0));
@@ -304,7 +304,7 @@ async fn the_js_api_on_webgpu() {
         return;
     }
     api_on("webgpu").await;
-    let err = RewardModel::open(Some(obj(r#"{"persist": false, "backend": "gpu"}"#)))
+    let err = RewardModel::open(obj(r#"{"persist": false, "backend": "gpu"}"#))
         .await
         .err()
         .unwrap();
@@ -321,7 +321,7 @@ async fn indexeddb_restores_weights_and_pending_observations() {
             r#"{{"name": "{name}", "backend": "cpu", "dim": 16, "hidden": [8]}}"#
         ))
     };
-    let rm = RewardModel::open(Some(open())).await.unwrap();
+    let rm = RewardModel::open(open()).await.unwrap();
     assert!(rm.persistent());
     let observe = |rm: &RewardModel, i: u32| {
         let emb: Vec<f32> = (0..16).map(|j| ((i + j) % 3) as f32 - 1.0).collect();
@@ -335,7 +335,7 @@ async fn indexeddb_restores_weights_and_pending_observations() {
     for i in 0..12 {
         resolve(observe(&rm, i)).await.unwrap();
     }
-    resolve(rm.train(Some(obj(r#"{"epochs": 2, "objective": "implicit"}"#))))
+    resolve(rm.train(obj(r#"{"epochs": 2, "objective": "implicit"}"#)))
         .await
         .unwrap();
     for i in 12..15 {
@@ -344,13 +344,13 @@ async fn indexeddb_restores_weights_and_pending_observations() {
     let weights = rm.export_weights().unwrap().to_vec();
     resolve(rm.close()).await.unwrap();
 
-    let back = RewardModel::open(Some(open())).await.unwrap();
+    let back = RewardModel::open(open()).await.unwrap();
     assert_eq!(back.export_weights().unwrap().to_vec(), weights);
     let stats = back.stats().unwrap();
     let pending = js_sys::Reflect::get(&stats, &"pending".into()).unwrap();
     assert_eq!(pending.as_f64(), Some(3.0));
     // Opening with another head shape is refused, not silently reinitialised.
-    let err = RewardModel::open(Some(obj(&format!(r#"{{"name": "{name}", "dim": 32}}"#))))
+    let err = RewardModel::open(obj(&format!(r#"{{"name": "{name}", "dim": 32}}"#)))
         .await
         .err()
         .unwrap();
@@ -359,7 +359,7 @@ async fn indexeddb_restores_weights_and_pending_observations() {
     resolve(RewardModel::delete_stored(name.clone()))
         .await
         .unwrap();
-    let fresh = RewardModel::open(Some(open())).await.unwrap();
+    let fresh = RewardModel::open(open()).await.unwrap();
     assert_ne!(fresh.export_weights().unwrap().to_vec(), weights);
 }
 
@@ -367,9 +367,9 @@ async fn indexeddb_restores_weights_and_pending_observations() {
 /// call meanwhile is refused with `busy`.
 #[wasm_bindgen_test]
 async fn observations_during_training_stay_pending() {
-    let rm = RewardModel::open(Some(obj(
+    let rm = RewardModel::open(obj(
         r#"{"persist": false, "backend": "cpu", "dim": 4, "hidden": []}"#,
-    )))
+    ))
     .await
     .unwrap();
     let observe = |i: u32| {
@@ -382,9 +382,9 @@ async fn observations_during_training_stay_pending() {
     for i in 0..20 {
         resolve(observe(i)).await.unwrap();
     }
-    let training = rm.train(Some(obj(r#"{"epochs": 3, "objective": "naive"}"#)));
+    let training = rm.train(obj(r#"{"epochs": 3, "objective": "naive"}"#));
     let during = observe(99);
-    let second = rm.train(None);
+    let second = rm.train(JsValue::UNDEFINED);
     assert_eq!(code(&resolve(second).await.unwrap_err()), "busy");
     resolve(during).await.unwrap();
     resolve(training).await.unwrap();

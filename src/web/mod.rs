@@ -333,11 +333,9 @@ impl RewardModel {
     /// before, otherwise made from the options and saved.
     #[wasm_bindgen(unchecked_return_type = "RewardModel")]
     pub async fn open(
-        #[wasm_bindgen(unchecked_param_type = "OpenOptions")] options: Option<JsValue>,
+        #[wasm_bindgen(unchecked_optional_param_type = "OpenOptions")] options: JsValue,
     ) -> std::result::Result<RewardModel, JsValue> {
-        open(options.unwrap_or(JsValue::UNDEFINED))
-            .await
-            .map_err(to_js)
+        open(options).await.map_err(to_js)
     }
 
     /// Deletes a stored model and its pending log (a model that is open stays usable in
@@ -421,9 +419,8 @@ impl RewardModel {
     #[wasm_bindgen(unchecked_return_type = "Promise<TrainResult>")]
     pub fn train(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "TrainOptions")] options: Option<JsValue>,
+        #[wasm_bindgen(unchecked_optional_param_type = "TrainOptions")] options: JsValue,
     ) -> Promise {
-        let options = options.unwrap_or(JsValue::UNDEFINED);
         let inner = self.inner.clone();
         promise(async move { result_to_js(&inner.train(options).await?) })
     }
