@@ -26,7 +26,12 @@ fn typescript_codes(types_rs: &str) -> Vec<String> {
         .expect("src/web/types.rs declares `export type ErrorCode`");
     let union = &types_rs[start..];
     let union = &union[..union.find(';').expect("the ErrorCode union ends with `;`")];
-    union.split('"').skip(1).step_by(2).map(str::to_string).collect()
+    union
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 /// The first cell of each row of the table in the README's `## Errors` section.
