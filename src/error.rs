@@ -109,56 +109,55 @@ pub enum Error {
     },
 }
 
-/// Stable codes, part of the public API: never rename one, only add.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    DimMismatch,
-    NonFiniteInput,
-    EmptyInput,
-    UnknownName,
-    InvalidConfig,
-    CorruptWeights,
-    IncompatibleWeights,
-    InvalidData,
-    NoGpu,
-    DeviceLost,
-    Io,
-    UnknownOption,
-    NoWebGpu,
-    Busy,
-    Closed,
-    Storage,
-    Network,
-    SyncConflict,
-    SyncUnauthorized,
-    SyncRejected,
+/// Defines [`ErrorCode`], its string form and [`ErrorCode::ALL`] from one list, so that the
+/// three cannot disagree (the package's `.d.ts` and README are checked against `ALL` by
+/// `tests/error_codes.rs`).
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $code:literal,)*) => {
+        /// Stable codes, part of the public API: never rename one, only add.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::DimMismatch => "dim_mismatch",
-            ErrorCode::NonFiniteInput => "non_finite_input",
-            ErrorCode::EmptyInput => "empty_input",
-            ErrorCode::UnknownName => "unknown_name",
-            ErrorCode::InvalidConfig => "invalid_config",
-            ErrorCode::CorruptWeights => "corrupt_weights",
-            ErrorCode::IncompatibleWeights => "incompatible_weights",
-            ErrorCode::InvalidData => "invalid_data",
-            ErrorCode::NoGpu => "no_gpu",
-            ErrorCode::DeviceLost => "device_lost",
-            ErrorCode::Io => "io",
-            ErrorCode::UnknownOption => "unknown_option",
-            ErrorCode::NoWebGpu => "no_webgpu",
-            ErrorCode::Busy => "busy",
-            ErrorCode::Closed => "closed",
-            ErrorCode::Storage => "storage",
-            ErrorCode::Network => "network",
-            ErrorCode::SyncConflict => "sync_conflict",
-            ErrorCode::SyncUnauthorized => "sync_unauthorized",
-            ErrorCode::SyncRejected => "sync_rejected",
-        }
-    }
+error_codes! {
+    DimMismatch => "dim_mismatch",
+    NonFiniteInput => "non_finite_input",
+    EmptyInput => "empty_input",
+    UnknownName => "unknown_name",
+    InvalidConfig => "invalid_config",
+    CorruptWeights => "corrupt_weights",
+    IncompatibleWeights => "incompatible_weights",
+    InvalidData => "invalid_data",
+    NoGpu => "no_gpu",
+    DeviceLost => "device_lost",
+    Io => "io",
+    UnknownOption => "unknown_option",
+    NoWebGpu => "no_webgpu",
+    Busy => "busy",
+    Closed => "closed",
+    Storage => "storage",
+    Network => "network",
+    SyncConflict => "sync_conflict",
+    SyncUnauthorized => "sync_unauthorized",
+    SyncRejected => "sync_rejected",
+    /// The npm package's `init()` could not fetch or compile its `.wasm`. Raised by the
+    /// package's JS entry (`src/web/npm/index.js`), before any Rust runs; no [`Error`]
+    /// variant maps to it.
+    WasmLoad => "wasm_load",
 }
 
 impl fmt::Display for ErrorCode {

@@ -282,7 +282,7 @@ impl RewardModel {
     /// before, otherwise made from the options and saved.
     #[wasm_bindgen(unchecked_return_type = "RewardModel")]
     pub async fn open(
-        #[wasm_bindgen(unchecked_param_type = "OpenOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "OpenOptions")] options: JsValue,
     ) -> std::result::Result<RewardModel, JsValue> {
         open(options).await.map_err(to_js)
     }
@@ -368,7 +368,7 @@ impl RewardModel {
     #[wasm_bindgen(unchecked_return_type = "Promise<TrainResult>")]
     pub fn train(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "TrainOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "TrainOptions")] options: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
         promise(async move { result_to_js(&inner.train(options).await?) })

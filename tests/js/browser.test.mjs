@@ -147,3 +147,48 @@ test("with WebGPU switched off the probe picks the CPU, and asking for WebGPU is
     await noGpu.close();
   }
 });
+
+test("init() failures are TacitErrors with a code and a hint; the library's own errors are TacitErrors", async () => {
+  const page = await newPage(browser);
+  await page.goto(`${server.url}/tests/js/pages/blank.html`);
+  const got = await page.evaluate(async () => {
+    const m = await import("/pkg/index.js");
+    const caught = (e) => ({
+      instance: e instanceof m.TacitError,
+      guard: m.isTacitError(e),
+      name: e.name,
+      code: e.code,
+      hint: e.hint ?? null,
+      message: e.message,
+    });
+    const attempt = (options) => m.default(options).then(() => null, caught);
+    return {
+      // What a bundler's dev server answers for a file it does not have: its index page.
+      html: await attempt({ module_or_path: "/tests/js/pages/blank.html" }),
+      missing: await attempt({ module_or_path: "/pkg/no_such_file.wasm" }),
+      garbage: await attempt({ module_or_path: new Uint8Array([0, 97, 115, 109, 9, 9, 9, 9]) }),
+      // After the failures, the default load still works.
+      loaded: { ...(await m.default()) },
+      rust: await m.RewardModel.open({ persist: false, dim: 4, dimm: 3 }).then(() => null, caught),
+      plain: m.isTacitError(new Error("x")) || new Error("x") instanceof m.TacitError,
+    };
+  });
+  for (const key of ["html", "missing", "garbage"]) {
+    const e = got[key];
+    assert.ok(e && e.instance && e.guard, `${key}: ${JSON.stringify(e)}`);
+    assert.equal(e.name, "TacitError");
+    assert.equal(e.code, "wasm_load");
+    assert.ok(e.hint && e.message.includes(e.hint), `${key}: the message carries the hint`);
+  }
+  assert.match(got.html.message, /is an HTML page, not WebAssembly/);
+  assert.match(got.html.hint, /optimizeDeps: \{ exclude: \["tacit-rm"\] \}/);
+  assert.match(got.missing.message, /answered HTTP 404/);
+  assert.match(got.garbage.message, /did not compile/);
+  assert.deepEqual(got.loaded, { flavour: "simd" });
+  assert.deepEqual(
+    { ...got.rust, message: undefined },
+    { instance: true, guard: true, name: "TacitError", code: "unknown_option", hint: null, message: undefined },
+  );
+  assert.equal(got.plain, false);
+  await page.close();
+});

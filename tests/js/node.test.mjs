@@ -5,13 +5,20 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
-import { initSync, RewardModel, featurize, wasmFileName } from "../../pkg/index.js";
+import init, {
+  initSync,
+  isTacitError,
+  RewardModel,
+  TacitError,
+  featurize,
+  wasmFileName,
+} from "../../pkg/index.js";
 import { randomFloats, referenceScores, maxRelDiff } from "./lib/reference.mjs";
 
 // The flavour the entry module picks here (SIMD in node 20), or the one TACIT_WASM names:
 // `cargo xtask test` runs this file once per flavour.
 const flavour = process.env.TACIT_WASM ?? wasmFileName();
-initSync({ module: readFileSync(new URL(`../../pkg/${flavour}`, import.meta.url)) });
+const loaded = initSync({ module: readFileSync(new URL(`../../pkg/${flavour}`, import.meta.url)) });
 
 const DIM = 32;
 
@@ -19,12 +26,29 @@ async function rejectsWith(promise, code) {
   await assert.rejects(promise, (e) => {
     assert.equal(e.name, "TacitError");
     assert.equal(e.code, code, e.message);
+    // Made in Rust as a plain Error: the class recognises it by its shape.
+    assert.ok(e instanceof TacitError && isTacitError(e), "a TacitError");
     return true;
   });
 }
 
 test("the entry module picks the SIMD flavour where WebAssembly SIMD exists", () => {
   assert.equal(wasmFileName(), "tacit_rm_simd_bg.wasm");
+});
+
+test("initSync reports a caller-chosen module, and init() afterwards finds it loaded", async () => {
+  assert.deepEqual({ ...loaded }, { flavour: "custom" });
+  assert.equal(await init(), loaded);
+});
+
+test("isTacitError and instanceof TacitError accept the package's errors only", () => {
+  const own = new TacitError("busy", "a train call is already running");
+  assert.ok(own instanceof Error && own instanceof TacitError && isTacitError(own));
+  assert.equal(own.name, "TacitError");
+  assert.equal(own.code, "busy");
+  for (const other of [new Error("x"), new TypeError("x"), { name: "TacitError", code: "busy" }, null, "busy"]) {
+    assert.ok(!(other instanceof TacitError) && !isTacitError(other), String(other));
+  }
 });
 
 test("the probe falls back to the CPU in node and persistence is off", async () => {

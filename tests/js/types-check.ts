@@ -2,17 +2,26 @@
 // usage and reject misuse (each @ts-expect-error must be an error, or tsc fails).
 import init, {
   RewardModel,
+  TacitError,
   featurize,
+  isTacitError,
+  type ErrorCode,
+  type Loaded,
   type OpenOptions,
   type TrainOptions,
   type TrainResult,
   type Stats,
-  type TacitError,
   type Observation,
 } from "../../pkg/index.js";
 
 export async function usage(): Promise<number> {
-  await init();
+  const loaded: Loaded = await init();
+  const flavour: "simd" | "baseline" | "custom" = loaded.flavour;
+  // @ts-expect-error: init resolves to a small result, not the glue's internal exports
+  loaded.memory;
+  // Every argument of these is optional.
+  const byDefault: RewardModel = await RewardModel.open();
+  const defaultTrain: TrainResult = await byDefault.train();
   const options: OpenOptions = { name: "default", dim: 384, hidden: [128], backend: "auto" };
   const rm: RewardModel = await RewardModel.open(options);
   const backend: "webgpu" | "cpu" = rm.backend;
@@ -43,14 +52,24 @@ export async function usage(): Promise<number> {
   try {
     await RewardModel.open({ dim: 3 });
   } catch (e) {
-    const code: TacitError["code"] = (e as TacitError).code;
-    if (code === "dim_mismatch") return -1;
+    // `e` is `unknown`: the guard narrows it.
+    if (isTacitError(e)) {
+      const code: ErrorCode = e.code;
+      const hint: string | undefined = e.hint;
+      if (code === "dim_mismatch" || code === "wasm_load") return hint?.length ?? -1;
+    }
+    if (e instanceof TacitError && e.code === "busy") return -2;
+    // @ts-expect-error: without the guard, `e` has no code
+    return e.code;
   }
+  const made: TacitError = new TacitError("closed", "the model is closed");
+  // @ts-expect-error: not one of the codes
+  const badCode: ErrorCode = "no_such_code";
   // @ts-expect-error: an unknown objective name
   const bad: TrainOptions = { objective: "hinge" };
   // @ts-expect-error: an unknown backend
   const bad2: OpenOptions = { backend: "webgl" };
   // @ts-expect-error: events are names, not free text
   const bad3: Observation = { id: "x", embedding: [], shown: { position: 0, candidates: 1 }, events: ["liked"] };
-  return scores.length + order.length + seq + result.examples + stats.pending + backend.length + String(bad) .length + String(bad2).length + String(bad3).length;
+  return flavour.length + defaultTrain.examples + made.message.length + String(badCode).length + scores.length + order.length + seq + result.examples + stats.pending + backend.length + String(bad) .length + String(bad2).length + String(bad3).length;
 }

@@ -203,7 +203,8 @@ fn kib(bytes: u64) -> String {
 }
 
 /// The browser suite (wasm-bindgen-test in headless Chromium, WebGPU on SwiftShader), the
-/// package build, and the JS suites (node, playwright-driven Chromium, TypeScript, npm pack).
+/// package build, and the JS suites (node, playwright-driven Chromium, examples/vite under Vite,
+/// TypeScript, npm pack).
 pub fn test() -> Result {
     crate::stage(
         "browser tests (wasm-pack test --headless --chrome)",
