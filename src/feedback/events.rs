@@ -124,17 +124,32 @@ pub fn exposure_features(obs: &Observation) -> Result<[f32; 4]> {
             "dwell_ms and length must be finite and ≥ 0".into(),
         ));
     }
+    // Log-scaled in f64 before narrowing: a length or dwell beyond f32's range (3.4e38) would
+    // become Inf in f32 and wedge every later training call; its logarithm is small.
     Ok([
         obs.shown.position as f32,
         1.0 / obs.shown.candidates as f32,
-        (obs.length as f32).ln_1p(),
-        ((obs.dwell_ms / 1000.0) as f32).ln_1p(),
+        obs.length.ln_1p() as f32,
+        (obs.dwell_ms / 1000.0).ln_1p() as f32,
     ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_and_dwells_beyond_f32_give_finite_features() {
+        let o: Observation = serde_json::from_str(
+            r#"{"id": "a", "embedding": [0.0], "shown": {"position": 0, "candidates": 1},
+                "length": 1e39, "dwellMs": 1e42}"#,
+        )
+        .unwrap();
+        let f = exposure_features(&o).unwrap();
+        assert!(f.iter().all(|x| x.is_finite()), "{f:?}");
+        // ln(1 + 1e39) and ln(1 + 1e39) (dwell in seconds), to f32 precision.
+        assert!((f[2] - 89.8008).abs() < 1e-3 && (f[3] - 89.8008).abs() < 1e-3, "{f:?}");
+    }
 
     #[test]
     fn events_map_to_labels() {
