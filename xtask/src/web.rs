@@ -15,7 +15,7 @@ const PROFILE: &str = "web";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The integration tests that run in the browser (`#![cfg(target_arch = "wasm32")]`).
-const BROWSER_TESTS: [&str; 1] = ["web"];
+const BROWSER_TESTS: [&str; 2] = ["web", "web_sync"];
 /// `wasm-pack test` drives the browser suite; its own downloads fail here (DESIGN §9), so it
 /// runs with `--mode no-install` and `wasm-opt = false` (Cargo.toml).
 const WASM_PACK: &str = "0.15";
