@@ -148,7 +148,10 @@ mod tests {
         let f = exposure_features(&o).unwrap();
         assert!(f.iter().all(|x| x.is_finite()), "{f:?}");
         // ln(1 + 1e39) and ln(1 + 1e39) (dwell in seconds), to f32 precision.
-        assert!((f[2] - 89.8008).abs() < 1e-3 && (f[3] - 89.8008).abs() < 1e-3, "{f:?}");
+        assert!(
+            (f[2] - 89.8008).abs() < 1e-3 && (f[3] - 89.8008).abs() < 1e-3,
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -97,6 +97,90 @@ mod tests {
         );
     }
 
+    /// The rows of the README's layout table: the paths of the first column (each checked
+    /// to exist) and the files named in the second (each checked under its row's folders).
+    #[test]
+    fn the_layout_table_matches_the_folders() {
+        let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+        let table: Vec<&str> = readme
+            .split("## How the code is laid out")
+            .nth(1)
+            .expect("the README has a layout section")
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .collect();
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let mut listed = Vec::new();
+        let mut missing = Vec::new();
+        for row in &table {
+            let cells: Vec<&str> = row.split('|').collect();
+            let folders = ticked(cells[1]);
+            for path in &folders {
+                if !root().join(path).exists() {
+                    missing.push(path.clone());
+                }
+                listed.push(path.trim_end_matches('/').to_string());
+            }
+            // Files named in the description, looked up in any folder of the row (or below).
+            for name in ticked(cells[2]) {
+                let is_file = name.ends_with(".rs")
+                    || name.ends_with(".wgsl")
+                    || name.ends_with(".mjs")
+                    || name.ends_with(".sh");
+                if !is_file || name.starts_with('.') {
+                    continue;
+                }
+                let found = name.contains('/') && root().join(&name).exists()
+                    || folders.iter().any(|f| {
+                        let base = root().join(f);
+                        let dir = if base.is_dir() {
+                            base
+                        } else {
+                            base.parent().unwrap().to_path_buf()
+                        };
+                        dir.join(&name).exists() || find(&dir, &name)
+                    });
+                if !found {
+                    missing.push(format!("{name} (row {})", cells[1].trim()));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "the layout table names what is not there: {missing:?}"
+        );
+        // Every entry of src/ (but lib.rs, the index) has a row.
+        let unlisted: Vec<String> = std::fs::read_dir(root().join("src"))
+            .unwrap()
+            .flatten()
+            .map(|e| format!("src/{}", e.file_name().to_string_lossy()))
+            .filter(|p| p != "src/lib.rs")
+            .filter(|p| {
+                !listed.iter().any(|l| {
+                    l == p || p.trim_end_matches(".rs") == l || l.starts_with(&format!("{p}/"))
+                })
+            })
+            .collect();
+        assert!(unlisted.is_empty(), "the layout table lacks {unlisted:?}");
+    }
+
+    fn find(dir: &std::path::Path, name: &str) -> bool {
+        std::fs::read_dir(dir).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                let p = e.path();
+                p.ends_with(name) || p.is_dir() && find(&p, name)
+            })
+        })
+    }
+
     #[test]
     fn readme_commands_are_all_run() {
         let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
