@@ -56,6 +56,10 @@ test("option interfaces list exactly the keys the Rust side accepts", async () =
   const bogus = { zzzBogusOption: 1 };
   // Keys that JS takes out before serde sees the rest (a function, a typed array).
   const takenInJs = { TrainOptions: ["onProgress"], Observation: ["embedding"] };
+  // Keys serde names that are not an app's to pass: the log's `seq` (the model numbers its
+  // log; refused, checked below) and `dwell_ms`, the spelling of logs stored by earlier
+  // versions (an alias serde lists among the expected fields).
+  const notForApps = { Observation: ["seq", "dwell_ms"] };
   const cases = {
     OpenOptions: () => RewardModel.open(bogus),
     TrainOptions: () => rm.train(bogus),
@@ -66,8 +70,13 @@ test("option interfaces list exactly the keys the Rust side accepts", async () =
   for (const [name, call] of Object.entries(cases)) {
     const accepted = await acceptedKeys(call);
     for (const k of takenInJs[name] ?? []) accepted.add(k);
+    for (const k of notForApps[name] ?? []) accepted.delete(k);
     assertSameKeys(interfaceKeys(name), accepted, name);
   }
+  await assert.rejects(
+    rm.observe({ id: "a", embedding: new Float32Array(DIM), shown: { position: 0, candidates: 1 }, seq: 3 }),
+    (e) => e.code === "unknown_option" && /seq/.test(e.message),
+  );
   await rm.close();
 });
 
