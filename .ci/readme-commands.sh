@@ -54,10 +54,17 @@ step curl -fsS -X PUT -H "Authorization: Bearer $ADMIN" --data-binary "@$W/w.saf
 echo
 cp "$W/trained.safetensors" "$W/local.safetensors"
 step $T sync --url "http://127.0.0.1:$PORT" --token "$ALICE" --model default \
-  --weights "$W/local.safetensors" --state "$W/sync-state" --n-examples 20
+  --weights "$W/local.safetensors" --state "$W/sync-state" --n-examples 20 | tee "$W/sync1.txt"
+# The second pass pushes what clipping held back of the first delta (the reference moved by the
+# clipped delta only), or nothing when nothing was clipped.
 step $T sync --url "http://127.0.0.1:$PORT" --token "$ALICE" --model default \
-  --weights "$W/local.safetensors" --state "$W/sync-state"
-curl -fsS -H "Authorization: Bearer $ADMIN" "http://127.0.0.1:$PORT/v1/models/default/meta" | grep -q '"accepted_updates":1'
+  --weights "$W/local.safetensors" --state "$W/sync-state" | tee "$W/sync2.txt"
+first=$(sed -n 's/^pushed \([0-9]*\),.*/\1/p' "$W/sync1.txt")
+second=$(sed -n 's/^pushed \([0-9]*\),.*/\1/p' "$W/sync2.txt")
+[ "$first" = 1 ] || { echo "the first sync pushed ${first:-nothing}" >&2; exit 1; }
+pushed=$((first + second))
+curl -fsS -H "Authorization: Bearer $ADMIN" "http://127.0.0.1:$PORT/v1/models/default/meta" > "$W/meta.json"
+grep -q "\"accepted_updates\":$pushed[,}]" "$W/meta.json" || { echo "server accepted other than the $pushed pushes: $(cat "$W/meta.json")" >&2; exit 1; }
 step $S token revoke --db "$DB" --client alice
 # A revoked token is refused.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$PORT/v1/models/default/meta")
