@@ -215,28 +215,25 @@ fn native_tests() -> Result {
     run_tests(&mut cmd)
 }
 
-/// Passed conformance cases per backend, collected from every test run's output: a test
-/// named `…::cpu::case`, `…::gpu::case` (native wgpu) or `…::webgpu::case` (the browser).
+/// Passed conformance cases per backend, collected from every test run's output: the
+/// `conformance_cases!` macro instantiates each case as `cpu::case`, `gpu::case` (native wgpu)
+/// and `webgpu::case` (the browser), top-level modules of their test crates. Unit tests inside
+/// the library's backend modules (`backend::gpu::uniforms::tests::…`) are not cases.
 static CONFORMANCE: Mutex<BTreeMap<&'static str, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
 const BACKENDS: [&str; 3] = ["cpu", "gpu", "webgpu"];
 
+/// The backend and case of a passed conformance test's output line, if it is one.
+fn conformance_case(line: &str) -> Option<(&'static str, &str)> {
+    let name = line.strip_prefix("test ")?.strip_suffix(" ... ok")?;
+    let (module, case) = name.split_once("::")?;
+    let backend = BACKENDS.into_iter().find(|b| *b == module)?;
+    (!case.is_empty() && !case.contains("::")).then_some((backend, case))
+}
+
 fn record_conformance(line: &str) {
-    let Some(name) = line
-        .strip_prefix("test ")
-        .and_then(|l| l.strip_suffix(" ... ok"))
-    else {
-        return;
-    };
-    let parts: Vec<&str> = name.split("::").collect();
-    for backend in BACKENDS {
-        if let Some(i) = parts.iter().position(|p| *p == backend) {
-            if i + 1 < parts.len() {
-                let case = parts[i + 1..].join("::");
-                if let Ok(mut map) = CONFORMANCE.lock() {
-                    map.entry(backend).or_default().insert(case);
-                }
-            }
-            return;
+    if let Some((backend, case)) = conformance_case(line) {
+        if let Ok(mut map) = CONFORMANCE.lock() {
+            map.entry(backend).or_default().insert(case.to_string());
         }
     }
 }
@@ -425,5 +422,36 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conformance_case;
+
+    #[test]
+    fn only_the_suites_instantiations_count_as_conformance_cases() {
+        assert_eq!(
+            conformance_case("test gpu::forward_matches_the_f64_reference ... ok"),
+            Some(("gpu", "forward_matches_the_f64_reference"))
+        );
+        assert_eq!(
+            conformance_case("test webgpu::bad_input_is_refused_with_its_code ... ok"),
+            Some(("webgpu", "bad_input_is_refused_with_its_code"))
+        );
+        // Unit tests inside the backend modules, failures and other lines are not cases.
+        assert_eq!(
+            conformance_case("test backend::cpu::tests::forward_rejects_bad_input ... ok"),
+            None
+        );
+        assert_eq!(
+            conformance_case(
+                "test backend::gpu::uniforms::tests::a_misordered_field_is_caught ... ok"
+            ),
+            None
+        );
+        assert_eq!(conformance_case("test cpu::x ... FAILED"), None);
+        assert_eq!(conformance_case("test gpu::mod::x ... ok"), None);
+        assert_eq!(conformance_case("running 8 tests"), None);
     }
 }
