@@ -18,6 +18,7 @@ pub mod math;
 pub mod model;
 pub mod objective;
 pub mod optim;
+pub mod personal;
 pub mod rng;
 pub mod sim;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::feedback::Examples;
 use crate::head::{Activation, Head, HeadConfig};
 use crate::objective::{ObjectiveConfig, ObjectiveKind};
 use crate::optim::AdamWConfig;
+use crate::personal::{self, Personal, PersonalRun, Personalization};
 use crate::rng::Rng;
 use crate::store::{self, Weights};
 use crate::trainer::{self, EpochReport, TrainConfig, TrainReport, TrainRequest};
@@ -37,6 +38,9 @@ pub struct ModelSpec {
     pub objective: ObjectiveKind,
     /// Seed of the initial weights.
     pub seed: u64,
+    /// The personal part kept beside the shared head (`crate::personal`); `none` gives the
+    /// shared model alone.
+    pub personalization: Personalization,
 }
 
 impl Default for ModelSpec {
@@ -47,6 +51,7 @@ impl Default for ModelSpec {
             activation: Activation::Relu,
             objective: ObjectiveKind::Implicit,
             seed: 0,
+            personalization: Personalization::default(),
         }
     }
 }
@@ -79,6 +84,32 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Propensities are clipped below at this before inverse weighting.
     pub propensity_clip: f64,
+    /// Which parts the call trains (a model without a personal part trains its shared head).
+    pub parts: Parts,
+    /// Pull of the personal part toward zero, i.e. toward the shared model (its weight decay).
+    pub personal_pull: f64,
+}
+
+/// The parts of a two-part model a training call moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Parts {
+    /// The personal part on the shared scores, then the shared part on the personal ones.
+    #[default]
+    Both,
+    /// The personal part only (the shared head stays as the last sync left it).
+    Personal,
+    /// The shared head only.
+    Shared,
+}
+
+impl Parts {
+    fn personal(self) -> bool {
+        self != Parts::Shared
+    }
+    fn shared(self) -> bool {
+        self != Parts::Personal
+    }
 }
 
 impl Default for TrainOptions {
@@ -94,6 +125,8 @@ impl Default for TrainOptions {
             patience: 3,
             seed: 0,
             propensity_clip: ObjectiveConfig::default().propensity_clip,
+            parts: Parts::Both,
+            personal_pull: personal::DEFAULT_PULL,
         }
     }
 }
@@ -112,12 +145,32 @@ pub struct Stats {
     pub trained_examples: u64,
     /// The sync base version of the weights (0 = never synced).
     pub version: u64,
+    /// The personal part, if the model keeps one.
+    pub personal: Option<PersonalStats>,
+}
+
+/// How much of the score is the user's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalStats {
+    pub kind: Personalization,
+    /// The weight of the shared score in `blend·shared + personal`.
+    pub blend: f32,
+    /// The personal part's share of the score magnitude on the last training call's rows,
+    /// `Σ|personal| / (Σ|blend·shared| + Σ|personal|)`: 0 = the crowd's model, 1 = the user's own.
+    pub share: f64,
+    /// Observations the personal part has trained on.
+    pub trained_examples: u64,
 }
 
 /// A training call detached from the model: it owns everything it needs.
 pub struct TrainJob {
     device: Device,
     head: Head,
+    exposure: Option<Head>,
+    personal: Option<Personal>,
+    parts: Parts,
+    personal_pull: f64,
     objective: ObjectiveConfig,
     train: Examples,
     val: Option<Examples>,
@@ -135,6 +188,7 @@ pub struct TrainOutcome {
     pub upto_seq: u64,
     head: Head,
     exposure_head: Option<Head>,
+    personal: Option<Personal>,
     kind: ObjectiveKind,
     n: usize,
 }
@@ -161,19 +215,63 @@ impl TrainJob {
         progress: &mut dyn FnMut(&EpochReport) -> ControlFlow<()>,
         between_epochs: impl FnMut() -> Y,
     ) -> Result<TrainOutcome> {
+        let device = &self.device;
+        // The personal part first, on the shared scores as they are: what it learns is the
+        // user's own, and the shared part then learns the rest.
+        let personal = match (&self.personal, self.parts.personal()) {
+            (Some(p), true) => {
+                let shared_train = device.score_async(&self.head, self.train.emb.view()).await?;
+                let shared_val = match &self.val {
+                    Some(v) => Some(device.score_async(&self.head, v.emb.view()).await?),
+                    None => None,
+                };
+                let run = PersonalRun {
+                    objective: &self.objective,
+                    train: &self.train,
+                    val: self.val.as_ref(),
+                    shared_train: &shared_train,
+                    shared_val: shared_val.as_deref(),
+                    config: &self.config,
+                    pull: self.personal_pull,
+                };
+                Some(personal::train(device, p, &run).await?)
+            }
+            (p, _) => p.clone(),
+        };
+        if !self.parts.shared() {
+            let report = trainer::TrainReport::default();
+            return Ok(TrainOutcome {
+                report,
+                head: self.head,
+                exposure_head: self.exposure,
+                personal,
+                kind: self.objective.kind,
+                upto_seq: self.upto_seq,
+                n: self.n,
+            });
+        }
+        // The shared part with the personal residual as a fixed offset.
+        let with_residual = |ex: &Examples| -> Result<Examples> {
+            Ok(match &personal {
+                Some(p) => ex.clone().with_offset(p.residual(ex.emb.view())?),
+                None => ex.clone(),
+            })
+        };
+        let train = with_residual(&self.train)?;
+        let val = self.val.as_ref().map(with_residual).transpose()?;
         let request = TrainRequest {
             head: &self.head,
             objective: &self.objective,
-            train: &self.train,
-            val: self.val.as_ref(),
+            train: &train,
+            val: val.as_ref(),
             config: &self.config,
         };
-        let trained =
-            trainer::train_async(&self.device, &request, progress, between_epochs).await?;
+        let trained = trainer::train_async(device, &request, progress, between_epochs).await?;
         Ok(TrainOutcome {
             report: trained.report,
             head: trained.head,
             exposure_head: trained.exposure_head,
+            personal,
             kind: self.objective.kind,
             upto_seq: self.upto_seq,
             n: self.n,
@@ -196,8 +294,15 @@ impl RewardModel {
     /// A fresh model.
     pub fn new(spec: &ModelSpec, device: Device) -> Result<Self> {
         let head = Head::init(&spec.head_config(), spec.seed)?;
+        let personal = match spec.personalization {
+            Personalization::None => None,
+            kind => Some(Personal::new(kind, head.config.dim, head.config.outputs)?),
+        };
         Ok(Self::from_parts(
-            Weights::new(head),
+            Weights {
+                personal,
+                ..Weights::new(head)
+            },
             spec.objective,
             Vec::new(),
             device,
@@ -214,6 +319,9 @@ impl RewardModel {
     ) -> Result<Self> {
         for e in &log {
             e.validate(weights.head.config.dim)?;
+        }
+        if let Some(p) = &weights.personal {
+            p.validate(&weights.head.config)?;
         }
         Ok(Self::from_parts(weights, default_objective, log, device))
     }
@@ -310,6 +418,17 @@ impl RewardModel {
                 what: "pending observations (call observe before train)".into(),
             });
         }
+        if options.parts == Parts::Personal && self.weights.personal.is_none() {
+            return Err(Error::InvalidConfig(
+                "parts = 'personal' needs a personal part (personalization is 'none')".into(),
+            ));
+        }
+        if !(options.personal_pull.is_finite() && (0.0..=1e3).contains(&options.personal_pull)) {
+            return Err(Error::InvalidConfig(format!(
+                "personalPull = {} is outside [0, 1000]",
+                options.personal_pull
+            )));
+        }
         let all = to_examples(&self.log, self.config().dim)?;
         let (train, val) =
             split_by_turn(&self.log, &all, options.validation_fraction, options.seed);
@@ -321,6 +440,10 @@ impl RewardModel {
         Ok(TrainJob {
             device: self.device.clone(),
             head: self.weights.head.clone(),
+            exposure: self.weights.exposure_head.clone(),
+            personal: self.weights.personal.clone(),
+            parts: options.parts,
+            personal_pull: options.personal_pull,
             objective,
             train,
             val,
@@ -338,6 +461,7 @@ impl RewardModel {
             exposure_head: outcome.exposure_head.clone(),
             objective: Some(outcome.kind),
             version: self.weights.version,
+            personal: outcome.personal.clone(),
         })
     }
 
@@ -346,6 +470,7 @@ impl RewardModel {
         self.weights.head = outcome.head.clone();
         self.weights.exposure_head = outcome.exposure_head.clone();
         self.weights.objective = Some(outcome.kind);
+        self.weights.personal = outcome.personal.clone();
         self.log.retain(|e| e.seq > outcome.upto_seq);
         self.trained_examples += outcome.n as u64;
         let ess = outcome
@@ -376,8 +501,9 @@ impl RewardModel {
         Ok(w)
     }
 
-    /// Installs weights of the same head shape (a pulled, rebased global), keeping the log.
-    pub fn replace_weights(&mut self, weights: Weights) -> Result<()> {
+    /// Installs weights of the same head shape (a pulled, rebased global, or imported ones),
+    /// keeping the log. Weights without a personal part (a global file) keep the current one.
+    pub fn replace_weights(&mut self, mut weights: Weights) -> Result<()> {
         check::version("the new weights'", weights.version)?;
         if weights.head.config != *self.config() {
             return Err(Error::IncompatibleWeights(format!(
@@ -386,7 +512,31 @@ impl RewardModel {
                 weights.head.config
             )));
         }
+        match &weights.personal {
+            Some(p) => p.validate(&weights.head.config)?,
+            None => weights.personal = self.weights.personal.clone(),
+        }
         self.weights = weights;
+        Ok(())
+    }
+
+    /// Scores of `x`: `blend·shared + personal` with a personal part, the shared head's
+    /// otherwise. `shared_only` asks for the shared (crowd) score alone.
+    pub async fn score(&self, x: ArrayView2<'_, f32>, shared_only: bool) -> Result<Vec<f32>> {
+        let shared = self.device.score_async(&self.weights.head, x).await?;
+        combine(self.weights.personal.as_ref(), shared, x, shared_only)
+    }
+
+    /// Forgets the user: a zero personal part, no pending observations, no training history.
+    /// The shared head stays (it is the crowd's, and the next sync replaces it anyway).
+    pub fn forget(&mut self) -> Result<()> {
+        if let Some(p) = &self.weights.personal {
+            let c = &self.weights.head.config;
+            self.weights.personal = Some(Personal::new(p.kind, c.dim, c.outputs)?);
+        }
+        self.log.clear();
+        self.trained_examples = 0;
+        self.last = None;
         Ok(())
     }
 
@@ -397,7 +547,26 @@ impl RewardModel {
             last_loss: self.last.map(|l| l.0),
             trained_examples: self.trained_examples,
             version: self.weights.version,
+            personal: self.weights.personal.as_ref().map(|p| PersonalStats {
+                kind: p.kind,
+                blend: p.blend,
+                share: p.share,
+                trained_examples: p.examples,
+            }),
         }
+    }
+}
+
+/// The final scores from the shared head's scores of `x` and the personal part (if any).
+pub fn combine(
+    personal: Option<&Personal>,
+    shared: Vec<f32>,
+    x: ArrayView2<'_, f32>,
+    shared_only: bool,
+) -> Result<Vec<f32>> {
+    match personal {
+        Some(p) if !shared_only => Ok(p.combine(&shared, &p.residual(x)?)),
+        _ => Ok(shared),
     }
 }
 

@@ -353,6 +353,7 @@ impl Simulator {
                 propensity: vec![1.0; n],
                 exposure,
                 pairs,
+                offset: Vec::new(),
             },
             truth,
             true_propensity: propensity.into_iter().map(|p| p as f32).collect(),

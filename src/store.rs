@@ -14,6 +14,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::error::{Error, Result};
 use crate::head::{Activation, Head, HeadConfig, Linear};
 use crate::objective::ObjectiveKind;
+use crate::personal::{Personal, Personalization};
 
 /// Bumped on any incompatible change of the layout below.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,6 +30,9 @@ pub struct Weights {
     pub objective: Option<ObjectiveKind>,
     /// Model version (the sync server's global version this derives from; 0 = fresh).
     pub version: u64,
+    /// The user's personal part (`crate::personal`): stored and exported with the weights,
+    /// never in a sync request (a delta refuses it).
+    pub personal: Option<Personal>,
 }
 
 impl Weights {
@@ -38,9 +42,27 @@ impl Weights {
             exposure_head: None,
             objective: None,
             version: 0,
+            personal: None,
+        }
+    }
+
+    /// The shared part alone: what a sync may see.
+    pub fn shared(&self) -> Weights {
+        Weights {
+            personal: None,
+            ..self.clone()
         }
     }
 }
+
+/// Metadata keys of the personal part (reserved: a delta's extra keys may not use them).
+const PERSONAL_KEYS: [&str; 5] = [
+    "personal",
+    "personal_blend",
+    "personal_blend_loss",
+    "personal_examples",
+    "personal_share",
+];
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -76,7 +98,10 @@ pub fn to_bytes(w: &Weights) -> Result<Vec<u8>> {
 /// protocol's `base_version` and `n_examples` ride on a delta this way). An extra key that
 /// names a standard entry is refused: it would silently change what the file describes.
 pub fn to_bytes_with_metadata(w: &Weights, extra: &[(&str, String)]) -> Result<Vec<u8>> {
-    if !w.head.is_finite() || w.exposure_head.as_ref().is_some_and(|e| !e.is_finite()) {
+    if !w.head.is_finite()
+        || w.exposure_head.as_ref().is_some_and(|e| !e.is_finite())
+        || w.personal.as_ref().is_some_and(|p| !p.head.is_finite())
+    {
         return Err(Error::NonFinite {
             what: "weights to save".into(),
             index: 0,
@@ -98,7 +123,10 @@ pub fn to_bytes_with_metadata(w: &Weights, extra: &[(&str, String)]) -> Result<V
         meta.insert("objective".to_string(), o.name().to_string());
     }
     for (key, value) in extra {
-        if meta.insert(key.to_string(), value.clone()).is_some() || *key == "exposure_dim" {
+        if meta.insert(key.to_string(), value.clone()).is_some()
+            || *key == "exposure_dim"
+            || PERSONAL_KEYS.contains(key)
+        {
             return Err(Error::InvalidConfig(format!(
                 "extra metadata key '{key}' is reserved"
             )));
@@ -108,6 +136,18 @@ pub fn to_bytes_with_metadata(w: &Weights, extra: &[(&str, String)]) -> Result<V
     if let Some(e) = &w.exposure_head {
         meta.insert("exposure_dim".to_string(), e.config.dim.to_string());
         tensors.extend(head_tensors("exposure.", e));
+    }
+    if let Some(p) = &w.personal {
+        // Floats as Rust's shortest round-trip decimal: a reload gives the same bits.
+        meta.insert("personal".to_string(), p.kind.name().to_string());
+        meta.insert("personal_blend".to_string(), p.blend.to_string());
+        meta.insert(
+            "personal_blend_loss".to_string(),
+            serde_json::to_string(&p.blend_loss).expect("finite floats serialise"),
+        );
+        meta.insert("personal_examples".to_string(), p.examples.to_string());
+        meta.insert("personal_share".to_string(), p.share.to_string());
+        tensors.extend(head_tensors("personal.", &p.head));
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
@@ -304,11 +344,44 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
         .map(|o| ObjectiveKind::parse(o))
         .transpose()
         .map_err(|e| Error::CorruptWeights(e.to_string()))?;
+    let personal = match meta.get("personal") {
+        Some(kind) => {
+            let kind = Personalization::parse(kind)
+                .map_err(|e| Error::CorruptWeights(format!("metadata 'personal': {e}")))?;
+            let blend_loss: Vec<f64> = serde_json::from_str(meta_get(&meta, "personal_blend_loss")?)
+                .map_err(|_| {
+                    Error::CorruptWeights("metadata 'personal_blend_loss' is not a list".into())
+                })?;
+            let p = Personal {
+                kind,
+                head: read_head(
+                    &st,
+                    "personal.",
+                    HeadConfig {
+                        outputs: config.outputs,
+                        ..HeadConfig::new(config.dim, &[])
+                    },
+                    Values::Finite,
+                )?,
+                blend: meta_num(&meta, "personal_blend")?,
+                blend_loss,
+                examples: meta_num(&meta, "personal_examples")?,
+                share: meta_num(&meta, "personal_share")?,
+            };
+            p.validate(&config).map_err(|e| match e {
+                Error::IncompatibleWeights(m) => Error::CorruptWeights(m),
+                other => other,
+            })?;
+            Some(p)
+        }
+        None => None,
+    };
     let weights = Weights {
         head,
         exposure_head,
         objective,
         version: meta_num(&meta, "version")?,
+        personal,
     };
     Ok((weights, meta))
 }

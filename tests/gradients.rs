@@ -41,6 +41,7 @@ fn examples(n: usize, seed: u64) -> Examples {
         propensity,
         exposure,
         pairs,
+        offset: Vec::new(),
     }
 }
 

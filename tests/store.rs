@@ -23,6 +23,7 @@ fn weights() -> Weights {
         exposure_head: Some(exposure),
         objective: Some(ObjectiveKind::Beta),
         version: 42,
+        personal: None,
     }
 }
 

@@ -73,6 +73,8 @@ pub async fn put(db: &Db, name: &str, body: &[u8]) -> ApiResult<u64> {
         exposure_head: None,
         objective: weights.objective,
         version: version as u64,
+        // A global model is the shared part only.
+        personal: None,
     })
     .map_err(ApiError::from_weights_error)?;
     let now = crate::now_ms();

@@ -122,6 +122,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         exposure_head: None,
         objective: global.objective,
         version: new_version as u64,
+        personal: None,
     })
     .map_err(|e| decode(e.to_string()))?;
     let round = rounds

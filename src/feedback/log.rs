@@ -64,6 +64,7 @@ pub fn to_examples(entries: &[LoggedObservation], dim: usize) -> Result<Examples
         propensity,
         exposure,
         pairs,
+        offset: Vec::new(),
     };
     ex.validate()?;
     Ok(ex)

@@ -58,6 +58,10 @@ pub struct Examples {
     pub exposure: Array2<f32>,
     /// Choices among candidates shown together (row indices into this set).
     pub pairs: Vec<Pair>,
+    /// A fixed logit added to the head's first output on each row, or empty for none: the
+    /// other part of a two-part model (`crate::personal`), held constant while this part
+    /// trains. Its gradient is not taken.
+    pub offset: Vec<f32>,
 }
 
 impl Examples {
@@ -72,6 +76,7 @@ impl Examples {
             propensity: vec![1.0; n],
             exposure: Array2::zeros((n, 0)),
             pairs: Vec::new(),
+            offset: Vec::new(),
         }
     }
 
@@ -86,6 +91,7 @@ impl Examples {
             propensity: vec![1.0; n],
             exposure: Array2::zeros((n, 0)),
             pairs: Vec::new(),
+            offset: Vec::new(),
         }
     }
 
@@ -115,6 +121,10 @@ impl Examples {
             check::finite(name, v)?;
         }
         check::len("exposure rows", n, self.exposure.nrows())?;
+        if !self.offset.is_empty() {
+            check::len("logit offsets", n, self.offset.len())?;
+            check::finite("logit offsets", &self.offset)?;
+        }
         check::finite_iter("exposure", self.exposure.iter())?;
         for (name, v) in [
             ("observed", &self.observed),
@@ -180,7 +190,23 @@ impl Examples {
                     ..*p
                 })
                 .collect(),
+            offset: if self.offset.is_empty() {
+                Vec::new()
+            } else {
+                pick(&self.offset)
+            },
         }
+    }
+
+    /// These examples with `offset` as every row's fixed logit offset (empty = none).
+    pub fn with_offset(mut self, offset: Vec<f32>) -> Examples {
+        self.offset = offset;
+        self
+    }
+
+    /// The offset of row `i` (0 without offsets).
+    pub fn offset_of(&self, i: usize) -> f32 {
+        self.offset.get(i).copied().unwrap_or(0.0)
     }
 }
 

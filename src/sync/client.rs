@@ -413,6 +413,7 @@ impl SyncClient {
             exposure_head: self.state.reference.exposure_head.take(),
             objective: self.state.reference.objective,
             version,
+            personal: None,
         };
         self.relabel_refused(version)?;
         Ok(PullOutcome::Updated { version })

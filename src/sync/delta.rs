@@ -106,6 +106,8 @@ impl Delta {
             exposure_head: None,
             objective: Some(self.objective),
             version: self.base_version,
+            // The personal part never leaves the device.
+            personal: None,
         };
         store::to_bytes_with_metadata(
             &weights,
@@ -124,6 +126,12 @@ impl Delta {
         if weights.exposure_head.is_some() {
             return Err(Error::CorruptWeights(
                 "a delta carries the reward head only, not an exposure head".into(),
+            ));
+        }
+        if weights.personal.is_some() {
+            return Err(Error::CorruptWeights(
+                "a delta carries the shared head only; a personal part never leaves the device"
+                    .into(),
             ));
         }
         let number = |key: &str| -> Result<u64> {

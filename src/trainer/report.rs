@@ -16,7 +16,7 @@ pub struct EpochReport {
     pub effective_sample_size: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
     pub epochs: Vec<EpochReport>,
     /// Epoch whose weights were kept (best validation loss, or the last).

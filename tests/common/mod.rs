@@ -102,5 +102,6 @@ pub fn feedback(n: usize, dim: usize, seed: u64) -> Examples {
         propensity,
         exposure,
         pairs,
+        offset: Vec::new(),
     }
 }

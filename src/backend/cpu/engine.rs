@@ -2,7 +2,7 @@
 //! weights and AdamW moments live in ndarray; each batch is one forward, one objective
 //! gradient, one backward and one optimizer step.
 
-use ndarray::Axis;
+use ndarray::{Array2, Axis};
 
 use crate::backend::engine::{Batch, EpochOutcome, RunData};
 use crate::error::Result;
@@ -40,7 +40,8 @@ impl<'a> CpuEngine<'a> {
         let mut weight_sum = 0.0;
         for (rows, pairs) in batches {
             let x = train.emb.select(Axis(0), rows);
-            let (out, cache) = forward_train(&self.head, x.view());
+            let (mut out, cache) = forward_train(&self.head, x.view());
+            add_offsets(&mut out, train, rows);
             let aux_in = self
                 .exposure
                 .as_ref()
@@ -90,6 +91,18 @@ impl<'a> CpuEngine<'a> {
     }
 }
 
+/// Adds the examples' fixed logit offsets (if any) of `rows` to the first output column of
+/// `out` (row `i` of `out` is example `rows[i]`). The offset is a constant of the loss: the
+/// backward pass, which reads the forward cache, does not see it.
+pub(crate) fn add_offsets(out: &mut Array2<f32>, ex: &Examples, rows: &[usize]) {
+    if ex.offset.is_empty() {
+        return;
+    }
+    for (i, &r) in rows.iter().enumerate() {
+        out[[i, 0]] += ex.offset[r];
+    }
+}
+
 /// The objective's loss over a whole set (no gradients used).
 pub fn full_loss(
     head: &Head,
@@ -98,7 +111,8 @@ pub fn full_loss(
     ex: &Examples,
 ) -> Result<f64> {
     let rows: Vec<usize> = (0..ex.len()).collect();
-    let out = forward(head, ex.emb.view())?;
+    let mut out = forward(head, ex.emb.view())?;
+    add_offsets(&mut out, ex, &rows);
     let aux = exposure
         .map(|e| forward(e, ex.exposure.view()))
         .transpose()?;

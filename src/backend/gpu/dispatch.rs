@@ -13,7 +13,7 @@ use crate::error::Error;
 use super::context::{GpuContext, Pipeline};
 use super::kernels::{Kernel, PipelineKey};
 use super::uniforms::{
-    AdamWParams, GatherParams, LinearBackwardInputParams, LinearBackwardWeightsParams,
+    AdamWParams, AddOffsetParams, GatherParams, LinearBackwardInputParams, LinearBackwardWeightsParams,
     LinearForwardParams, LossParams, StepEndParams, Uniform,
 };
 
@@ -237,6 +237,33 @@ impl Dispatch {
                 (dest, rows_of(table.max_rows, p.width, 0)),
             ],
             table.max_rows.saturating_mul(p.width as usize),
+        )
+    }
+
+    /// `outputs[r·stride] += offsets[batch_rows[r]]` for the batch's rows; `offsets` holds
+    /// `offset_rows` values.
+    pub fn add_offset(
+        ctx: &GpuContext,
+        p: AddOffsetParams,
+        table: StepTable,
+        batch_rows: &wgpu::Buffer,
+        offsets: (&wgpu::Buffer, usize),
+        outputs: &wgpu::Buffer,
+    ) -> Result<Self, DispatchError> {
+        let [steps, state] = table.args();
+        Self::build(
+            ctx,
+            Kernel::AddOffset,
+            &p,
+            &[
+                steps,
+                state,
+                // Sized per epoch and checked when the epoch is uploaded.
+                (batch_rows, 0),
+                (offsets.0, rows_of(offsets.1, 1, 0)),
+                (outputs, rows_of(table.max_rows, p.stride, 0)),
+            ],
+            table.max_rows,
         )
     }
 

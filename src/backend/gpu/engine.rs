@@ -12,7 +12,7 @@ use super::context::GpuContext;
 use super::dispatch::{Dispatch, LossBuffers, StepTable};
 use super::kernels::Kernel;
 use super::plan::{forward_dispatches, layer_plans, staging, storage, zeros, LayerPlan};
-use super::uniforms::{AdamWParams, GatherParams, LossParams, StepEndParams};
+use super::uniforms::{AdamWParams, AddOffsetParams, GatherParams, LossParams, StepEndParams};
 
 /// Per-example `(w, t, m/π̂, observed)` rows of a prepared objective.
 fn row_data(p: &Prepared) -> Vec<[f32; 4]> {
@@ -87,6 +87,19 @@ impl<'a> GpuEngine<'a> {
             e_all.extend(v.exposure.as_standard_layout().iter());
             rows.extend(std::iter::repeat_n([0.0; 4], v.len()));
         }
+        // Fixed logit offsets (a two-part model's other part), training rows then validation
+        // rows; a side without offsets adds zeros.
+        let has_offsets = !train.offset.is_empty() || data.val.is_some_and(|v| !v.offset.is_empty());
+        let offsets: Vec<f32> = if has_offsets {
+            let side = |ex: &crate::feedback::Examples| (0..ex.len()).map(|i| ex.offset_of(i)).collect::<Vec<f32>>();
+            let mut o = side(train);
+            if let Some(v) = data.val {
+                o.extend(side(v));
+            }
+            o
+        } else {
+            Vec::new()
+        };
         let none = wgpu::BufferUsages::empty();
         let x_all = storage(&ctx, "x_all", bytemuck::cast_slice(&x_all), none);
         let e_all = storage(&ctx, "e_all", bytemuck::cast_slice(&e_all), none);
@@ -176,6 +189,17 @@ impl<'a> GpuEngine<'a> {
                 forward_dispatches(&ctx, &[ep], table, &eb, &params, &out_pre, &out, aux_offset)?;
             forward.extend(exp_fwd);
         }
+        let offset_buf = if has_offsets {
+            let buf = storage(&ctx, "offsets", bytemuck::cast_slice(&offsets), none);
+            let p = AddOffsetParams {
+                stride: k as u32,
+                ..Default::default()
+            };
+            forward.push(Dispatch::add_offset(&ctx, p, table, &batch_rows, (&buf, n), &out)?);
+            Some(buf)
+        } else {
+            None
+        };
 
         // The family's kernel and the uniform fields it reads: exhaustive, so a family
         // without a GPU kernel does not compile.
@@ -289,6 +313,7 @@ impl<'a> GpuEngine<'a> {
             x_all, e_all, row_buf, grads, m, v, decay, xb, eb, out_pre, out, d_out,
         ];
         keep.extend(deltas);
+        keep.extend(offset_buf);
         keep.extend(hidden.into_iter().flat_map(|(a, b)| [a, b]));
         Ok(GpuEngine {
             ctx,

@@ -1,7 +1,7 @@
 //! The WGSL kernels (one file each in `shaders/`) and their binding layouts.
 
 use super::uniforms::{
-    AdamWParams, GatherParams, Layout, LinearBackwardInputParams, LinearBackwardWeightsParams,
+    AdamWParams, AddOffsetParams, GatherParams, Layout, LinearBackwardInputParams, LinearBackwardWeightsParams,
     LinearForwardParams, LossParams, StepEndParams, Uniform,
 };
 
@@ -38,6 +38,7 @@ impl Binding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     Gather,
+    AddOffset,
     LinearForward,
     LinearBackwardInput,
     LinearBackwardWeights,
@@ -68,8 +69,9 @@ const LOSS_BINDINGS: &[Binding] = &[U, R, R, R, R, R, R, W, W];
 
 impl Kernel {
     #[cfg(test)]
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Gather,
+        Kernel::AddOffset,
         Kernel::LinearForward,
         Kernel::LinearBackwardInput,
         Kernel::LinearBackwardWeights,
@@ -84,6 +86,7 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Gather => "gather_rows",
+            Kernel::AddOffset => "add_offset",
             Kernel::LinearForward => "linear_forward",
             Kernel::LinearBackwardInput => "linear_backward_input",
             Kernel::LinearBackwardWeights => "linear_backward_weights",
@@ -100,6 +103,7 @@ impl Kernel {
     fn libraries(self) -> &'static [&'static str] {
         match self {
             Kernel::Gather
+            | Kernel::AddOffset
             | Kernel::LinearForward
             | Kernel::LinearBackwardInput
             | Kernel::LinearBackwardWeights => &[WORKGROUP, STEP_TABLE],
@@ -116,6 +120,7 @@ impl Kernel {
     pub fn source(self) -> String {
         let own = match self {
             Kernel::Gather => include_str!("../../../shaders/gather_rows.wgsl"),
+            Kernel::AddOffset => include_str!("../../../shaders/add_offset.wgsl"),
             Kernel::LinearForward => include_str!("../../../shaders/linear_forward.wgsl"),
             Kernel::LinearBackwardInput => {
                 include_str!("../../../shaders/linear_backward_input.wgsl")
@@ -138,7 +143,7 @@ impl Kernel {
 
     pub fn bindings(self) -> &'static [Binding] {
         match self {
-            Kernel::Gather => &[U, R, R, R, R, W],
+            Kernel::Gather | Kernel::AddOffset => &[U, R, R, R, R, W],
             Kernel::LinearForward => &[U, R, R, R, R, W, W],
             Kernel::LinearBackwardInput => &[U, R, R, R, R, R, W],
             Kernel::LinearBackwardWeights => &[U, R, R, R, R, W],
@@ -155,6 +160,7 @@ impl Kernel {
     pub fn uniform_layout(self) -> &'static Layout {
         match self {
             Kernel::Gather => &GatherParams::LAYOUT,
+            Kernel::AddOffset => &AddOffsetParams::LAYOUT,
             Kernel::LinearForward => &LinearForwardParams::LAYOUT,
             Kernel::LinearBackwardInput => &LinearBackwardInputParams::LAYOUT,
             Kernel::LinearBackwardWeights => &LinearBackwardWeightsParams::LAYOUT,
@@ -172,6 +178,7 @@ impl Kernel {
         match self {
             Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise | Kernel::LossBeta => true,
             Kernel::Gather
+            | Kernel::AddOffset
             | Kernel::LinearForward
             | Kernel::LinearBackwardInput
             | Kernel::LinearBackwardWeights

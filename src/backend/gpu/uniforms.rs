@@ -86,6 +86,17 @@ uniform! {
 }
 
 uniform! {
+    /// `shaders/add_offset.wgsl`.
+    AddOffsetParams = "Params" {
+        /// Outputs per row of the head's output buffer.
+        stride: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+uniform! {
     /// `shaders/linear_forward.wgsl`.
     LinearForwardParams = "Params" {
         in_dim: u32,

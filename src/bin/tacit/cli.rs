@@ -478,6 +478,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         exposure_head: trained.exposure_head,
         objective: Some(kind),
         version,
+        personal: None,
     };
     store::save(&a.out, &w)?;
     eprintln!("wrote {}", a.out.display());

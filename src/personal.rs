@@ -1,0 +1,284 @@
+//! The personal part of a two-part model (DESIGN §10). A browser scores with
+//!
+//! ```text
+//! s_u(x) = a_u · shared(x) + personal_u(x)
+//! ```
+//!
+//! where `shared` is the head that sync exchanges with the server and `personal_u` is a
+//! linear head on the embedding that is trained, stored and exported on the device only. It
+//! starts at zero (a new user gets the crowd's model) and is pulled back toward zero by the
+//! optimizer's decoupled weight decay (Ditto's `λ‖θ_u‖²` proximal term, with the shared model
+//! as the point it is pulled to). The blend `a_u ∈ {0, ½, 1}` is chosen per user on that
+//! user's own held-out turns: each training call trains one personal head per candidate blend
+//! on the call's training turns and scores it on the held-out turns; the held-out losses
+//! accumulate across calls and the blend with the lowest total wins. A user who agrees with
+//! the crowd keeps `a = 1` and a small residual; one who does not moves to `a = 0`, where the
+//! personal head is that user's own model.
+//!
+//! The two parts train in turn, each with the other held fixed as a per-row logit offset
+//! (`Examples::offset`, added on the CPU and by `shaders/add_offset.wgsl` on the GPU): the
+//! personal part on `a·shared(x)`, then the shared part on `personal(x)`, so that what the
+//! shared part learns (and what a sync pushes) is what the personal part does not explain.
+
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{cpu, Device};
+use crate::error::{Error, Result};
+use crate::feedback::Examples;
+use crate::head::{Head, HeadConfig};
+use crate::objective::ObjectiveConfig;
+use crate::trainer::{self, TrainConfig, TrainRequest};
+
+/// Blends of the shared score a user may get, from "ignore the crowd" to "the crowd plus a
+/// residual". Held-out losses are kept per candidate, in this order.
+pub const BLEND_CANDIDATES: [f32; 3] = [0.0, 0.5, 1.0];
+
+/// Which personal part a model keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Personalization {
+    /// No personal part: every score is the shared model's (a sync replaces the user's taste
+    /// with the crowd's).
+    None,
+    /// A personal residual with its blend chosen per user on held-out turns (the default).
+    #[default]
+    Residual,
+    /// Ditto with a fixed blend: always `shared + personal` (a = 1). Kept for comparison.
+    Ditto,
+}
+
+impl Personalization {
+    pub const ALL: [Personalization; 3] = [
+        Personalization::None,
+        Personalization::Residual,
+        Personalization::Ditto,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Personalization::None => "none",
+            Personalization::Residual => "residual",
+            Personalization::Ditto => "ditto",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "unknown personalization '{name}' (expected none, residual or ditto)"
+                ))
+            })
+    }
+
+    /// Whether the blend adapts to the user (otherwise it stays at 1).
+    pub fn adapts_blend(self) -> bool {
+        self == Personalization::Residual
+    }
+}
+
+impl std::fmt::Display for Personalization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The default pull of the personal head toward zero (AdamW's decoupled weight decay on the
+/// personal part: each step multiplies its weights by `1 − lr·pull`).
+pub const DEFAULT_PULL: f64 = 1.0;
+
+/// A user's personal part: never synced, stored and exported with the weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Personal {
+    pub kind: Personalization,
+    /// Linear: embedding → the objective's outputs (the first is the score's residual).
+    pub head: Head,
+    /// `a_u`, the weight of the shared score.
+    pub blend: f32,
+    /// Held-out loss summed over calls (weighted by held-out rows), per [`BLEND_CANDIDATES`].
+    pub blend_loss: Vec<f64>,
+    /// Observations the personal part has trained on.
+    pub examples: u64,
+    /// The personal part's share of the score on the last training call's rows:
+    /// `Σ|personal| / (Σ|a·shared| + Σ|personal|)`, in [0, 1].
+    pub share: f64,
+}
+
+impl Personal {
+    /// A zero personal part (scores are the shared model's until it trains).
+    pub fn new(kind: Personalization, dim: usize, outputs: usize) -> Result<Self> {
+        if kind == Personalization::None {
+            return Err(Error::InvalidConfig(
+                "personalization 'none' has no personal part".into(),
+            ));
+        }
+        let mut head = Head::init(
+            &HeadConfig {
+                outputs,
+                ..HeadConfig::new(dim, &[])
+            },
+            0,
+        )?;
+        head = head.zeros_like();
+        Ok(Personal {
+            kind,
+            head,
+            blend: 1.0,
+            blend_loss: vec![0.0; BLEND_CANDIDATES.len()],
+            examples: 0,
+            share: 0.0,
+        })
+    }
+
+    /// Checks the stored or imported part against the shared head it goes with.
+    pub fn validate(&self, shared: &HeadConfig) -> Result<()> {
+        let c = &self.head.config;
+        if c.dim != shared.dim || !c.hidden.is_empty() || c.outputs != shared.outputs {
+            return Err(Error::IncompatibleWeights(format!(
+                "personal part {c:?} does not fit a shared head of dim {} with {} outputs",
+                shared.dim, shared.outputs
+            )));
+        }
+        if self.kind == Personalization::None {
+            return Err(Error::CorruptWeights(
+                "a personal part of kind 'none'".into(),
+            ));
+        }
+        if !self.head.is_finite() {
+            return Err(Error::NonFinite {
+                what: "personal weights".into(),
+                index: 0,
+            });
+        }
+        if !(0.0..=1.0).contains(&self.blend)
+            || self.blend_loss.len() != BLEND_CANDIDATES.len()
+            || self.blend_loss.iter().any(|l| !l.is_finite() || *l < 0.0)
+            || !(0.0..=1.0).contains(&self.share)
+        {
+            return Err(Error::CorruptWeights(
+                "personal metadata (blend, blend losses or share) out of range".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The personal residual of every row of `x` (the CPU path: a linear map, n·dim
+    /// multiply-adds, cheaper than any GPU round trip).
+    pub fn residual(&self, x: ArrayView2<f32>) -> Result<Vec<f32>> {
+        cpu::score(&self.head, x)
+    }
+
+    /// `a·shared + personal`, row by row.
+    pub fn combine(&self, shared: &[f32], residual: &[f32]) -> Vec<f32> {
+        shared
+            .iter()
+            .zip(residual)
+            .map(|(s, p)| self.blend * s + p)
+            .collect()
+    }
+}
+
+/// What one personal training step needs besides the part itself.
+pub struct PersonalRun<'a> {
+    pub objective: &'a ObjectiveConfig,
+    pub train: &'a Examples,
+    pub val: Option<&'a Examples>,
+    /// The shared model's scores of the training and validation rows.
+    pub shared_train: &'a [f32],
+    pub shared_val: Option<&'a [f32]>,
+    /// Schedule of the call (its weight decay is replaced by `pull`).
+    pub config: &'a TrainConfig,
+    pub pull: f64,
+}
+
+/// Trains `personal` on `run` on `device` and returns the new part: one run per candidate
+/// blend where the blend adapts and held-out turns exist, else one run at the current blend.
+pub async fn train(device: &Device, personal: &Personal, run: &PersonalRun<'_>) -> Result<Personal> {
+    if !(run.pull.is_finite() && run.pull >= 0.0) {
+        return Err(Error::InvalidConfig(format!(
+            "personal pull = {} must be a finite number ≥ 0",
+            run.pull
+        )));
+    }
+    let mut config = run.config.clone();
+    config.optimizer.weight_decay = run.pull;
+    let val = run.val.zip(run.shared_val);
+    let candidates: Vec<usize> = if personal.kind.adapts_blend() && val.is_some() {
+        (0..BLEND_CANDIDATES.len()).collect()
+    } else {
+        vec![blend_index(personal.blend)]
+    };
+    let mut best: Option<(f64, Personal)> = None;
+    let mut blend_loss = personal.blend_loss.clone();
+    let mut trained = Vec::new();
+    for &c in &candidates {
+        let a = BLEND_CANDIDATES[c];
+        let scaled = |s: &[f32]| s.iter().map(|v| a * v).collect::<Vec<f32>>();
+        let train_set = run.train.clone().with_offset(scaled(run.shared_train));
+        let val_set = val.map(|(v, s)| v.clone().with_offset(scaled(s)));
+        let mut request = TrainRequest::new(&personal.head, run.objective, &train_set, &config);
+        if let Some(v) = &val_set {
+            request = request.with_val(v);
+        }
+        let out = trainer::train_async(
+            device,
+            &request,
+            &mut |_| std::ops::ControlFlow::Continue(()),
+            || std::future::ready(()),
+        )
+        .await?;
+        let held_out = out
+            .report
+            .epochs
+            .get(out.report.best_epoch.saturating_sub(1))
+            .and_then(|e| e.val_loss);
+        if let (Some(l), Some(v)) = (held_out, &val_set) {
+            blend_loss[c] += l * v.len() as f64;
+        }
+        trained.push((c, out.head));
+    }
+    for (c, head) in trained {
+        let score = if candidates.len() > 1 {
+            blend_loss[c]
+        } else {
+            0.0
+        };
+        // Ties go to the larger blend (the crowd), as candidates are visited in order.
+        if best.as_ref().is_none_or(|(b, _)| score <= *b) {
+            best = Some((
+                score,
+                Personal {
+                    head,
+                    blend: BLEND_CANDIDATES[c],
+                    ..personal.clone()
+                },
+            ));
+        }
+    }
+    let (_, mut next) = best.expect("at least one candidate");
+    next.blend_loss = blend_loss;
+    next.examples += (run.train.len() + run.val.map_or(0, |v| v.len())) as u64;
+    let residual = next.residual(run.train.emb.view())?;
+    let shared: f64 = run
+        .shared_train
+        .iter()
+        .map(|s| (next.blend * s).abs() as f64)
+        .sum();
+    let own: f64 = residual.iter().map(|p| p.abs() as f64).sum();
+    next.share = if shared + own > 0.0 {
+        own / (shared + own)
+    } else {
+        0.0
+    };
+    Ok(next)
+}
+
+fn blend_index(blend: f32) -> usize {
+    BLEND_CANDIDATES
+        .iter()
+        .position(|&b| b == blend)
+        .unwrap_or(BLEND_CANDIDATES.len() - 1)
+}
