@@ -3,10 +3,10 @@
 //! Request path: [`serve`] (connections, read timeouts) → [`api`] (routes, body limits) with
 //! [`extract`] (token and model name) → [`updates`] / [`models`] (validation, [`limits`],
 //! and storage in one transaction each) → [`rounds`] (aggregation under a row lock) using the
-//! pure math of [`aggregate`]. [`db`] owns connections and migrations, [`tokens`] the
+//! pure math of [`aggregate`] (`tacit_rm::sync::aggregate`, which `tacit eval --protocol users` runs too). [`db`] owns connections and migrations, [`tokens`] the
 //! credentials. Everything a client can get wrong is an [`error::ApiError`] with a stable code.
 
-pub mod aggregate;
+pub use tacit_rm::sync::aggregate;
 pub mod api;
 pub mod bench;
 pub mod config;

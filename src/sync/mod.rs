@@ -3,6 +3,7 @@
 //! ports (a transport, a clock, a store). The native host's ports are in [`http`] and
 //! [`files`]; the browser package brings `fetch` and IndexedDB to the same [`pass`].
 
+pub mod aggregate;
 pub mod client;
 pub mod delta;
 #[cfg(not(target_arch = "wasm32"))]

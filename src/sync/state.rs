@@ -55,10 +55,11 @@ struct Meta {
 
 impl SyncState {
     /// A state that starts from `reference` (a fresh model's weights, or the first pulled
-    /// global) with nothing queued and a new random key prefix.
+    /// global) with nothing queued and a new random key prefix. The reference is the shared
+    /// part only: a personal part is never synced, so it has no reference.
     pub fn fresh(reference: Weights) -> Self {
         SyncState {
-            reference,
+            reference: reference.shared(),
             queue: Vec::new(),
             key_prefix: random_key_prefix(),
             next_seq: 0,

@@ -13,8 +13,8 @@
 //! 4. Optional Gaussian noise of standard deviation `noise_std` per coordinate (the Gaussian
 //!    mechanism of DP-FedAvg; its privacy accounting is the operator's to choose).
 
-use tacit_rm::rng::Rng;
-use tacit_rm::sync::delta::l2_norm;
+use crate::rng::Rng;
+use crate::sync::delta::l2_norm;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Aggregator {
