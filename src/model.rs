@@ -250,11 +250,14 @@ impl TrainJob {
                 n: self.n,
             });
         }
-        // The shared part with the personal residual as a fixed offset.
+        // The shared part with the personal residual as a fixed offset (`mix` keeps two
+        // whole models: its shared part trains on its own).
         let with_residual = |ex: &Examples| -> Result<Examples> {
             Ok(match &personal {
-                Some(p) => ex.clone().with_offset(p.residual(ex.emb.view())?),
-                None => ex.clone(),
+                Some(p) if p.kind.trains_on_offsets() => {
+                    ex.clone().with_offset(p.residual(ex.emb.view())?)
+                }
+                _ => ex.clone(),
             })
         };
         let train = with_residual(&self.train)?;

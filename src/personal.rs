@@ -32,7 +32,7 @@ use crate::trainer::{self, TrainConfig, TrainRequest};
 
 /// Blends of the shared score a user may get, from "ignore the crowd" to "the crowd plus a
 /// residual". Held-out losses are kept per candidate, in this order.
-pub const BLEND_CANDIDATES: [f32; 3] = [0.0, 0.5, 1.0];
+pub const BLEND_CANDIDATES: [f32; 4] = [0.0, 0.5, 1.0, 2.0];
 
 /// Which personal part a model keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -46,13 +46,17 @@ pub enum Personalization {
     Residual,
     /// Ditto with a fixed blend: always `shared + personal` (a = 1). Kept for comparison.
     Ditto,
+    /// A mix of two whole models: the user's own, trained on its feedback alone, and the
+    /// crowd's, `a·shared + own`, with `a` chosen per user on held-out turns.
+    Mix,
 }
 
 impl Personalization {
-    pub const ALL: [Personalization; 3] = [
+    pub const ALL: [Personalization; 4] = [
         Personalization::None,
         Personalization::Residual,
         Personalization::Ditto,
+        Personalization::Mix,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Personalization {
             Personalization::None => "none",
             Personalization::Residual => "residual",
             Personalization::Ditto => "ditto",
+            Personalization::Mix => "mix",
         }
     }
 
@@ -69,14 +74,20 @@ impl Personalization {
             .find(|p| p.name() == name)
             .ok_or_else(|| {
                 Error::InvalidConfig(format!(
-                    "unknown personalization '{name}' (expected none, residual or ditto)"
+                    "unknown personalization '{name}' (expected none, residual, ditto or mix)"
                 ))
             })
     }
 
     /// Whether the blend adapts to the user (otherwise it stays at 1).
     pub fn adapts_blend(self) -> bool {
-        self == Personalization::Residual
+        matches!(self, Personalization::Residual | Personalization::Mix)
+    }
+
+    /// Whether each part trains on the other's scores as a fixed offset (a residual), or each
+    /// is a whole model of its own (`mix`).
+    pub fn trains_on_offsets(self) -> bool {
+        matches!(self, Personalization::Residual | Personalization::Ditto)
     }
 }
 
@@ -153,7 +164,7 @@ impl Personal {
                 index: 0,
             });
         }
-        if !(0.0..=1.0).contains(&self.blend)
+        if !BLEND_CANDIDATES.contains(&self.blend)
             || self.blend_loss.len() != BLEND_CANDIDATES.len()
             || self.blend_loss.iter().any(|l| !l.is_finite() || *l < 0.0)
             || !(0.0..=1.0).contains(&self.share)
@@ -204,8 +215,11 @@ pub async fn train(device: &Device, personal: &Personal, run: &PersonalRun<'_>) 
         )));
     }
     let mut config = run.config.clone();
-    config.optimizer.weight_decay = run.pull;
+    config.optimizer.weight_decay = run.pull.min(1.0);
     let val = run.val.zip(run.shared_val);
+    if !personal.kind.trains_on_offsets() {
+        return train_mix(device, personal, run, &config).await;
+    }
     let candidates: Vec<usize> = if personal.kind.adapts_blend() && val.is_some() {
         (0..BLEND_CANDIDATES.len()).collect()
     } else {
@@ -260,6 +274,67 @@ pub async fn train(device: &Device, personal: &Personal, run: &PersonalRun<'_>) 
     }
     let (_, mut next) = best.expect("at least one candidate");
     next.blend_loss = blend_loss;
+    finish(next, run)
+}
+
+/// `mix`: one run of the user's own model on its feedback alone, then the blend whose
+/// combined score `a·shared + own` has the lowest accumulated held-out loss.
+async fn train_mix(
+    device: &Device,
+    personal: &Personal,
+    run: &PersonalRun<'_>,
+    config: &TrainConfig,
+) -> Result<Personal> {
+    let mut request = TrainRequest::new(&personal.head, run.objective, run.train, config);
+    if let Some(v) = run.val {
+        request = request.with_val(v);
+    }
+    let out = trainer::train_async(
+        device,
+        &request,
+        &mut |_| std::ops::ControlFlow::Continue(()),
+        || std::future::ready(()),
+    )
+    .await?;
+    let mut blend_loss = personal.blend_loss.clone();
+    if let (Some(v), Some(sv)) = (run.val, run.shared_val) {
+        let flip = out.report.flip.unwrap_or(crate::feedback::flip::FlipRates::NONE);
+        // `dr`'s targets need its auxiliary fits: its blend stays where it is.
+        if let Ok(prepared) = crate::objective::Prepared::new(run.objective, v, flip, None) {
+            for (c, &a) in BLEND_CANDIDATES.iter().enumerate() {
+                let ex = v.clone().with_offset(sv.iter().map(|s| a * s).collect());
+                let loss = cpu::full_loss(&out.head, out.exposure_head.as_ref(), &prepared, &ex)?;
+                if loss.is_finite() {
+                    blend_loss[c] += loss * v.len() as f64;
+                }
+            }
+        }
+    }
+    let blend = if run.val.is_some() {
+        // Ties go to the larger blend (the crowd).
+        let mut best = BLEND_CANDIDATES.len() - 1;
+        for c in (0..BLEND_CANDIDATES.len()).rev() {
+            if blend_loss[c] < blend_loss[best] {
+                best = c;
+            }
+        }
+        BLEND_CANDIDATES[best]
+    } else {
+        personal.blend
+    };
+    finish(
+        Personal {
+            head: out.head,
+            blend,
+            blend_loss,
+            ..personal.clone()
+        },
+        run,
+    )
+}
+
+/// Counts the run's examples and measures the personal share of the score on its rows.
+fn finish(mut next: Personal, run: &PersonalRun<'_>) -> Result<Personal> {
     next.examples += (run.train.len() + run.val.map_or(0, |v| v.len())) as u64;
     let residual = next.residual(run.train.emb.view())?;
     let shared: f64 = run

@@ -3,6 +3,8 @@
 //! No method ever sees clean labels, except the `oracle` row, which is the ceiling.
 
 pub mod metrics;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod users;
 
 use std::ops::ControlFlow;
 

@@ -25,6 +25,7 @@ macro_rules! conformance_cases {
         $host! {
             forward_matches_the_f64_reference,
             every_objective_gradient_matches_the_f64_reference,
+            every_objective_gradient_with_a_logit_offset_matches_the_f64_reference,
             a_100_step_training_run_keeps_the_weights_of_its_best_validation_loss,
             one_submission_and_one_readback_per_epoch_and_per_score,
             auxiliary_fits_run_on_the_device_of_the_run,
@@ -113,7 +114,27 @@ pub async fn forward_matches_the_f64_reference(device: &Device) {
 /// `dL/d(outputs)` at the float64 outputs. `dr` is left out: its targets come from
 /// auxiliary fits this case cannot rebuild (the training-run case covers it).
 pub async fn every_objective_gradient_matches_the_f64_reference(device: &Device) {
-    let train_set = common::feedback(96, 12, 13);
+    gradients_match_the_f64_reference(device, false).await
+}
+
+/// The same with a fixed per-row logit offset on the first output (the other part of a
+/// two-part model, `src/personal.rs`; `shaders/add_offset.wgsl` on the GPU): the reference
+/// adds the offsets to its float64 outputs before the objective's gradient, and the gradient
+/// of the offset itself is never taken.
+pub async fn every_objective_gradient_with_a_logit_offset_matches_the_f64_reference(
+    device: &Device,
+) {
+    gradients_match_the_f64_reference(device, true).await
+}
+
+async fn gradients_match_the_f64_reference(device: &Device, with_offset: bool) {
+    let mut train_set = common::feedback(96, 12, 13);
+    if with_offset {
+        let mut r = tacit_rm::rng::Rng::new(77);
+        train_set.offset = (0..train_set.len())
+            .map(|_| (1.5 * r.normal()) as f32)
+            .collect();
+    }
     let opt = AdamWConfig {
         lr: 0.1,
         beta1: 0.0,
@@ -169,7 +190,10 @@ pub async fn every_objective_gradient_matches_the_f64_reference(device: &Device)
         let aux = exposure
             .as_ref()
             .map(|e| reference::forward(e, &train_set.exposure).mapv(|v| v as f32));
-        let out = reference::forward(&head, &train_set.emb).mapv(|v| v as f32);
+        let mut out = reference::forward(&head, &train_set.emb).mapv(|v| v as f32);
+        for (i, o) in train_set.offset.iter().enumerate() {
+            out[[i, 0]] += o;
+        }
         let g = prepared
             .batch_loss(&rows, &pairs, out.view(), aux.as_ref().map(|a| a.view()))
             .unwrap();
@@ -177,7 +201,7 @@ pub async fn every_objective_gradient_matches_the_f64_reference(device: &Device)
         let worst = reference::worst_error(recovered, &want);
         assert!(
             worst <= 1e-3,
-            "{} {kind}: gradient off by {worst} (relative)",
+            "{} {kind} (offsets: {with_offset}): gradient off by {worst} (relative)",
             device.name()
         );
     }

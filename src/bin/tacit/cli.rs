@@ -16,6 +16,7 @@ use tacit_rm::feedback::{self, Examples};
 use tacit_rm::head::{Activation, Head, HeadConfig};
 use tacit_rm::objective::{ObjectiveConfig, ObjectiveKind};
 use tacit_rm::rng::Rng;
+use tacit_rm::eval::users::{self, System, UsersConfig, UsersData};
 use tacit_rm::sim::{Protocol, SimConfig, Simulator};
 use tacit_rm::store::{self, Weights};
 use tacit_rm::trainer::{self, TrainConfig, TrainRequest};
@@ -87,7 +88,8 @@ struct BenchArgs {
 /// Settings of the simulator (shared by `eval` and `train` on labelled data).
 #[derive(Args, Clone)]
 struct SimArgs {
-    /// Propensity protocol: label, covariate or confounded.
+    /// Propensity protocol: label, covariate or confounded; for `tacit eval`, also `users`
+    /// (the multi-user protocol: a data set with a `utility` [U, N] tensor).
     #[arg(long, default_value = "confounded")]
     protocol: String,
     /// Decay α of the label protocol.
@@ -194,6 +196,32 @@ struct EvalArgs {
     /// Print each (seed, method) result as it finishes.
     #[arg(long)]
     verbose: bool,
+    /// `--protocol users` (the multi-user protocol): federated users (default: all but the
+    /// new users).
+    #[arg(long)]
+    users: Option<usize>,
+    /// `--protocol users`: users held out as new users.
+    #[arg(long = "new-users", default_value_t = UsersConfig::default().new_users)]
+    new_users: usize,
+    /// `--protocol users`: turns per federated user over all rounds.
+    #[arg(long, default_value_t = UsersConfig::default().turns)]
+    turns: usize,
+    /// `--protocol users`: sync rounds.
+    #[arg(long, default_value_t = UsersConfig::default().rounds)]
+    rounds: usize,
+    /// `--protocol users`: the new users' turn counts, e.g. "0,5,10,20,40".
+    #[arg(long = "new-user-turns", default_value = "0,5,10,20,40")]
+    new_user_turns: String,
+    /// `--protocol users`: comma-separated systems, or "all"
+    /// (global, local, personal, ditto, pooled, oracle).
+    #[arg(long, default_value = "all")]
+    systems: String,
+    /// `--protocol users`: the objective every system trains with.
+    #[arg(long, default_value = "pairwise")]
+    objective: String,
+    /// `--protocol users`: pull of the personal part toward the shared model.
+    #[arg(long = "personal-pull", default_value_t = tacit_rm::personal::DEFAULT_PULL)]
+    personal_pull: f64,
 }
 
 #[derive(Args)]
@@ -294,6 +322,9 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
+    if a.sim.protocol == "users" {
+        return run_users_eval(a);
+    }
     let ds = Dataset::load(&a.data)?;
     let cfg = EvalConfig {
         sim: a.sim.config()?,
@@ -320,6 +351,64 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let result = eval::run_on(&device, &ds, &cfg, &mut |seed, method, m| {
         if verbose {
             eprintln!("  seed {seed} {:<10} auroc {:.4}", method.name(), m.auroc);
+        }
+    })?;
+    let table = result.markdown();
+    println!("{table}");
+    if let Some(path) = a.json {
+        write_file(&path, result.to_json().as_bytes())?;
+    }
+    if let Some(path) = a.markdown {
+        write_file(&path, table.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `tacit eval --protocol users`: the multi-user protocol (`tacit_rm::eval::users`).
+fn run_users_eval(a: EvalArgs) -> Result<()> {
+    let data = UsersData::load(&a.data)?;
+    let new_user_turns = a
+        .new_user_turns
+        .split(',')
+        .map(|t| {
+            t.trim().parse::<usize>().map_err(|_| {
+                Error::InvalidConfig(format!("--new-user-turns: '{t}' is not a count"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = UsersConfig {
+        seeds: a.seeds,
+        users: a.users,
+        new_users: a.new_users,
+        turns: a.turns,
+        rounds: a.rounds,
+        new_user_turns,
+        hidden: parse_hidden(&a.hidden)?,
+        objective: tacit_rm::ObjectiveKind::parse(&a.objective)?,
+        train: tacit_rm::model::TrainOptions {
+            epochs: a.opt.epochs,
+            batch_size: a.opt.batch_size,
+            learning_rate: a.opt.lr,
+            weight_decay: a.opt.weight_decay,
+            personal_pull: a.personal_pull,
+            ..Default::default()
+        },
+        systems: System::parse_list(&a.systems)?,
+        ..UsersConfig::default()
+    };
+    eprintln!(
+        "tacit eval --protocol users: {} items × {} dims, {} users, {} seeds",
+        data.emb.nrows(),
+        data.emb.ncols(),
+        data.users(),
+        cfg.seeds
+    );
+    let device = parse_backend(&a.backend)?;
+    eprintln!("backend: {}", describe(&device));
+    let verbose = a.verbose;
+    let result = users::run_on(&device, &data, &cfg, &mut |line| {
+        if verbose {
+            eprintln!("  {line}");
         }
     })?;
     let table = result.markdown();
