@@ -1,0 +1,263 @@
+//! The personal part of a two-part model (`src/personal.rs`): stored bit for bit with the
+//! weights, never in a sync delta, kept across a rebase and an import of a global file,
+//! trained so that it holds the user's taste, forgotten in one call, refused when corrupt.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::ops::ControlFlow;
+
+use tacit_rm::backend::Device;
+use tacit_rm::feedback::events::{Event, Shown};
+use tacit_rm::feedback::log::LoggedObservation;
+use tacit_rm::head::{Head, HeadConfig};
+use tacit_rm::model::{ModelSpec, Parts, RewardModel, TrainOptions};
+use tacit_rm::objective::ObjectiveKind;
+use tacit_rm::personal::{Personal, Personalization, BLEND_CANDIDATES};
+use tacit_rm::rng::Rng;
+use tacit_rm::store::{self, Weights};
+use tacit_rm::sync::protocol::{META_BASE_VERSION, META_N_EXAMPLES};
+use tacit_rm::sync::Delta;
+
+const DIM: usize = 8;
+
+fn personal_weights() -> Weights {
+    let head = Head::init(&HeadConfig::new(DIM, &[4]), 3).unwrap();
+    let mut p = Personal::new(Personalization::Residual, DIM, 1).unwrap();
+    let mut r = Rng::new(9);
+    for t in p.head.tensors_mut() {
+        t.iter_mut().for_each(|v| *v = r.normal() as f32 * 0.3);
+    }
+    p.blend = 0.5;
+    p.blend_loss = vec![1.25, 0.75, 3.0e-7, 2.0];
+    p.examples = 123;
+    p.share = 0.4375;
+    Weights {
+        personal: Some(p),
+        objective: Some(ObjectiveKind::Pairwise),
+        version: 7,
+        ..Weights::new(head)
+    }
+}
+
+#[test]
+fn the_personal_part_round_trips_bit_for_bit() {
+    let w = personal_weights();
+    let bytes = store::to_bytes(&w).unwrap();
+    let back = store::from_bytes(&bytes).unwrap();
+    assert_eq!(back, w);
+    let (a, b) = (back.personal.unwrap(), w.personal.unwrap());
+    for (x, y) in a.head.tensors().iter().zip(b.head.tensors()) {
+        assert!(x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
+    assert_eq!(a.blend_loss[2].to_bits(), 3.0e-7f64.to_bits());
+    // The same weights give the same bytes.
+    assert_eq!(store::to_bytes(&store::from_bytes(&bytes).unwrap()).unwrap(), bytes);
+}
+
+#[test]
+fn corrupt_personal_metadata_is_refused() {
+    let good = store::to_bytes(&personal_weights()).unwrap();
+    let (_, meta) = store::parse(&good, store::Values::Finite).unwrap();
+    assert_eq!(meta["personal"], "residual");
+    for (key, value) in [
+        ("personal", "telepathy"),
+        ("personal_blend", "0.3"),
+        ("personal_blend", "NaN"),
+        ("personal_blend_loss", "[1, 2]"),
+        ("personal_blend_loss", "[1, 2, 3, -4]"),
+        ("personal_share", "1.5"),
+        ("personal_examples", "-1"),
+    ] {
+        let text = String::from_utf8_lossy(&good).into_owned();
+        let needle = format!("\"{key}\":\"{}\"", meta[key].replace('"', "\\\""));
+        assert!(text.contains(&needle), "{needle}");
+        let patched = text.replacen(&needle, &format!("\"{key}\":\"{value}\""), 1);
+        // Keep the header length: safetensors offsets depend on it.
+        let bytes = resize_header(patched.into_bytes(), &good);
+        let err = store::from_bytes(&bytes).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_weights", "{key} = {value}: {err}");
+    }
+}
+
+/// Re-pads a patched header to the original header length (spaces, as safetensors pads).
+fn resize_header(mut patched: Vec<u8>, original: &[u8]) -> Vec<u8> {
+    let len = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+    let grown = patched.len() as isize - original.len() as isize;
+    let header_end = 8 + len as isize + grown;
+    let mut header: Vec<u8> = patched[8..header_end as usize].to_vec();
+    while header.last() == Some(&b' ') && header.len() > len {
+        header.pop();
+    }
+    if header.len() > len {
+        // Longer than the original: move the data instead.
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(&header);
+        out.extend(&patched[header_end as usize..]);
+        return out;
+    }
+    header.resize(len, b' ');
+    let tail = patched.split_off(header_end as usize);
+    let mut out = original[..8].to_vec();
+    out.extend(header);
+    out.extend(tail);
+    out
+}
+
+#[test]
+fn a_delta_never_carries_a_personal_part() {
+    let w = personal_weights();
+    let bytes = store::to_bytes_with_metadata(
+        &w,
+        &[
+            (META_BASE_VERSION, "7".into()),
+            (META_N_EXAMPLES, "10".into()),
+        ],
+    )
+    .unwrap();
+    let err = Delta::from_bytes(&bytes).unwrap_err();
+    assert_eq!(err.code().as_str(), "corrupt_weights", "{err}");
+    // And a delta's extra metadata may not smuggle personal keys either.
+    let err = store::to_bytes_with_metadata(&w.shared(), &[("personal_blend", "1".into())])
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "invalid_config");
+}
+
+/// A turn of four answers: the user copies the one whose first embedding coordinate has the
+/// sign of `taste`.
+fn turns(taste: f32, n_turns: usize, seed: u64) -> Vec<LoggedObservation> {
+    let mut r = Rng::new(seed);
+    let mut out = Vec::new();
+    for t in 0..n_turns {
+        let emb: Vec<Vec<f32>> = (0..4)
+            .map(|_| (0..DIM).map(|_| r.normal() as f32).collect())
+            .collect();
+        let best = (0..4)
+            .max_by(|&a, &b| (taste * emb[a][0]).total_cmp(&(taste * emb[b][0])))
+            .unwrap();
+        for (p, e) in emb.into_iter().enumerate() {
+            out.push(LoggedObservation {
+                seq: 0,
+                id: format!("{t}-{p}"),
+                turn: Some(format!("t{t}")),
+                embedding: e,
+                shown: Shown {
+                    position: p as u32,
+                    candidates: 4,
+                },
+                events: if p == best { vec![Event::Copy] } else { vec![] },
+                dwell_ms: 1000.0,
+                length: 0.0,
+                propensity: None,
+            });
+        }
+    }
+    out
+}
+
+fn model(personalization: Personalization) -> RewardModel {
+    RewardModel::new(
+        &ModelSpec {
+            dim: DIM,
+            hidden: vec![],
+            objective: ObjectiveKind::Pairwise,
+            personalization,
+            ..ModelSpec::default()
+        },
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn train(m: &mut RewardModel, obs: &[LoggedObservation], opts: &TrainOptions) {
+    for o in obs {
+        m.observe(o.clone()).unwrap();
+    }
+    let job = m.prepare_training(opts).unwrap();
+    let out = pollster::block_on(job.run(&mut |_| ControlFlow::Continue(()), || {
+        std::future::ready(())
+    }))
+    .unwrap();
+    m.apply(&out);
+}
+
+fn agreement(m: &RewardModel, taste: f32) -> f64 {
+    let mut r = Rng::new(4242);
+    let x: Vec<f32> = (0..200 * DIM).map(|_| r.normal() as f32).collect();
+    let view = ndarray::ArrayView2::from_shape((200, DIM), &x).unwrap();
+    let s = pollster::block_on(m.score(view, false)).unwrap();
+    let truth: Vec<f32> = (0..200).map(|i| taste * x[i * DIM]).collect();
+    tacit_rm::eval::users::pairwise_accuracy(&s, &truth)
+}
+
+/// The user's taste lives in the personal part: after the shared head is replaced by a
+/// global of the opposite taste (a sync), the user's scores still follow its own taste,
+/// and the shared score alone does not.
+#[test]
+fn the_taste_survives_a_global_that_disagrees() {
+    let opts = TrainOptions {
+        epochs: 30,
+        ..TrainOptions::default()
+    };
+    let mut user = model(Personalization::Residual);
+    train(&mut user, &turns(1.0, 60, 1), &opts);
+    let before = agreement(&user, 1.0);
+    assert!(before > 0.8, "local training learned the taste: {before}");
+    let mut crowd = model(Personalization::None);
+    train(&mut crowd, &turns(-1.0, 60, 2), &opts);
+    let personal_before = user.weights().personal.clone();
+    user.replace_weights(crowd.weights().clone()).unwrap();
+    assert_eq!(user.weights().personal, personal_before, "kept across the rebase");
+    let after = agreement(&user, 1.0);
+    assert!(after > 0.7, "the personal part keeps the taste: {after} (before {before})");
+    let stats = user.stats().personal.unwrap();
+    assert!(stats.share > 0.3 && stats.trained_examples > 0, "{stats:?}");
+    let mut r = Rng::new(5);
+    let x: Vec<f32> = (0..50 * DIM).map(|_| r.normal() as f32).collect();
+    let view = ndarray::ArrayView2::from_shape((50, DIM), &x).unwrap();
+    let shared = pollster::block_on(user.score(view, true)).unwrap();
+    let want = Device::Cpu.score(&crowd.weights().head, view).unwrap();
+    assert_eq!(shared, want, "sharedOnly is the shared head's score");
+}
+
+#[test]
+fn forget_leaves_a_zero_personal_part_and_no_log() {
+    let mut m = model(Personalization::Residual);
+    train(&mut m, &turns(1.0, 20, 3), &TrainOptions::default());
+    for o in turns(1.0, 2, 4) {
+        m.observe(o).unwrap();
+    }
+    m.forget().unwrap();
+    let p = m.weights().personal.as_ref().unwrap();
+    assert!(p.head.tensors().iter().all(|t| t.iter().all(|&v| v == 0.0)));
+    assert_eq!((p.examples, p.blend, m.pending().len()), (0, 1.0, 0));
+    assert_eq!(m.stats().trained_examples, 0);
+}
+
+#[test]
+fn bad_personal_options_are_typed_errors_and_change_nothing() {
+    let mut m = model(Personalization::None);
+    for o in turns(1.0, 5, 6) {
+        m.observe(o).unwrap();
+    }
+    let before = m.export_weights().unwrap();
+    let err = m
+        .prepare_training(&TrainOptions {
+            parts: Parts::Personal,
+            ..TrainOptions::default()
+        })
+        .err()
+        .unwrap();
+    assert_eq!(err.code().as_str(), "invalid_config");
+    for pull in [-1.0, f64::NAN, f64::INFINITY, 1e9] {
+        let err = m
+            .prepare_training(&TrainOptions {
+                personal_pull: pull,
+                ..TrainOptions::default()
+            })
+            .err()
+            .unwrap();
+        assert_eq!(err.code().as_str(), "invalid_config", "{pull}");
+    }
+    assert_eq!(m.export_weights().unwrap(), before);
+    assert_eq!(Personalization::parse("nope").unwrap_err().code().as_str(), "invalid_config");
+    assert!(BLEND_CANDIDATES.contains(&1.0));
+}
