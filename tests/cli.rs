@@ -153,3 +153,94 @@ fn errors_exit_2_with_a_code() {
     let out = tacit(&["eval", "--data", fixture.to_str().unwrap(), "--flip", "0.1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("error[invalid_config]"));
 }
+
+/// `tacit eval --protocol users` on the dev multi-user fixture writes exactly the documented
+/// JSON and a markdown table; the oracle (fitted to the true utilities) beats the crowd's
+/// model, as the fixture's construction (opposite tastes) implies.
+#[test]
+fn eval_protocol_users_writes_the_documented_json() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/users_dev.safetensors");
+    let json = tmp("users.json");
+    let md = tmp("users.md");
+    let out = tacit(&[
+        "eval",
+        "--protocol",
+        "users",
+        "--data",
+        data.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--users",
+        "8",
+        "--new-users",
+        "4",
+        "--turns",
+        "40",
+        "--rounds",
+        "2",
+        "--new-user-turns",
+        "0,10",
+        "--epochs",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+        "--markdown",
+        md.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["new_users", "new_users_curve", "protocol", "seeds", "systems", "users"]
+    );
+    assert_eq!(
+        (&v["protocol"], &v["seeds"], &v["users"], &v["new_users"]),
+        (
+            &serde_json::json!("users"),
+            &serde_json::json!(1),
+            &serde_json::json!(8),
+            &serde_json::json!(4)
+        )
+    );
+    let systems = ["global", "local", "personal", "ditto", "mix", "pooled", "oracle"];
+    let acc = |table: &serde_json::Value, s: &str| {
+        let a = &table[s]["pairwise_accuracy"];
+        assert_eq!(a.as_object().unwrap().len(), 2, "{s}: {a}");
+        assert!(a["std"].as_f64().unwrap() >= 0.0);
+        a["mean"].as_f64().unwrap()
+    };
+    for s in systems {
+        let m = acc(&v["systems"], s);
+        assert!((0.0..=1.0).contains(&m), "{s}: {m}");
+    }
+    let curve = v["new_users_curve"].as_object().unwrap();
+    assert_eq!(curve.keys().collect::<Vec<_>>(), ["0", "10"]);
+    for s in systems {
+        acc(&curve["10"], s);
+    }
+    assert!(
+        acc(&v["systems"], "oracle") > acc(&v["systems"], "global") + 0.05,
+        "{v}"
+    );
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(table.contains("| personal |") && table.contains("New users"), "{table}");
+
+    // A labelled file without utilities is refused with its code, nothing written.
+    let plain = common::fixture();
+    let out = tacit(&[
+        "eval",
+        "--protocol",
+        "users",
+        "--data",
+        plain.to_str().unwrap(),
+        "--seeds",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid_data") && err.contains("utility"), "{err}");
+}
