@@ -22,6 +22,9 @@ T=target/release/tacit
 step $T eval --data "$DATA" --protocol confounded --seeds 1 --methods naive,ips,oracle \
   --json "$W/eval.json" --markdown "$W/eval.md"
 grep -q '"ips"' "$W/eval.json"
+step $T eval --protocol users --data tests/data/users_dev.safetensors --seeds 1 --users 8 --new-users 4 \
+  --turns 40 --rounds 2 --json "$W/users.json" --markdown "$W/users.md"
+grep -q '"new_users_curve"' "$W/users.json"
 step $T eval --data "$DATA" --protocol confounded --seeds 1 --methods naive --backend gpu
 step $T init --dim 384 --hidden 128 --out "$W/w.safetensors"
 step $T init --dim 384 --hidden 128 --objective beta --out "$W/w-beta.safetensors"

@@ -220,7 +220,9 @@ impl TrainJob {
         // user's own, and the shared part then learns the rest.
         let personal = match (&self.personal, self.parts.personal()) {
             (Some(p), true) => {
-                let shared_train = device.score_async(&self.head, self.train.emb.view()).await?;
+                let shared_train = device
+                    .score_async(&self.head, self.train.emb.view())
+                    .await?;
                 let shared_val = match &self.val {
                     Some(v) => Some(device.score_async(&self.head, v.emb.view()).await?),
                     None => None,

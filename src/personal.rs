@@ -32,7 +32,7 @@ use crate::trainer::{self, TrainConfig, TrainRequest};
 
 /// Blends of the shared score a user may get, from "ignore the crowd" to "the crowd plus a
 /// residual". Held-out losses are kept per candidate, in this order.
-pub const BLEND_CANDIDATES: [f32; 4] = [0.0, 0.5, 1.0, 2.0];
+pub const BLEND_CANDIDATES: [f32; 3] = [0.0, 0.5, 1.0];
 
 /// Which personal part a model keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -207,7 +207,11 @@ pub struct PersonalRun<'a> {
 
 /// Trains `personal` on `run` on `device` and returns the new part: one run per candidate
 /// blend where the blend adapts and held-out turns exist, else one run at the current blend.
-pub async fn train(device: &Device, personal: &Personal, run: &PersonalRun<'_>) -> Result<Personal> {
+pub async fn train(
+    device: &Device,
+    personal: &Personal,
+    run: &PersonalRun<'_>,
+) -> Result<Personal> {
     if !(run.pull.is_finite() && run.pull >= 0.0) {
         return Err(Error::InvalidConfig(format!(
             "personal pull = {} must be a finite number ≥ 0",
@@ -298,7 +302,10 @@ async fn train_mix(
     .await?;
     let mut blend_loss = personal.blend_loss.clone();
     if let (Some(v), Some(sv)) = (run.val, run.shared_val) {
-        let flip = out.report.flip.unwrap_or(crate::feedback::flip::FlipRates::NONE);
+        let flip = out
+            .report
+            .flip
+            .unwrap_or(crate::feedback::flip::FlipRates::NONE);
         // `dr`'s targets need its auxiliary fits: its blend stays where it is.
         if let Ok(prepared) = crate::objective::Prepared::new(run.objective, v, flip, None) {
             for (c, &a) in BLEND_CANDIDATES.iter().enumerate() {

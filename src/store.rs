@@ -348,8 +348,8 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
         Some(kind) => {
             let kind = Personalization::parse(kind)
                 .map_err(|e| Error::CorruptWeights(format!("metadata 'personal': {e}")))?;
-            let blend_loss: Vec<f64> = serde_json::from_str(meta_get(&meta, "personal_blend_loss")?)
-                .map_err(|_| {
+            let blend_loss: Vec<f64> =
+                serde_json::from_str(meta_get(&meta, "personal_blend_loss")?).map_err(|_| {
                     Error::CorruptWeights("metadata 'personal_blend_loss' is not a list".into())
                 })?;
             let p = Personal {

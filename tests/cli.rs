@@ -187,7 +187,11 @@ fn eval_protocol_users_writes_the_documented_json() {
         "--markdown",
         md.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -195,7 +199,14 @@ fn eval_protocol_users_writes_the_documented_json() {
     sorted.sort();
     assert_eq!(
         sorted,
-        ["new_users", "new_users_curve", "protocol", "seeds", "systems", "users"]
+        [
+            "new_users",
+            "new_users_curve",
+            "protocol",
+            "seeds",
+            "systems",
+            "users"
+        ]
     );
     assert_eq!(
         (&v["protocol"], &v["seeds"], &v["users"], &v["new_users"]),
@@ -206,7 +217,9 @@ fn eval_protocol_users_writes_the_documented_json() {
             &serde_json::json!(4)
         )
     );
-    let systems = ["global", "local", "personal", "ditto", "mix", "pooled", "oracle"];
+    let systems = [
+        "global", "local", "personal", "ditto", "mix", "pooled", "oracle",
+    ];
     let acc = |table: &serde_json::Value, s: &str| {
         let a = &table[s]["pairwise_accuracy"];
         assert_eq!(a.as_object().unwrap().len(), 2, "{s}: {a}");
@@ -227,7 +240,10 @@ fn eval_protocol_users_writes_the_documented_json() {
         "{v}"
     );
     let table = std::fs::read_to_string(&md).unwrap();
-    assert!(table.contains("| personal |") && table.contains("New users"), "{table}");
+    assert!(
+        table.contains("| personal |") && table.contains("New users"),
+        "{table}"
+    );
 
     // A labelled file without utilities is refused with its code, nothing written.
     let plain = common::fixture();
@@ -242,5 +258,8 @@ fn eval_protocol_users_writes_the_documented_json() {
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid_data") && err.contains("utility"), "{err}");
+    assert!(
+        err.contains("invalid_data") && err.contains("utility"),
+        "{err}"
+    );
 }

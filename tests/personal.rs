@@ -27,7 +27,7 @@ fn personal_weights() -> Weights {
         t.iter_mut().for_each(|v| *v = r.normal() as f32 * 0.3);
     }
     p.blend = 0.5;
-    p.blend_loss = vec![1.25, 0.75, 3.0e-7, 2.0];
+    p.blend_loss = vec![1.25, 0.75, 3.0e-7];
     p.examples = 123;
     p.share = 0.4375;
     Weights {
@@ -46,11 +46,17 @@ fn the_personal_part_round_trips_bit_for_bit() {
     assert_eq!(back, w);
     let (a, b) = (back.personal.unwrap(), w.personal.unwrap());
     for (x, y) in a.head.tensors().iter().zip(b.head.tensors()) {
-        assert!(x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()));
+        assert!(x
+            .iter()
+            .zip(y.iter())
+            .all(|(p, q)| p.to_bits() == q.to_bits()));
     }
     assert_eq!(a.blend_loss[2].to_bits(), 3.0e-7f64.to_bits());
     // The same weights give the same bytes.
-    assert_eq!(store::to_bytes(&store::from_bytes(&bytes).unwrap()).unwrap(), bytes);
+    assert_eq!(
+        store::to_bytes(&store::from_bytes(&bytes).unwrap()).unwrap(),
+        bytes
+    );
 }
 
 #[test]
@@ -63,7 +69,7 @@ fn corrupt_personal_metadata_is_refused() {
         ("personal_blend", "0.3"),
         ("personal_blend", "NaN"),
         ("personal_blend_loss", "[1, 2]"),
-        ("personal_blend_loss", "[1, 2, 3, -4]"),
+        ("personal_blend_loss", "[1, 2, -4]"),
         ("personal_share", "1.5"),
         ("personal_examples", "-1"),
     ] {
@@ -74,7 +80,11 @@ fn corrupt_personal_metadata_is_refused() {
         // Keep the header length: safetensors offsets depend on it.
         let bytes = resize_header(patched.into_bytes(), &good);
         let err = store::from_bytes(&bytes).unwrap_err();
-        assert_eq!(err.code().as_str(), "corrupt_weights", "{key} = {value}: {err}");
+        assert_eq!(
+            err.code().as_str(),
+            "corrupt_weights",
+            "{key} = {value}: {err}"
+        );
     }
 }
 
@@ -116,8 +126,8 @@ fn a_delta_never_carries_a_personal_part() {
     let err = Delta::from_bytes(&bytes).unwrap_err();
     assert_eq!(err.code().as_str(), "corrupt_weights", "{err}");
     // And a delta's extra metadata may not smuggle personal keys either.
-    let err = store::to_bytes_with_metadata(&w.shared(), &[("personal_blend", "1".into())])
-        .unwrap_err();
+    let err =
+        store::to_bytes_with_metadata(&w.shared(), &[("personal_blend", "1".into())]).unwrap_err();
     assert_eq!(err.code().as_str(), "invalid_config");
 }
 
@@ -172,10 +182,12 @@ fn train(m: &mut RewardModel, obs: &[LoggedObservation], opts: &TrainOptions) {
         m.observe(o.clone()).unwrap();
     }
     let job = m.prepare_training(opts).unwrap();
-    let out = pollster::block_on(job.run(&mut |_| ControlFlow::Continue(()), || {
-        std::future::ready(())
-    }))
-    .unwrap();
+    let out =
+        pollster::block_on(job.run(
+            &mut |_| ControlFlow::Continue(()),
+            || std::future::ready(()),
+        ))
+        .unwrap();
     m.apply(&out);
 }
 
@@ -205,9 +217,16 @@ fn the_taste_survives_a_global_that_disagrees() {
     train(&mut crowd, &turns(-1.0, 60, 2), &opts);
     let personal_before = user.weights().personal.clone();
     user.replace_weights(crowd.weights().clone()).unwrap();
-    assert_eq!(user.weights().personal, personal_before, "kept across the rebase");
+    assert_eq!(
+        user.weights().personal,
+        personal_before,
+        "kept across the rebase"
+    );
     let after = agreement(&user, 1.0);
-    assert!(after > 0.7, "the personal part keeps the taste: {after} (before {before})");
+    assert!(
+        after > 0.7,
+        "the personal part keeps the taste: {after} (before {before})"
+    );
     let stats = user.stats().personal.unwrap();
     assert!(stats.share > 0.3 && stats.trained_examples > 0, "{stats:?}");
     let mut r = Rng::new(5);
@@ -258,6 +277,9 @@ fn bad_personal_options_are_typed_errors_and_change_nothing() {
         assert_eq!(err.code().as_str(), "invalid_config", "{pull}");
     }
     assert_eq!(m.export_weights().unwrap(), before);
-    assert_eq!(Personalization::parse("nope").unwrap_err().code().as_str(), "invalid_config");
+    assert_eq!(
+        Personalization::parse("nope").unwrap_err().code().as_str(),
+        "invalid_config"
+    );
     assert!(BLEND_CANDIDATES.contains(&1.0));
 }

@@ -17,6 +17,8 @@
 //!
 //! `group` puts the four answers of two consecutive dialogues together (pair ids 2g, 2g+1).
 #![cfg(not(target_arch = "wasm32"))]
+// The linear algebra below indexes as the formulas do.
+#![allow(clippy::needless_range_loop)]
 
 use std::path::PathBuf;
 
@@ -105,7 +107,9 @@ fn principal_axes(x: &[Vec<f64>], k: usize) -> Vec<Vec<f64>> {
     for _ in 0..k {
         let mut v: Vec<f64> = (0..d).map(|j| 1.0 + (j % 7) as f64 / 7.0).collect();
         for _ in 0..300 {
-            let mut w: Vec<f64> = (0..d).map(|a| (0..d).map(|b| cov[a][b] * v[b]).sum()).collect();
+            let mut w: Vec<f64> = (0..d)
+                .map(|a| (0..d).map(|b| cov[a][b] * v[b]).sum())
+                .collect();
             for u in &axes {
                 let p: f64 = w.iter().zip(u).map(|(a, b)| a * b).sum();
                 w.iter_mut().zip(u).for_each(|(a, b)| *a -= p * b);
@@ -113,7 +117,10 @@ fn principal_axes(x: &[Vec<f64>], k: usize) -> Vec<Vec<f64>> {
             let norm = w.iter().map(|a| a * a).sum::<f64>().sqrt();
             v = w.into_iter().map(|a| a / norm).collect();
         }
-        let big = v.iter().copied().fold(0.0f64, |m, a| if a.abs() > m.abs() { a } else { m });
+        let big = v
+            .iter()
+            .copied()
+            .fold(0.0f64, |m, a| if a.abs() > m.abs() { a } else { m });
         if big < 0.0 {
             v.iter_mut().for_each(|a| *a = -*a);
         }
@@ -182,15 +189,14 @@ fn build() -> Vec<u8> {
         .chunks_exact(4)
         .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    let texts: Vec<String> =
-        std::fs::read_to_string(data_dir().join("hh_harmless_dev512.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["response"].as_str().unwrap().to_string()
-            })
-            .collect();
+    let texts: Vec<String> = std::fs::read_to_string(data_dir().join("hh_harmless_dev512.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["response"].as_str().unwrap().to_string()
+        })
+        .collect();
     assert_eq!(texts.len(), n);
 
     let d = emb.shape()[1];
@@ -276,7 +282,10 @@ fn the_committed_multi_user_fixture_is_what_its_construction_builds() {
     );
     // And it reads as a multi-user data set: 40 users × 1024 answers, groups of four.
     let data = tacit_rm::eval::users::UsersData::from_bytes(&committed).unwrap();
-    assert_eq!((data.users(), data.emb.nrows(), data.emb.ncols()), (40, 1024, 384));
+    assert_eq!(
+        (data.users(), data.emb.nrows(), data.emb.ncols()),
+        (40, 1024, 384)
+    );
     let group = data.group.unwrap();
     assert!((0..256).all(|g| group.iter().filter(|&&x| x == g).count() == 4));
 }
@@ -291,7 +300,11 @@ fn archetypes_agree_within_and_disagree_across() {
         let (x, y) = (data.utility.row(a), data.utility.row(b));
         let n = x.len() as f64;
         let (mx, my) = (x.sum() as f64 / n, y.sum() as f64 / n);
-        let cov: f64 = x.iter().zip(y).map(|(&p, &q)| (p as f64 - mx) * (q as f64 - my)).sum();
+        let cov: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(&p, &q)| (p as f64 - mx) * (q as f64 - my))
+            .sum();
         let vx: f64 = x.iter().map(|&p| (p as f64 - mx).powi(2)).sum();
         let vy: f64 = y.iter().map(|&q| (q as f64 - my).powi(2)).sum();
         cov / (vx * vy).sqrt()

@@ -159,7 +159,10 @@ impl UsersData {
                     }
                     e.push(i);
                 }
-                order.into_iter().map(|id| members.remove(&id).expect("seen")).collect()
+                order
+                    .into_iter()
+                    .map(|id| members.remove(&id).expect("seen"))
+                    .collect()
             }
         }
     }
@@ -481,7 +484,12 @@ impl User {
 }
 
 /// Draws the candidates of a turn from the training groups.
-fn draw_items(rng: &mut Rng, train_groups: &[Vec<usize>], train_items: &[usize], k: usize) -> Vec<usize> {
+fn draw_items(
+    rng: &mut Rng,
+    train_groups: &[Vec<usize>],
+    train_items: &[usize],
+    k: usize,
+) -> Vec<usize> {
     let big: Vec<&Vec<usize>> = train_groups.iter().filter(|g| g.len() >= k).collect();
     let mut pool: Vec<usize> = if big.is_empty() {
         train_items.to_vec()
@@ -513,7 +521,10 @@ fn train(m: &mut RewardModel, opts: &TrainOptions) -> Result<()> {
         return Ok(());
     }
     let job = m.prepare_training(opts)?;
-    let outcome = block(job.run(&mut |_| ControlFlow::Continue(()), || std::future::ready(())))?;
+    let outcome = block(job.run(
+        &mut |_| ControlFlow::Continue(()),
+        || std::future::ready(()),
+    ))?;
     m.apply(&outcome);
     Ok(())
 }
@@ -533,7 +544,12 @@ fn federate(
         let full = delta::difference(&m.weights().head, global)?;
         let mut clipped = full.clone();
         delta::clip(&mut clipped, clip_norm)?;
-        held_back.push(full.iter().zip(&clipped).map(|(f, c)| f - c).collect::<Vec<f32>>());
+        held_back.push(
+            full.iter()
+                .zip(&clipped)
+                .map(|(f, c)| f - c)
+                .collect::<Vec<f32>>(),
+        );
         contributions.push(Contribution {
             delta: clipped,
             n_examples: n,
@@ -637,15 +653,14 @@ pub fn run_on(
         let fed_ids: Vec<usize> = users[cfg.new_users..cfg.new_users + federated].to_vec();
         let mut groups = data.groups();
         rng.shuffle(&mut groups);
-        let n_test = ((groups.len() as f64 * cfg.test_fraction).round() as usize)
-            .clamp(1, groups.len() - 1);
+        let n_test =
+            ((groups.len() as f64 * cfg.test_fraction).round() as usize).clamp(1, groups.len() - 1);
         let test_items: Vec<usize> = groups[..n_test].iter().flatten().copied().collect();
         let train_groups: Vec<Vec<usize>> = groups[n_test..].to_vec();
         let train_items: Vec<usize> = train_groups.iter().flatten().copied().collect();
         let x_test = data.emb.select(Axis(0), &test_items);
-        let truth = |u: usize| -> Vec<f32> {
-            test_items.iter().map(|&i| data.utility[[u, i]]).collect()
-        };
+        let truth =
+            |u: usize| -> Vec<f32> { test_items.iter().map(|&i| data.utility[[u, i]]).collect() };
 
         // Per system, per federated user, its model; one global head per federated system.
         let mut models: Vec<Vec<RewardModel>> = Vec::new();
@@ -657,7 +672,11 @@ pub fn run_on(
                     .iter()
                     .map(|_| {
                         // Federated users start from the same global; local ones each from their own.
-                        let init_seed = if sys.is_federated() { seed } else { seed ^ 0x10CA1 };
+                        let init_seed = if sys.is_federated() {
+                            seed
+                        } else {
+                            seed ^ 0x10CA1
+                        };
                         RewardModel::new(
                             &cfg.spec(data, sys.personalization(), init_seed),
                             device.clone(),
@@ -665,13 +684,16 @@ pub fn run_on(
                     })
                     .collect::<Result<Vec<_>>>()?,
             };
-            globals.push(per_user.first().filter(|_| sys.is_federated()).map(|m| m.weights().head.clone()));
+            globals.push(
+                per_user
+                    .first()
+                    .filter(|_| sys.is_federated())
+                    .map(|m| m.weights().head.clone()),
+            );
             models.push(per_user);
         }
-        let mut pooled = RewardModel::new(
-            &cfg.spec(data, Personalization::None, seed),
-            device.clone(),
-        )?;
+        let mut pooled =
+            RewardModel::new(&cfg.spec(data, Personalization::None, seed), device.clone())?;
         let logger = systems.iter().position(|&s| s == System::Personal);
         let mut sim: Vec<User> = fed_ids.iter().map(|&u| User::new(data, u, seed)).collect();
         let mut turn_rng = Rng::new(seed ^ 0x7E57);
@@ -706,7 +728,13 @@ pub fn run_on(
             }
             for (si, &sys) in systems.iter().enumerate() {
                 if let Some(g) = globals[si].as_mut() {
-                    federate(&mut models[si], g, &examples, cfg.clip_norm, seed + round as u64)?;
+                    federate(
+                        &mut models[si],
+                        g,
+                        &examples,
+                        cfg.clip_norm,
+                        seed + round as u64,
+                    )?;
                 }
                 let _ = sys;
             }
@@ -723,7 +751,9 @@ pub fn run_on(
                         let h = oracle(device, data, cfg, u, &train_items, seed)?;
                         device.score(&h, x_test.view())?
                     }
-                    System::Global => device.score(&models[si][ui].weights().head, x_test.view())?,
+                    System::Global => {
+                        device.score(&models[si][ui].weights().head, x_test.view())?
+                    }
                     _ => scores(&models[si][ui], x_test.view())?,
                 };
                 accs.push(pairwise_accuracy(&s, &truth(u)));
@@ -752,11 +782,13 @@ pub fn run_on(
         // New users: k turns on top of each system's final shared model (logged in the order of
         // the personal system's shared model with a fresh personal part).
         let max_k = cfg.new_user_turns.iter().copied().max().unwrap_or(0);
-        let mut per_k: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); systems.len()]; cfg.new_user_turns.len()];
+        let mut per_k: Vec<Vec<Vec<f64>>> =
+            vec![vec![Vec::new(); systems.len()]; cfg.new_user_turns.len()];
         for &v in &new_ids {
             let mut user = User::new(data, v, seed ^ 0x4E3);
             let fresh = |sys: System, si: usize| -> Result<RewardModel> {
-                let mut m = RewardModel::new(&cfg.spec(data, sys.personalization(), seed), device.clone())?;
+                let mut m =
+                    RewardModel::new(&cfg.spec(data, sys.personalization(), seed), device.clone())?;
                 if let Some(g) = &globals[si] {
                     let w = Weights {
                         head: g.clone(),
@@ -772,7 +804,8 @@ pub fn run_on(
             };
             let mut turns: Vec<Vec<LoggedObservation>> = Vec::new();
             for t in 0..max_k {
-                let mut items = draw_items(&mut turn_rng, &train_groups, &train_items, cfg.candidates);
+                let mut items =
+                    draw_items(&mut turn_rng, &train_groups, &train_items, cfg.candidates);
                 if let Some(m) = &logger_model {
                     let x = data.emb.select(Axis(0), &items);
                     let order = model::rank(&scores(m, x.view())?);
@@ -794,7 +827,9 @@ pub fn run_on(
                             device.score(g, x_test.view())?
                         }
                         System::Pooled => scores(&pooled, x_test.view())?,
-                        System::Oracle => device.score(oracle_head.as_ref().expect("built"), x_test.view())?,
+                        System::Oracle => {
+                            device.score(oracle_head.as_ref().expect("built"), x_test.view())?
+                        }
                         System::Local => {
                             let mut m = RewardModel::new(
                                 &cfg.spec(data, Personalization::None, seed ^ 0x10CA1),
@@ -896,7 +931,12 @@ impl UsersResult {
         let margin = |r: &SystemResult| -> String {
             match personal {
                 Some(p) => {
-                    let d: Vec<f64> = p.per_seed.iter().zip(&r.per_seed).map(|(a, b)| a - b).collect();
+                    let d: Vec<f64> = p
+                        .per_seed
+                        .iter()
+                        .zip(&r.per_seed)
+                        .map(|(a, b)| a - b)
+                        .collect();
                     let s = Summary::of(&d);
                     format!("{:+.3} ± {:.3}", s.mean, s.std)
                 }
@@ -912,7 +952,11 @@ impl UsersResult {
                 s.name(),
                 f(&r.pairwise_accuracy),
                 Summary::of(&r.per_seed).std,
-                if *s == System::Personal { "—".into() } else { margin(r) }
+                if *s == System::Personal {
+                    "—".into()
+                } else {
+                    margin(r)
+                }
             ));
         }
         if let (Some(p), Some(g), Some(l), Some(o)) = (

@@ -13,8 +13,8 @@ use crate::error::Error;
 use super::context::{GpuContext, Pipeline};
 use super::kernels::{Kernel, PipelineKey};
 use super::uniforms::{
-    AdamWParams, AddOffsetParams, GatherParams, LinearBackwardInputParams, LinearBackwardWeightsParams,
-    LinearForwardParams, LossParams, StepEndParams, Uniform,
+    AdamWParams, AddOffsetParams, GatherParams, LinearBackwardInputParams,
+    LinearBackwardWeightsParams, LinearForwardParams, LossParams, StepEndParams, Uniform,
 };
 
 /// Workgroup grid for `n` invocations of a `workgroup`-wide kernel, within the 65 535 limit

@@ -89,9 +89,12 @@ impl<'a> GpuEngine<'a> {
         }
         // Fixed logit offsets (a two-part model's other part), training rows then validation
         // rows; a side without offsets adds zeros.
-        let has_offsets = !train.offset.is_empty() || data.val.is_some_and(|v| !v.offset.is_empty());
+        let has_offsets =
+            !train.offset.is_empty() || data.val.is_some_and(|v| !v.offset.is_empty());
         let offsets: Vec<f32> = if has_offsets {
-            let side = |ex: &crate::feedback::Examples| (0..ex.len()).map(|i| ex.offset_of(i)).collect::<Vec<f32>>();
+            let side = |ex: &crate::feedback::Examples| {
+                (0..ex.len()).map(|i| ex.offset_of(i)).collect::<Vec<f32>>()
+            };
             let mut o = side(train);
             if let Some(v) = data.val {
                 o.extend(side(v));
@@ -195,7 +198,14 @@ impl<'a> GpuEngine<'a> {
                 stride: k as u32,
                 ..Default::default()
             };
-            forward.push(Dispatch::add_offset(&ctx, p, table, &batch_rows, (&buf, n), &out)?);
+            forward.push(Dispatch::add_offset(
+                &ctx,
+                p,
+                table,
+                &batch_rows,
+                (&buf, n),
+                &out,
+            )?);
             Some(buf)
         } else {
             None

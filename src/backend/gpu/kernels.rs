@@ -1,8 +1,8 @@
 //! The WGSL kernels (one file each in `shaders/`) and their binding layouts.
 
 use super::uniforms::{
-    AdamWParams, AddOffsetParams, GatherParams, Layout, LinearBackwardInputParams, LinearBackwardWeightsParams,
-    LinearForwardParams, LossParams, StepEndParams, Uniform,
+    AdamWParams, AddOffsetParams, GatherParams, Layout, LinearBackwardInputParams,
+    LinearBackwardWeightsParams, LinearForwardParams, LossParams, StepEndParams, Uniform,
 };
 
 /// How a kernel binds one resource.
