@@ -228,6 +228,7 @@ impl TrainJob {
                     None => None,
                 };
                 let run = PersonalRun {
+                    shared: &self.head,
                     objective: &self.objective,
                     train: &self.train,
                     val: self.val.as_ref(),
@@ -253,28 +254,37 @@ impl TrainJob {
             });
         }
         // The shared part with the personal residual as a fixed offset (`mix` keeps two
-        // whole models: its shared part trains on its own).
+        // whole models: its shared part trains on its own; `basis` trains the shared head with
+        // the personal coefficients folded into its output layer, then takes them out).
+        let folded = personal
+            .as_ref()
+            .filter(|p| p.kind == Personalization::Basis)
+            .map(|p| p.fold(&self.head));
         let with_residual = |ex: &Examples| -> Result<Examples> {
             Ok(match &personal {
-                Some(p) if p.kind.trains_on_offsets() => {
-                    ex.clone().with_offset(p.residual(ex.emb.view())?)
-                }
+                Some(p) if p.kind.trains_on_offsets() && folded.is_none() => ex
+                    .clone()
+                    .with_offset(p.residual(&self.head, ex.emb.view())?),
                 _ => ex.clone(),
             })
         };
         let train = with_residual(&self.train)?;
         let val = self.val.as_ref().map(with_residual).transpose()?;
         let request = TrainRequest {
-            head: &self.head,
+            head: folded.as_ref().unwrap_or(&self.head),
             objective: &self.objective,
             train: &train,
             val: val.as_ref(),
             config: &self.config,
         };
         let trained = trainer::train_async(device, &request, progress, between_epochs).await?;
+        let head = match (&personal, &folded) {
+            (Some(p), Some(_)) => p.unfold(&trained.head),
+            _ => trained.head,
+        };
         Ok(TrainOutcome {
             report: trained.report,
-            head: trained.head,
+            head,
             exposure_head: trained.exposure_head,
             personal,
             kind: self.objective.kind,
@@ -301,7 +311,7 @@ impl RewardModel {
         let head = Head::init(&spec.head_config(), spec.seed)?;
         let personal = match spec.personalization {
             Personalization::None => None,
-            kind => Some(Personal::new(kind, head.config.dim, head.config.outputs)?),
+            kind => Some(Personal::new(kind, &head.config)?),
         };
         Ok(Self::from_parts(
             Weights {
@@ -529,15 +539,20 @@ impl RewardModel {
     /// otherwise. `shared_only` asks for the shared (crowd) score alone.
     pub async fn score(&self, x: ArrayView2<'_, f32>, shared_only: bool) -> Result<Vec<f32>> {
         let shared = self.device.score_async(&self.weights.head, x).await?;
-        combine(self.weights.personal.as_ref(), shared, x, shared_only)
+        combine(
+            self.weights.personal.as_ref(),
+            &self.weights.head,
+            shared,
+            x,
+            shared_only,
+        )
     }
 
     /// Forgets the user: a zero personal part, no pending observations, no training history.
     /// The shared head stays (it is the crowd's, and the next sync replaces it anyway).
     pub fn forget(&mut self) -> Result<()> {
         if let Some(p) = &self.weights.personal {
-            let c = &self.weights.head.config;
-            self.weights.personal = Some(Personal::new(p.kind, c.dim, c.outputs)?);
+            self.weights.personal = Some(Personal::new(p.kind, &self.weights.head.config)?);
         }
         self.log.clear();
         self.trained_examples = 0;
@@ -565,12 +580,13 @@ impl RewardModel {
 /// The final scores from the shared head's scores of `x` and the personal part (if any).
 pub fn combine(
     personal: Option<&Personal>,
+    shared_head: &Head,
     shared: Vec<f32>,
     x: ArrayView2<'_, f32>,
     shared_only: bool,
 ) -> Result<Vec<f32>> {
     match personal {
-        Some(p) if !shared_only => Ok(p.combine(&shared, &p.residual(x)?)),
+        Some(p) if !shared_only => Ok(p.combine(&shared, &p.residual(shared_head, x)?)),
         _ => Ok(shared),
     }
 }

@@ -49,14 +49,22 @@ pub enum Personalization {
     /// A mix of two whole models: the user's own, trained on its feedback alone, and the
     /// crowd's, `a·shared + own`, with `a` chosen per user on held-out turns.
     Mix,
+    /// A shared taste basis and per-user coefficients (FedRep, LoRe, PAL): the personal part
+    /// is a linear head on the shared head's last hidden layer `h(x)`, `s = shared(x) +
+    /// c_u·h(x)`. The shared part trains with `c_u` held fixed as part of its output layer, so
+    /// that everyone's updates teach the hidden layer the directions in which users differ;
+    /// each user fits only `c_u` (one weight per hidden unit), so it adapts from a few turns.
+    /// Needs a shared head with a hidden layer.
+    Basis,
 }
 
 impl Personalization {
-    pub const ALL: [Personalization; 4] = [
+    pub const ALL: [Personalization; 5] = [
         Personalization::None,
         Personalization::Residual,
         Personalization::Ditto,
         Personalization::Mix,
+        Personalization::Basis,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +73,7 @@ impl Personalization {
             Personalization::Residual => "residual",
             Personalization::Ditto => "ditto",
             Personalization::Mix => "mix",
+            Personalization::Basis => "basis",
         }
     }
 
@@ -74,7 +83,7 @@ impl Personalization {
             .find(|p| p.name() == name)
             .ok_or_else(|| {
                 Error::InvalidConfig(format!(
-                    "unknown personalization '{name}' (expected none, residual, ditto or mix)"
+                    "unknown personalization '{name}' (expected none, residual, ditto, mix or basis)"
                 ))
             })
     }
@@ -87,7 +96,23 @@ impl Personalization {
     /// Whether each part trains on the other's scores as a fixed offset (a residual), or each
     /// is a whole model of its own (`mix`).
     pub fn trains_on_offsets(self) -> bool {
-        matches!(self, Personalization::Residual | Personalization::Ditto)
+        matches!(
+            self,
+            Personalization::Residual | Personalization::Ditto | Personalization::Basis
+        )
+    }
+
+    /// The width of the personal head's input for a shared head `shared`: the embedding, or
+    /// the last hidden layer for `basis`.
+    pub fn input_dim(self, shared: &HeadConfig) -> Result<usize> {
+        match self {
+            Personalization::Basis => shared.hidden.last().copied().ok_or_else(|| {
+                Error::InvalidConfig(
+                    "personalization 'basis' needs a shared head with a hidden layer".into(),
+                )
+            }),
+            _ => Ok(shared.dim),
+        }
     }
 }
 
@@ -105,7 +130,8 @@ pub const DEFAULT_PULL: f64 = 1.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Personal {
     pub kind: Personalization,
-    /// Linear: embedding → the objective's outputs (the first is the score's residual).
+    /// Linear: the embedding (or, for `basis`, the shared head's last hidden layer) → the
+    /// objective's outputs (the first is the score's residual).
     pub head: Head,
     /// `a_u`, the weight of the shared score.
     pub blend: f32,
@@ -119,20 +145,15 @@ pub struct Personal {
 }
 
 impl Personal {
-    /// A zero personal part (scores are the shared model's until it trains).
-    pub fn new(kind: Personalization, dim: usize, outputs: usize) -> Result<Self> {
+    /// A zero personal part for the shared head `shared` (scores are the shared model's until
+    /// it trains).
+    pub fn new(kind: Personalization, shared: &HeadConfig) -> Result<Self> {
         if kind == Personalization::None {
             return Err(Error::InvalidConfig(
                 "personalization 'none' has no personal part".into(),
             ));
         }
-        let mut head = Head::init(
-            &HeadConfig {
-                outputs,
-                ..HeadConfig::new(dim, &[])
-            },
-            0,
-        )?;
+        let mut head = Head::init(&Self::head_config(kind, shared)?, 0)?;
         head = head.zeros_like();
         Ok(Personal {
             kind,
@@ -144,13 +165,21 @@ impl Personal {
         })
     }
 
+    /// The personal head's shape for `kind` beside the shared head `shared`.
+    pub fn head_config(kind: Personalization, shared: &HeadConfig) -> Result<HeadConfig> {
+        Ok(HeadConfig {
+            outputs: shared.outputs,
+            ..HeadConfig::new(kind.input_dim(shared)?, &[])
+        })
+    }
+
     /// Checks the stored or imported part against the shared head it goes with.
     pub fn validate(&self, shared: &HeadConfig) -> Result<()> {
         let c = &self.head.config;
-        if c.dim != shared.dim || !c.hidden.is_empty() || c.outputs != shared.outputs {
+        if Self::head_config(self.kind, shared).ok().as_ref() != Some(c) {
             return Err(Error::IncompatibleWeights(format!(
-                "personal part {c:?} does not fit a shared head of dim {} with {} outputs",
-                shared.dim, shared.outputs
+                "a '{}' personal part {c:?} does not fit the shared head {shared:?}",
+                self.kind
             )));
         }
         if self.kind == Personalization::None {
@@ -176,10 +205,40 @@ impl Personal {
         Ok(())
     }
 
-    /// The personal residual of every row of `x` (the CPU path: a linear map, n·dim
-    /// multiply-adds, cheaper than any GPU round trip).
-    pub fn residual(&self, x: ArrayView2<f32>) -> Result<Vec<f32>> {
-        cpu::score(&self.head, x)
+    /// What the personal head reads for the rows of `x`: the embeddings, or for `basis` the
+    /// shared head's last hidden layer (on the CPU path).
+    pub fn features(&self, shared: &Head, x: ArrayView2<f32>) -> Result<ndarray::Array2<f32>> {
+        match self.kind {
+            Personalization::Basis => cpu::last_hidden(shared, x),
+            _ => Ok(x.to_owned()),
+        }
+    }
+
+    /// The personal residual of every row of `x` (the CPU path: a linear map, cheaper than
+    /// any GPU round trip).
+    pub fn residual(&self, shared: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
+        match self.kind {
+            Personalization::Basis => cpu::score(&self.head, cpu::last_hidden(shared, x)?.view()),
+            _ => cpu::score(&self.head, x),
+        }
+    }
+
+    /// For `basis`: the shared head with this part folded into its output layer, the head the
+    /// shared part trains as (`c_u` held fixed); [`Personal::unfold`] takes it back out.
+    pub fn fold(&self, shared: &Head) -> Head {
+        let mut h = shared.clone();
+        let last = h.layers.len() - 1;
+        h.layers[last].weight += &self.head.layers[0].weight;
+        h.layers[last].bias += &self.head.layers[0].bias;
+        h
+    }
+
+    pub fn unfold(&self, folded: &Head) -> Head {
+        let mut h = folded.clone();
+        let last = h.layers.len() - 1;
+        h.layers[last].weight -= &self.head.layers[0].weight;
+        h.layers[last].bias -= &self.head.layers[0].bias;
+        h
     }
 
     /// `a·shared + personal`, row by row.
@@ -197,6 +256,8 @@ pub struct PersonalRun<'a> {
     pub objective: &'a ObjectiveConfig,
     pub train: &'a Examples,
     pub val: Option<&'a Examples>,
+    /// The shared head the scores below come from (`basis` reads its hidden layer).
+    pub shared: &'a Head,
     /// The shared model's scores of the training and validation rows.
     pub shared_train: &'a [f32],
     pub shared_val: Option<&'a [f32]>,
@@ -232,11 +293,24 @@ pub async fn train(
     let mut best: Option<(f64, Personal)> = None;
     let mut blend_loss = personal.blend_loss.clone();
     let mut trained = Vec::new();
+    let on_features = |ex: &Examples| -> Result<Examples> {
+        let mut out = ex.clone();
+        if personal.kind == Personalization::Basis {
+            out.emb = personal.features(run.shared, ex.emb.view())?;
+        }
+        Ok(out)
+    };
+    let train_base = on_features(run.train)?;
+    let val_base = val
+        .map(|(v, s)| on_features(v).map(|v| (v, s)))
+        .transpose()?;
     for &c in &candidates {
         let a = BLEND_CANDIDATES[c];
         let scaled = |s: &[f32]| s.iter().map(|v| a * v).collect::<Vec<f32>>();
-        let train_set = run.train.clone().with_offset(scaled(run.shared_train));
-        let val_set = val.map(|(v, s)| v.clone().with_offset(scaled(s)));
+        let train_set = train_base.clone().with_offset(scaled(run.shared_train));
+        let val_set = val_base
+            .as_ref()
+            .map(|(v, s)| v.clone().with_offset(scaled(s)));
         let mut request = TrainRequest::new(&personal.head, run.objective, &train_set, &config);
         if let Some(v) = &val_set {
             request = request.with_val(v);
@@ -343,7 +417,7 @@ async fn train_mix(
 /// Counts the run's examples and measures the personal share of the score on its rows.
 fn finish(mut next: Personal, run: &PersonalRun<'_>) -> Result<Personal> {
     next.examples += (run.train.len() + run.val.map_or(0, |v| v.len())) as u64;
-    let residual = next.residual(run.train.emb.view())?;
+    let residual = next.residual(run.shared, run.train.emb.view())?;
     let shared: f64 = run
         .shared_train
         .iter()

@@ -357,10 +357,8 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
                 head: read_head(
                     &st,
                     "personal.",
-                    HeadConfig {
-                        outputs: config.outputs,
-                        ..HeadConfig::new(config.dim, &[])
-                    },
+                    Personal::head_config(kind, &config)
+                        .map_err(|e| Error::CorruptWeights(format!("personal part: {e}")))?,
                     Values::Finite,
                 )?,
                 blend: meta_num(&meta, "personal_blend")?,

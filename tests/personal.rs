@@ -21,7 +21,7 @@ const DIM: usize = 8;
 
 fn personal_weights() -> Weights {
     let head = Head::init(&HeadConfig::new(DIM, &[4]), 3).unwrap();
-    let mut p = Personal::new(Personalization::Residual, DIM, 1).unwrap();
+    let mut p = Personal::new(Personalization::Residual, &head.config).unwrap();
     let mut r = Rng::new(9);
     for t in p.head.tensors_mut() {
         t.iter_mut().for_each(|v| *v = r.normal() as f32 * 0.3);
@@ -282,4 +282,59 @@ fn bad_personal_options_are_typed_errors_and_change_nothing() {
         "invalid_config"
     );
     assert!(BLEND_CANDIDATES.contains(&1.0));
+}
+
+/// `basis`: the personal head reads the shared head's last hidden layer, and folding it into
+/// the shared output layer gives the combined score (the identity the shared step relies on:
+/// the output layer is linear), checked against a float64 computation of `h(x)` by hand.
+#[test]
+fn a_basis_part_reads_the_hidden_layer_and_folds_into_the_output_layer() {
+    let shared = Head::init(&HeadConfig::new(DIM, &[5]), 11).unwrap();
+    let mut p = Personal::new(Personalization::Basis, &shared.config).unwrap();
+    assert_eq!(p.head.config.dim, 5);
+    let mut r = Rng::new(12);
+    for t in p.head.tensors_mut() {
+        t.iter_mut().for_each(|v| *v = r.normal() as f32);
+    }
+    let x: Vec<f32> = (0..6 * DIM).map(|_| r.normal() as f32).collect();
+    let view = ndarray::ArrayView2::from_shape((6, DIM), &x).unwrap();
+    let residual = p.residual(&shared, view).unwrap();
+    let folded = Device::Cpu.score(&p.fold(&shared), view).unwrap();
+    let plain = Device::Cpu.score(&shared, view).unwrap();
+    for i in 0..6 {
+        let l0 = &shared.layers[0];
+        let h: Vec<f64> = (0..5)
+            .map(|j| {
+                let a: f64 = (0..DIM)
+                    .map(|k| l0.weight[[j, k]] as f64 * x[i * DIM + k] as f64)
+                    .sum::<f64>()
+                    + l0.bias[j] as f64;
+                a.max(0.0)
+            })
+            .collect();
+        let c = &p.head.layers[0];
+        let want: f64 =
+            (0..5).map(|j| c.weight[[0, j]] as f64 * h[j]).sum::<f64>() + c.bias[0] as f64;
+        assert!(
+            (residual[i] as f64 - want).abs() < 1e-4,
+            "{} vs {want}",
+            residual[i]
+        );
+        assert!(((plain[i] + residual[i]) - folded[i]).abs() < 1e-4);
+    }
+    let back = p.unfold(&p.fold(&shared));
+    assert!(back
+        .to_flat()
+        .iter()
+        .zip(shared.to_flat())
+        .all(|(a, b)| (a - b).abs() < 1e-6));
+    // A linear shared head has no hidden layer to read.
+    let linear = HeadConfig::new(DIM, &[]);
+    assert_eq!(
+        Personal::new(Personalization::Basis, &linear)
+            .unwrap_err()
+            .code()
+            .as_str(),
+        "invalid_config"
+    );
 }

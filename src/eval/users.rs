@@ -181,6 +181,8 @@ pub enum System {
     Ditto,
     /// Two whole models, the user's own and the crowd's, mixed per user.
     Mix,
+    /// A shared taste basis (the shared head's hidden layer) and per-user coefficients.
+    Basis,
     /// One model trained centrally on every user's feedback.
     Pooled,
     /// A per-user head fitted to the user's true utilities of the training items.
@@ -188,12 +190,13 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::Global,
         System::Local,
         System::Personal,
         System::Ditto,
         System::Mix,
+        System::Basis,
         System::Pooled,
         System::Oracle,
     ];
@@ -205,6 +208,7 @@ impl System {
             System::Personal => "personal",
             System::Ditto => "ditto",
             System::Mix => "mix",
+            System::Basis => "basis",
             System::Pooled => "pooled",
             System::Oracle => "oracle",
         }
@@ -239,6 +243,7 @@ impl System {
             System::Personal => Personalization::Residual,
             System::Ditto => Personalization::Ditto,
             System::Mix => Personalization::Mix,
+            System::Basis => Personalization::Basis,
             _ => Personalization::None,
         }
     }
@@ -246,7 +251,7 @@ impl System {
     fn is_federated(self) -> bool {
         matches!(
             self,
-            System::Global | System::Personal | System::Ditto | System::Mix
+            System::Global | System::Personal | System::Ditto | System::Mix | System::Basis
         )
     }
 }
@@ -266,6 +271,8 @@ pub struct UsersConfig {
     /// Share of item groups held out for testing.
     pub test_fraction: f64,
     pub hidden: Vec<usize>,
+    /// The hidden width of the `basis` system's shared head when `hidden` is empty.
+    pub basis_width: usize,
     pub objective: ObjectiveKind,
     /// Options of every training call (the personal pull among them).
     pub train: TrainOptions,
@@ -286,7 +293,8 @@ impl Default for UsersConfig {
             new_user_turns: vec![0, 5, 10, 20, 40],
             test_fraction: 0.3,
             hidden: Vec::new(),
-            objective: ObjectiveKind::Pairwise,
+            basis_width: 32,
+            objective: ObjectiveKind::Implicit,
             train: TrainOptions {
                 epochs: 10,
                 ..TrainOptions::default()
@@ -340,9 +348,15 @@ impl UsersConfig {
     }
 
     fn spec(&self, data: &UsersData, personalization: Personalization, seed: u64) -> ModelSpec {
+        // `basis` reads the shared head's last hidden layer: it gets one if the others have none.
+        let hidden = if personalization == Personalization::Basis && self.hidden.is_empty() {
+            vec![self.basis_width]
+        } else {
+            self.hidden.clone()
+        };
         ModelSpec {
             dim: data.emb.ncols(),
-            hidden: self.hidden.clone(),
+            hidden,
             objective: self.objective,
             seed,
             personalization,
@@ -839,7 +853,7 @@ pub fn run_on(
                             train(&mut m, &opts)?;
                             scores(&m, x_test.view())?
                         }
-                        System::Personal | System::Ditto | System::Mix => {
+                        System::Personal | System::Ditto | System::Mix | System::Basis => {
                             let mut m = fresh(sys, si)?;
                             observe_all(&mut m, &obs)?;
                             train(

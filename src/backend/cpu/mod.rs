@@ -65,6 +65,25 @@ pub fn score(head: &Head, x: ArrayView2<f32>) -> Result<Vec<f32>> {
     Ok(forward(head, x)?.column(0).to_vec())
 }
 
+/// The activations of the last hidden layer of `head` for `x` (`[n, hidden.last()]`): the
+/// features a `basis` personal part reads. Refused for a linear head.
+pub fn last_hidden(head: &Head, x: ArrayView2<f32>) -> Result<Array2<f32>> {
+    validate_input(head, x)?;
+    let last = head.layers.len() - 1;
+    if last == 0 {
+        return Err(crate::error::Error::InvalidConfig(
+            "a linear head has no hidden layer".into(),
+        ));
+    }
+    let mut h = affine(head, 0, &x);
+    activate(head.config.activation, &mut h);
+    for l in 1..last {
+        h = affine(head, l, &h.view());
+        activate(head.config.activation, &mut h);
+    }
+    Ok(h)
+}
+
 pub(crate) fn forward_unchecked(head: &Head, x: ArrayView2<f32>) -> Array2<f32> {
     let last = head.layers.len() - 1;
     let mut h = affine(head, 0, &x);

@@ -213,12 +213,16 @@ struct EvalArgs {
     #[arg(long = "new-user-turns", default_value = "0,5,10,20,40")]
     new_user_turns: String,
     /// `--protocol users`: comma-separated systems, or "all"
-    /// (global, local, personal, ditto, pooled, oracle).
+    /// (global, local, personal, ditto, mix, basis, pooled, oracle).
     #[arg(long, default_value = "all")]
     systems: String,
     /// `--protocol users`: the objective every system trains with.
-    #[arg(long, default_value = "pairwise")]
+    #[arg(long, default_value = "implicit")]
     objective: String,
+    /// `--protocol users`: the hidden width of the `basis` system's shared head (when
+    /// `--hidden` is empty): the number of personal coefficients.
+    #[arg(long = "basis-width", default_value_t = UsersConfig::default().basis_width)]
+    basis_width: usize,
     /// `--protocol users`: pull of the personal part toward the shared model.
     #[arg(long = "personal-pull", default_value_t = tacit_rm::personal::DEFAULT_PULL)]
     personal_pull: f64,
@@ -384,6 +388,7 @@ fn run_users_eval(a: EvalArgs) -> Result<()> {
         rounds: a.rounds,
         new_user_turns,
         hidden: parse_hidden(&a.hidden)?,
+        basis_width: a.basis_width,
         objective: tacit_rm::ObjectiveKind::parse(&a.objective)?,
         train: tacit_rm::model::TrainOptions {
             epochs: a.opt.epochs,
