@@ -438,12 +438,8 @@ impl RewardModel {
                 "parts = 'personal' needs a personal part (personalization is 'none')".into(),
             ));
         }
-        if !(options.personal_pull.is_finite() && (0.0..=1e3).contains(&options.personal_pull)) {
-            return Err(Error::InvalidConfig(format!(
-                "personalPull = {} is outside [0, 1000]",
-                options.personal_pull
-            )));
-        }
+        // The pull is the personal part's weight decay, which AdamW bounds to [0, 1].
+        check::in_range("personalPull", options.personal_pull, 0.0, 1.0)?;
         let all = to_examples(&self.log, self.config().dim)?;
         let (train, val) =
             split_by_turn(&self.log, &all, options.validation_fraction, options.seed);

@@ -280,7 +280,7 @@ pub async fn train(
         )));
     }
     let mut config = run.config.clone();
-    config.optimizer.weight_decay = run.pull.min(1.0);
+    config.optimizer.weight_decay = run.pull;
     let val = run.val.zip(run.shared_val);
     if !personal.kind.trains_on_offsets() {
         return train_mix(device, personal, run, &config).await;
