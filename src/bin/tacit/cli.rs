@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train every method on simulated feedback and score a clean test split.
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
     /// Write freshly initialised weights.
     Init(InitArgs),
     /// Train weights on a feedback file, or on simulated feedback of a labelled data set.
@@ -636,7 +636,7 @@ fn run_sync(a: SyncArgs) -> Result<()> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Eval(a) => run_eval(a),
+        Command::Eval(a) => run_eval(*a),
         Command::Init(a) => run_init(a),
         Command::Train(a) => run_train(a),
         Command::Score(a) => run_score(a),
