@@ -346,3 +346,50 @@ fn a_global_whose_version_js_cannot_hold_is_refused() {
     assert_eq!(err.code().as_str(), "invalid_data");
     assert_eq!((c.base_version(), &local), (1, &g.head));
 }
+
+#[test]
+fn forget_takes_back_exactly_the_queued_deltas_the_reference_holds() {
+    let g1 = global(1, 1);
+    let mut c = client(&g1);
+    let first = trained(&g1.head, 2);
+    c.commit_local(&first, 3, ips(), 0).unwrap().unwrap();
+    let second = trained(&first, 3);
+    c.commit_local(&second, 2, ips(), 0).unwrap().unwrap();
+    assert_eq!(c.queue().len(), 2);
+    let mut state = c.state().clone();
+    let back = state.forget().unwrap();
+    assert!(state.queue.is_empty());
+    assert_eq!(state.unsynced_examples, 0);
+    // The reference returns to the global the two deltas were taken against (f32 rounding).
+    let (got, want) = (back.head.to_flat(), g1.head.to_flat());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-6, "forget left {worst} of the user's deltas");
+    assert_eq!(back.version, 1);
+
+    // A push still queued when a newer global arrives is no longer in the reference (which
+    // becomes that global): forget must not subtract it from the new global.
+    let mut c = client(&g1);
+    let mut local = trained(&g1.head, 2);
+    c.commit_local(&local, 3, ips(), 0).unwrap().unwrap();
+    c.on_push_response(error(409, "stale_base_version"), 0)
+        .unwrap();
+    let g5 = global(5, 9);
+    let newer = Ok(HttpResponse {
+        status: 200,
+        etag: None,
+        body: store::to_bytes(&g5).unwrap(),
+    });
+    c.on_pull_response(newer, &mut local).unwrap();
+    let mut state = c.state().clone();
+    assert_eq!(state.queue.len(), 1);
+    let back = state.forget().unwrap();
+    assert_eq!(back.head.to_flat(), g5.head.to_flat());
+    assert_eq!(back.version, 5);
+    // The flag is stored with the queue: a restored state forgets the same way.
+    let mut restored = SyncState::from_record(c.state().to_record().unwrap()).unwrap();
+    assert_eq!(restored.forget().unwrap().head.to_flat(), g5.head.to_flat());
+}

@@ -83,6 +83,15 @@ pub struct PendingPush {
     pub not_before_ms: u64,
     /// The server said the base is too old: relabel onto the next pulled global first.
     pub needs_rebase: bool,
+    /// Whether the reference holds this delta: true from the commit until a newer global is
+    /// pulled (the reference then becomes that global). `forget` takes back exactly these.
+    /// Records written before the flag existed read as true.
+    #[serde(default = "in_reference_default")]
+    pub in_reference: bool,
+}
+
+fn in_reference_default() -> bool {
+    true
 }
 
 /// What became of a push.
@@ -222,6 +231,7 @@ impl SyncClient {
             attempts: 0,
             not_before_ms: now_ms,
             needs_rebase: false,
+            in_reference: true,
         });
         Ok(Some(key))
     }
@@ -415,6 +425,9 @@ impl SyncClient {
             version,
             personal: None,
         };
+        for push in &mut self.state.queue {
+            push.in_reference = false;
+        }
         self.relabel_refused(version)?;
         Ok(PullOutcome::Updated { version })
     }

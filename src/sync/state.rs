@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::{self, Weights};
 
 use super::client::PendingPush;
+use super::delta::{self, Delta};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncState {
@@ -65,6 +66,23 @@ impl SyncState {
             next_seq: 0,
             unsynced_examples: 0,
         }
+    }
+
+    /// Takes every queued push back: the reference loses the deltas it holds (it returns to
+    /// the last pulled global, or the starting weights) and the queue empties. Returns that
+    /// reference, the shared head a model that forgets its user goes back to. Pushes the
+    /// server already accepted are not in the queue: they are part of the global model.
+    pub fn forget(&mut self) -> Result<Weights> {
+        let mut head = self.reference.head.clone();
+        for push in self.queue.iter().rev().filter(|p| p.in_reference) {
+            let delta = Delta::from_bytes(&push.body)?;
+            let undo: Vec<f32> = delta.values.iter().map(|v| -v).collect();
+            head = delta::apply(&head, &undo)?;
+        }
+        self.reference.head = head;
+        self.queue.clear();
+        self.unsynced_examples = 0;
+        Ok(self.reference.clone())
     }
 
     pub fn to_record(&self) -> Result<SyncRecord> {

@@ -25,12 +25,14 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::model::{self, ModelSpec, RewardModel as Model};
+use crate::personal::{Personal, Personalization};
 use crate::store;
 use crate::sync::{PassOptions, SyncState};
 use crate::trainer;
 use error::to_js;
 use options::{
-    float_array, parse_observation, parse_train, to_js as result_to_js, OpenOptions, TrainResult,
+    float_array, parse_observation, parse_train, to_js as result_to_js, OpenOptions, ScoreOptions,
+    TrainResult,
 };
 use storage::{Commit, Storage, SyncStorage};
 use sync::{BrowserClock, FetchTransport, SyncOptions, SyncResult};
@@ -98,20 +100,24 @@ impl Inner {
         Ok((snapshot, BusyGuard(self)))
     }
 
-    async fn score(&self, embeddings: &JsValue) -> Result<Vec<f32>> {
+    async fn score(&self, embeddings: &JsValue, options: JsValue) -> Result<Vec<f32>> {
+        let options = ScoreOptions::parse(options)?;
         let flat = float_array(embeddings, "embeddings")?;
-        let (device, head) = self.with(|m| Ok((m.device().clone(), m.weights().head.clone())))?;
+        let (device, head, personal) = self.with(|m| {
+            let w = m.weights();
+            Ok((m.device().clone(), w.head.clone(), w.personal.clone()))
+        })?;
         let x = model::embeddings(head.config.dim, &flat)?;
         // A lost GPU scores on the CPU (the weights are not lost with it); move the model
         // there for good.
-        let scores = device.score_async(&head, x).await;
+        let shared = device.score_async(&head, x).await;
         if device.is_lost() {
             self.with(|m| {
                 m.set_device(Device::Cpu);
                 Ok(())
             })?;
         }
-        scores
+        model::combine(personal.as_ref(), &head, shared?, x, options.shared_only)
     }
 
     async fn observe(&self, observation: JsValue) -> Result<u64> {
@@ -196,8 +202,26 @@ impl Inner {
             .dyn_ref::<Uint8Array>()
             .ok_or_else(|| Error::CorruptWeights("weights must be a Uint8Array".into()))?
             .to_vec();
-        let (weights, _guard) = self.begin("importWeights", |m| m.importable(&bytes))?;
+        let (weights, _guard) = self.begin("importWeights", |m| {
+            let mut weights = m.importable(&bytes)?;
+            // A file without a personal part (a global model, an older export) keeps this
+            // user's: what is stored is what will be installed.
+            weights.personal = match weights.personal.take() {
+                None => m.weights().personal.clone(),
+                Some(p) if p.kind == self.spec.personalization => Some(p),
+                Some(p) => {
+                    return Err(Error::IncompatibleWeights(format!(
+                        "the weights hold a '{}' personal part; this model's personalization \
+                         is '{}'",
+                        p.kind.name(),
+                        self.spec.personalization.name()
+                    )))
+                }
+            };
+            Ok(weights)
+        })?;
         if let Some(s) = &self.storage {
+            let bytes = store::to_bytes(&weights)?;
             let commit = Commit {
                 model: Some((&self.spec, &bytes)),
                 ..Commit::default()
@@ -260,6 +284,43 @@ impl Inner {
             let device = m.device().clone();
             *m = Model::new(&self.spec, device)?;
             Ok(())
+        })
+    }
+
+    /// Forgets the user in one IndexedDB transaction: a zero personal part, no pending
+    /// observations, and no unsent update (the queued pushes are taken back out of the shared
+    /// head, which returns to the last pulled global). What a sync already delivered is part
+    /// of the global model and stays there.
+    async fn forget(&self) -> Result<()> {
+        let ((weights, sync), _guard) = self.begin("forget", |m| {
+            let mut sync = self
+                .sync
+                .try_borrow()
+                .map_err(|_| Error::Busy("the sync state is in use by another call".into()))?
+                .clone();
+            let shared = sync.forget()?;
+            let mut weights = m.weights().clone();
+            weights.head = shared.head;
+            weights.exposure_head = None;
+            if let Some(p) = &weights.personal {
+                weights.personal = Some(Personal::new(p.kind, &weights.head.config)?);
+            }
+            Ok((weights, sync))
+        })?;
+        if let Some(s) = &self.storage {
+            let bytes = store::to_bytes(&weights)?;
+            let commit = Commit {
+                model: Some((&self.spec, &bytes)),
+                drop_all: true,
+                sync: Some(&sync),
+                ..Commit::default()
+            };
+            s.commit(&self.name, commit).await?;
+        }
+        *self.sync.borrow_mut() = sync;
+        self.with(|m| {
+            m.replace_weights(weights)?;
+            m.forget()
         })
     }
 }
@@ -325,15 +386,17 @@ impl RewardModel {
     }
 
     /// Scores `n` embeddings (a `Float32Array` of `n × dim`, row after row): a
-    /// `Float32Array` of `n` rewards (logits; higher is better).
+    /// `Float32Array` of `n` rewards (logits; higher is better): the shared model and the
+    /// personal part together, or the shared model alone with `{ sharedOnly: true }`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Float32Array>")]
     pub fn score(
         &self,
         #[wasm_bindgen(unchecked_param_type = "Float32Array | number[]")] embeddings: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "ScoreOptions")] options: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
-            let s = inner.score(&embeddings).await?;
+            let s = inner.score(&embeddings, options).await?;
             Ok(Float32Array::from(&s[..]))
         })
     }
@@ -343,10 +406,11 @@ impl RewardModel {
     pub fn rank(
         &self,
         #[wasm_bindgen(unchecked_param_type = "Float32Array | number[]")] embeddings: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "ScoreOptions")] options: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
-            let s = inner.score(&embeddings).await?;
+            let s = inner.score(&embeddings, options).await?;
             Ok(Uint32Array::from(&model::rank(&s)[..]))
         })
     }
@@ -436,6 +500,18 @@ impl RewardModel {
         })
     }
 
+    /// Forgets the user: the personal part returns to zero, the pending observations and the
+    /// unsent updates are dropped, and the shared head returns to the last pulled global, in
+    /// one IndexedDB transaction. Updates a sync already delivered stay in the global model.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn forget(&self) -> Promise {
+        let inner = self.inner.clone();
+        promise(async move {
+            inner.forget().await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Releases the model (GPU buffers, the database handle). Later calls fail with `closed`.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
@@ -472,7 +548,8 @@ async fn open(options: JsValue) -> Result<RewardModel> {
     let device = backend::choose(opts.backend).await?;
     let (model, sync) = match stored {
         Some(s) => {
-            let weights = store::from_bytes_expecting(&s.weights, &spec.head_config())?;
+            let mut weights = store::from_bytes_expecting(&s.weights, &spec.head_config())?;
+            weights.personal = personal_part(&spec, weights.personal.take(), &weights.head)?;
             let sync = match s.sync {
                 Some(state) => state,
                 None => SyncState::fresh(weights.clone()),
@@ -511,6 +588,25 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             sync: RefCell::new(sync),
         }),
     })
+}
+
+/// The personal part a stored model opens with: its own, or a zero one of the spec's kind
+/// for a model stored before it had one.
+fn personal_part(
+    spec: &ModelSpec,
+    stored: Option<Personal>,
+    head: &crate::head::Head,
+) -> Result<Option<Personal>> {
+    match (stored, spec.personalization) {
+        (None, Personalization::None) => Ok(None),
+        (None, kind) => Ok(Some(Personal::new(kind, &head.config)?)),
+        (Some(p), kind) if p.kind == kind => Ok(Some(p)),
+        (Some(p), kind) => Err(Error::CorruptWeights(format!(
+            "the stored weights hold a '{}' personal part, the stored model says '{}'",
+            p.kind.name(),
+            kind.name()
+        ))),
+    }
 }
 
 /// The built-in featurizer: signed feature hashing of word and character n-grams into `dim`

@@ -12,6 +12,7 @@ use crate::feedback::events::Observation;
 use crate::head::Activation;
 use crate::model::{ModelSpec, TrainOptions};
 use crate::objective::ObjectiveKind;
+use crate::personal::Personalization;
 use crate::trainer::{EpochReport, TrainReport};
 
 /// Which backend to run on: the probe's choice, or a forced one.
@@ -38,6 +39,26 @@ pub struct OpenOptions {
     pub activation: Option<Activation>,
     pub objective: Option<ObjectiveKind>,
     pub seed: Option<u64>,
+    /// The personal part kept beside the shared head (default `residual`; `none` for the
+    /// shared model alone).
+    pub personalization: Option<Personalization>,
+}
+
+/// `score(embeddings, options)` and `rank(embeddings, options)`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScoreOptions {
+    /// The shared (crowd) model's score alone, without the personal part.
+    pub shared_only: bool,
+}
+
+impl ScoreOptions {
+    pub fn parse(value: JsValue) -> Result<Self> {
+        if value.is_undefined() || value.is_null() {
+            return Ok(ScoreOptions::default());
+        }
+        strict(value, "score options")
+    }
 }
 
 pub const DEFAULT_NAME: &str = "default";
@@ -108,8 +129,18 @@ impl OpenOptions {
             activation: self.activation.unwrap_or(base.activation),
             objective: self.objective.unwrap_or(base.objective),
             seed: self.seed.unwrap_or(base.seed),
+            personalization: self.personalization.unwrap_or(base.personalization),
         };
         if let Some(s) = stored {
+            if s.personalization != spec.personalization {
+                return Err(Error::IncompatibleWeights(format!(
+                    "the stored model '{}' has personalization '{}', not '{}'; open it without \
+                     the option, with the same one, or delete it first (RewardModel.delete)",
+                    self.name(),
+                    s.personalization.name(),
+                    spec.personalization.name(),
+                )));
+            }
             if s.head_config() != spec.head_config() {
                 return Err(Error::IncompatibleWeights(format!(
                     "the stored model '{}' is {}→{:?}→{} ({}); open it without head options, \

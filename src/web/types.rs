@@ -50,6 +50,30 @@ export interface OpenOptions {
   objective?: Objective;
   /** Seed of the initial weights; default 0. */
   seed?: number;
+  /**
+   * The personal part kept beside the shared (synced) head; default "residual". It is stored
+   * with the weights and never sent by `sync` (see `Personalization`). A stored model keeps
+   * the kind it was made with: asking for another is an `incompatible_weights` error.
+   */
+  personalization?: Personalization;
+}
+
+/**
+ * What stays on the device besides the shared model (the package README compares them):
+ * - `"residual"` (default): a personal head whose score is added to the shared one, with the
+ *   shared score's weight (`blend`) chosen per user on its own held-out turns;
+ * - `"ditto"`: the same with the blend fixed at 1;
+ * - `"mix"`: the user's own whole model beside the crowd's, blended per user;
+ * - `"basis"`: a shared taste basis (the shared head's last hidden layer, learned by everyone)
+ *   and one coefficient per hidden unit learned on the device; adapts from a few turns and
+ *   needs a head with a hidden layer;
+ * - `"none"`: the shared model alone (a sync replaces the user's taste with the crowd's).
+ */
+export type Personalization = "none" | "residual" | "ditto" | "mix" | "basis";
+
+export interface ScoreOptions {
+  /** The shared (crowd) model's score alone, without the personal part; default false. */
+  sharedOnly?: boolean;
 }
 
 export type FeedbackEvent = "copy" | "click" | "thumbs_up" | "thumbs_down" | "regenerate";
@@ -98,6 +122,17 @@ export interface TrainOptions {
   seed?: number;
   /** Default 0.1. */
   propensityClip?: number;
+  /**
+   * What the call trains: "both" (default: the personal part on the shared scores, then the
+   * shared part with the personal scores held fixed), "personal" (the shared head stays as
+   * the last sync left it), or "shared".
+   */
+  parts?: "both" | "personal" | "shared";
+  /**
+   * Pull of the personal part toward zero, i.e. toward the shared model (its weight decay),
+   * in [0, 1]; default 1.
+   */
+  personalPull?: number;
   /** Called after each epoch; return false to stop. */
   onProgress?: (p: ProgressEvent) => void | boolean;
 }
@@ -156,5 +191,20 @@ export interface Stats {
   version: number;
   backend: "webgpu" | "cpu";
   persistent: boolean;
+  /** The personal part; null for `personalization: "none"`. */
+  personal: PersonalStats | null;
+}
+
+export interface PersonalStats {
+  kind: Personalization;
+  /** The weight of the shared score in `blend·shared + personal`. */
+  blend: number;
+  /**
+   * The personal part's share of the score, Σ|personal| / (Σ|blend·shared| + Σ|personal|) on
+   * the last training call's rows: 0 = the crowd's model, 1 = the user's own.
+   */
+  share: number;
+  /** Observations the personal part has trained on. */
+  trainedExamples: number;
 }
 "#;

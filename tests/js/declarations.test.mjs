@@ -64,6 +64,7 @@ test("option interfaces list exactly the keys the Rust side accepts", async () =
     OpenOptions: () => RewardModel.open(bogus),
     TrainOptions: () => rm.train(bogus),
     SyncOptions: () => rm.sync({ url: "http://127.0.0.1:9", token: "t", ...bogus }),
+    ScoreOptions: () => rm.score(new Float32Array(DIM), bogus),
     Observation: () =>
       rm.observe({ id: "a", embedding: new Float32Array(DIM), shown: { position: 0, candidates: 1 }, ...bogus }),
   };
@@ -97,6 +98,7 @@ test("result interfaces list exactly the keys of real results", async () => {
   assertSameKeys(interfaceKeys("TrainResult"), new Set(Object.keys(result)), "TrainResult");
   assertSameKeys(interfaceKeys("ProgressEvent"), new Set(Object.keys(progress)), "ProgressEvent");
   assertSameKeys(interfaceKeys("Stats"), new Set(Object.keys(rm.stats())), "Stats");
+  assertSameKeys(interfaceKeys("PersonalStats"), new Set(Object.keys(rm.stats().personal)), "PersonalStats");
   // Port 9 (discard) refuses: an offline sync still resolves a full SyncResult.
   const sync = await rm.sync({ url: "http://127.0.0.1:9", token: "t", retryBudgetMs: 0, timeoutMs: 500 });
   assertSameKeys(interfaceKeys("SyncResult"), new Set(Object.keys(sync)), "SyncResult");

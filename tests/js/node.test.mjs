@@ -153,6 +153,114 @@ test("bad input is refused with its code and the model stays usable", async () =
   await rejectsWith(rm.score(x), "closed");
 });
 
+/** `pairs` turns of two answers; the user copies the one closer to its `taste` direction. */
+async function observePairs(rm, taste, pairs, seed) {
+  const utility = (e) => e.reduce((s, v, i) => s + v * taste[i], 0);
+  const emb = randomFloats(pairs * 2 * DIM, seed);
+  for (let p = 0; p < pairs; p++) {
+    const a = emb.subarray(2 * p * DIM, (2 * p + 1) * DIM);
+    const b = emb.subarray((2 * p + 1) * DIM, (2 * p + 2) * DIM);
+    const winner = utility(a) > utility(b) ? 0 : 1;
+    for (const k of [0, 1]) {
+      await rm.observe({
+        id: `s${seed}-${p}-${k}`,
+        turn: `s${seed}-${p}`,
+        embedding: k === 0 ? a : b,
+        shown: { position: k, candidates: 2 },
+        events: k === winner ? ["copy"] : [],
+      });
+    }
+  }
+}
+
+test("the personal part: scored with the shared one, exported, imported, forgotten", async () => {
+  const rm = await RewardModel.open({ dim: DIM, hidden: [16], seed: 2 });
+  assert.deepEqual(rm.stats().personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });
+  await observePairs(rm, randomFloats(DIM, 41), 120, 3);
+  await rm.train({ objective: "pairwise", epochs: 6 });
+  const stats = rm.stats().personal;
+  assert.equal(stats.kind, "residual");
+  assert.equal(stats.trainedExamples, 240);
+  assert.ok([0, 0.5, 1].includes(stats.blend), `blend ${stats.blend}`);
+  assert.ok(stats.share > 0 && stats.share <= 1, `share ${stats.share}`);
+
+  // score = blend·shared + personal, both read from the exported bytes by the JS reference.
+  const x = randomFloats(20 * DIM, 8);
+  const bytes = rm.exportWeights();
+  const shared = referenceScores(bytes, x, DIM);
+  const personal = referenceScores(bytes, x, DIM, "personal.");
+  assert.ok(personal.some((v) => Math.abs(v) > 1e-3), "the personal part is trained");
+  const want = shared.map((s, i) => stats.blend * s + personal[i]);
+  const both = await rm.score(x);
+  assert.ok(maxRelDiff(both, want) < 1e-5, `combined: ${maxRelDiff(both, want)}`);
+  const sharedScores = await rm.score(x, { sharedOnly: true });
+  assert.ok(maxRelDiff(sharedScores, shared) < 1e-5);
+  const order = await rm.rank(x, { sharedOnly: true });
+  for (let i = 1; i < order.length; i++) assert.ok(sharedScores[order[i - 1]] >= sharedScores[order[i]]);
+
+  // Export and import carry the personal part bit for bit.
+  const copy = await RewardModel.open({ dim: DIM, hidden: [16], seed: 9 });
+  await copy.importWeights(bytes);
+  assert.deepEqual(copy.exportWeights(), bytes);
+  assert.deepEqual(await copy.score(x), both);
+  // A file without a personal part (a global from the server) keeps the user's.
+  const global = await RewardModel.open({ dim: DIM, hidden: [16], seed: 5, personalization: "none" });
+  assert.equal(global.stats().personal, null);
+  await copy.importWeights(global.exportWeights());
+  const kept = referenceScores(copy.exportWeights(), x, DIM, "personal.");
+  assert.deepEqual(Array.from(kept), Array.from(personal));
+  assert.ok(maxRelDiff(await copy.score(x, { sharedOnly: true }), await global.score(x)) < 1e-6);
+  // A personal part of another kind is not this model's.
+  await rejectsWith(global.importWeights(bytes), "incompatible_weights");
+
+  // Forget: a zero personal part, no pending observations; scores are the shared model's.
+  await observePairs(rm, randomFloats(DIM, 42), 5, 4);
+  assert.equal(rm.stats().pending, 10);
+  await rm.forget();
+  assert.equal(rm.stats().pending, 0);
+  assert.deepEqual(rm.stats().personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });
+  const forgotten = referenceScores(rm.exportWeights(), x, DIM, "personal.");
+  assert.ok(forgotten.every((v) => v === 0));
+  assert.deepEqual(await rm.score(x), await rm.score(x, { sharedOnly: true }));
+});
+
+test("personalization options and calls refuse bad input with their codes, changing nothing", async () => {
+  await rejectsWith(RewardModel.open({ dim: DIM, personalization: "lora" }), "invalid_config");
+  await rejectsWith(RewardModel.open({ dim: DIM, personalization: 1 }), "invalid_config");
+  // The basis is the shared head's last hidden layer: a linear head has none.
+  await rejectsWith(RewardModel.open({ dim: DIM, hidden: [], personalization: "basis" }), "invalid_config");
+  const basis = await RewardModel.open({ dim: DIM, hidden: [8], personalization: "basis" });
+  assert.equal(basis.stats().personal.kind, "basis");
+  const none = await RewardModel.open({ dim: DIM, hidden: [8], personalization: "none" });
+  await observePairs(none, randomFloats(DIM, 43), 4, 5);
+  await rejectsWith(none.train({ parts: "personal" }), "invalid_config");
+
+  const rm = await RewardModel.open({ dim: DIM, hidden: [8], personalization: "mix" });
+  await observePairs(rm, randomFloats(DIM, 44), 4, 6);
+  const x = randomFloats(3 * DIM, 7);
+  const before = await rm.score(x);
+  const weights = rm.exportWeights();
+  for (const pull of [-0.1, 1.5, NaN, "1"]) {
+    await rejectsWith(rm.train({ personalPull: pull }), "invalid_config");
+  }
+  await rejectsWith(rm.train({ parts: "all" }), "invalid_config");
+  await rejectsWith(rm.score(x, { sharedOnly: "yes" }), "invalid_config");
+  await rejectsWith(rm.score(x, { shared: true }), "unknown_option");
+  await rejectsWith(rm.rank(x, { sharedonly: true }), "unknown_option");
+  await rejectsWith(rm.score(x, 3), "invalid_config");
+  assert.deepEqual(await rm.score(x), before);
+  assert.deepEqual(rm.exportWeights(), weights);
+  assert.equal(rm.stats().pending, 8);
+  const result = await rm.train({ parts: "personal", personalPull: 0.5, epochs: 2 });
+  assert.equal(result.examples, 8);
+  assert.equal(rm.stats().personal.trainedExamples, 8);
+  // parts "personal" leaves the shared head as it was.
+  assert.deepEqual(await rm.score(x, { sharedOnly: true }), await (async () => {
+    const ref = await RewardModel.open({ dim: DIM, hidden: [8], personalization: "mix" });
+    return ref.score(x, { sharedOnly: true });
+  })());
+});
+
 test("featurize gives unit vectors, equal for equal texts", () => {
   const f = featurize(["a helpful answer", "a helpful answer", "something else"], DIM);
   assert.equal(f.length, 3 * DIM);

@@ -12,6 +12,9 @@ import init, {
   type TrainResult,
   type Stats,
   type Observation,
+  type Personalization,
+  type PersonalStats,
+  type ScoreOptions,
 } from "../../pkg/index.js";
 
 export async function usage(): Promise<number> {
@@ -46,6 +49,21 @@ export async function usage(): Promise<number> {
   };
   const result: TrainResult = await rm.train(train);
   const stats: Stats = rm.stats();
+  // The personal part: its options, the shared score alone, its stats, forget.
+  const kinds: Personalization[] = ["none", "residual", "ditto", "mix", "basis"];
+  const mine = await RewardModel.open({ dim: 384, personalization: kinds[4] });
+  const crowd: Float32Array = await mine.score(new Float32Array(384), { sharedOnly: true });
+  const crowdOrder: Uint32Array = await mine.rank(new Float32Array(384), { sharedOnly: true } satisfies ScoreOptions);
+  await mine.train({ parts: "personal", personalPull: 0.5 });
+  const personal: PersonalStats | null = mine.stats().personal;
+  const share: number = personal?.share ?? 0;
+  await mine.forget();
+  // @ts-expect-error: not a personalization
+  const bad4: OpenOptions = { personalization: "lora" };
+  // @ts-expect-error: parts are "both", "personal" or "shared"
+  const bad5: TrainOptions = { parts: "all" };
+  // @ts-expect-error: a number is not a personal part's stats
+  const bad6: number = mine.stats().personal;
   const bytes: Uint8Array = rm.exportWeights();
   await rm.importWeights(bytes);
   await rm.close();
@@ -71,5 +89,5 @@ export async function usage(): Promise<number> {
   const bad2: OpenOptions = { backend: "webgl" };
   // @ts-expect-error: events are names, not free text
   const bad3: Observation = { id: "x", embedding: [], shown: { position: 0, candidates: 1 }, events: ["liked"] };
-  return flavour.length + defaultTrain.examples + made.message.length + String(badCode).length + scores.length + order.length + seq + result.examples + stats.pending + backend.length + String(bad) .length + String(bad2).length + String(bad3).length;
+  return flavour.length + defaultTrain.examples + made.message.length + String(badCode).length + scores.length + order.length + seq + result.examples + stats.pending + backend.length + String(bad) .length + String(bad2).length + String(bad3).length + crowd.length + crowdOrder.length + share + String(bad4).length + String(bad5).length + String(bad6).length;
 }

@@ -18,13 +18,16 @@ export function parseSafetensors(bytes) {
   return { metadata: header.__metadata__ ?? {}, tensors };
 }
 
-/** First-output logits of the head in `bytes` for `n × dim` embeddings `x`. */
-export function referenceScores(bytes, x, dim) {
+/**
+ * First-output logits of the head in `bytes` for `n × dim` embeddings `x`; `prefix`
+ * "personal." reads the personal head instead of the shared one.
+ */
+export function referenceScores(bytes, x, dim, prefix = "") {
   const { metadata, tensors } = parseSafetensors(bytes);
   const act = metadata.activation === "tanh" ? Math.tanh : (v) => Math.max(0, v);
   const layers = [];
-  for (let i = 0; `layers.${i}.weight` in tensors; i++) {
-    layers.push([tensors[`layers.${i}.weight`], tensors[`layers.${i}.bias`]]);
+  for (let i = 0; `${prefix}layers.${i}.weight` in tensors; i++) {
+    layers.push([tensors[`${prefix}layers.${i}.weight`], tensors[`${prefix}layers.${i}.bias`]]);
   }
   const n = x.length / dim;
   const out = new Float64Array(n);

@@ -1,0 +1,185 @@
+// Personalization through the real sync server (node, CPU path): eight simulated users, half
+// terse coders and half friendly explainers (`www/users.js`), each with its own RewardModel,
+// train on their own feedback and sync through `tacit-server` for several rounds. The shared
+// part becomes the crowd's; each user's personal part keeps that user's taste. Every request
+// body the package sends is inspected: none holds a personal tensor.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+import { initSync, RewardModel, featurize } from "../../pkg/index.js";
+import { CORPUS, TRAIN_TOPICS, EVAL_TOPICS } from "../../www/corpus.js";
+import { react, rng, utility } from "../../www/users.js";
+import { parseSafetensors } from "./lib/reference.mjs";
+import { startServer } from "./lib/sync-server.mjs";
+
+initSync({ module: readFileSync(new URL("../../pkg/tacit_rm_bg.wasm", import.meta.url)) });
+
+const DIM = 384;
+const SHOWN = 4;
+const USERS = 8;
+const LOCAL_TURNS = 96;
+const ROUND_TURNS = 24;
+const ROUNDS = 3;
+const MODEL = "crowd";
+
+// Every body the package hands to fetch once the users start, kept for inspection (the test's
+// own admin upload of the starting weights comes before).
+const bodies = [];
+let recording = false;
+const realFetch = globalThis.fetch;
+globalThis.fetch = (url, init) => {
+  if (recording && init?.body != null) bodies.push(new Uint8Array(init.body));
+  return realFetch(url, init);
+};
+
+let server;
+before(async () => {
+  // A round closes when every user's update is in.
+  server = await startServer(["--round-updates", String(USERS), "--round-seconds", "3600"]);
+});
+after(async () => server?.close());
+
+const embed = (answers) => featurize(answers.map((a) => a.text), DIM);
+const open = () => RewardModel.open({ persist: false, dim: DIM, hidden: [], seed: 0 });
+const taste = (u) => (u % 2 === 0 ? "terse-coder" : "friendly-explainer");
+
+function pick(list, n, draw) {
+  const pool = [...list];
+  const out = [];
+  while (out.length < n && pool.length) out.push(pool.splice(Math.floor(draw() * pool.length), 1)[0]);
+  return out;
+}
+
+/** `turns` turns of `user`'s reactions to answers shown in the model's order, then a train call. */
+async function live(rm, user, turns, seed, tag) {
+  const draw = rng(seed);
+  for (let t = 0; t < turns; t++) {
+    const topic = TRAIN_TOPICS[Math.floor(draw() * TRAIN_TOPICS.length)];
+    const shown = pick(topic.answers, SHOWN, draw);
+    const scores = await rm.score(embed(shown));
+    const order = shown.map((a, i) => [a, scores[i]]).sort((x, y) => y[1] - x[1]).map(([a]) => a);
+    const reactions = react(user, order, draw);
+    for (const [position, answer] of order.entries()) {
+      await rm.observe({
+        id: answer.id,
+        turn: `${tag}-${t}`,
+        embedding: embed([answer]),
+        shown: { position, candidates: SHOWN },
+        events: reactions[position].events,
+        dwellMs: reactions[position].dwellMs,
+        length: answer.text.length,
+      });
+    }
+  }
+  return rm.train({ epochs: 5 });
+}
+
+/** How often the model's top answer is one `user` likes best, on prompts never trained on. */
+async function agreement(rm, user, options) {
+  const draw = rng(7);
+  let agree = 0;
+  let total = 0;
+  for (const topic of EVAL_TOPICS) {
+    for (let k = 0; k < 16; k++) {
+      const shown = pick(topic.answers, SHOWN, draw);
+      const scores = await rm.score(embed(shown), options);
+      const top = scores.indexOf(Math.max(...scores));
+      const best = Math.max(...shown.map((a) => utility(user, a)));
+      agree += utility(user, shown[top]) === best ? 1 : 0;
+      total += 1;
+    }
+  }
+  return agree / total;
+}
+
+/** Eight consecutive non-zero floats of each personal tensor of exported weights, as bytes. */
+function personalSamples(bytes) {
+  const { tensors } = parseSafetensors(bytes);
+  return Object.entries(tensors)
+    .filter(([k]) => k.startsWith("personal."))
+    .map(([k, t]) => {
+      const start = t.data.findIndex((v, i) => t.data.slice(i, i + 8).every((w) => w !== 0) && i + 8 <= t.data.length);
+      return [k, start < 0 ? null : new Uint8Array(t.data.slice(start, start + 8).buffer)];
+    });
+}
+
+function contains(haystack, needle) {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+test("eight users of two opposite tastes sync for rounds and each keeps its own taste", { timeout: 900_000 }, async () => {
+  assert.ok(TRAIN_TOPICS.length + EVAL_TOPICS.length === CORPUS.length);
+  const users = [];
+  for (let u = 0; u < USERS; u++) users.push({ rm: await open(), taste: taste(u), token: server.token(`user${u}`) });
+  await server.putModel(MODEL, users[0].rm.exportWeights());
+  recording = true;
+  const sync = (x) => x.rm.sync({ url: server.url, token: x.token, model: MODEL });
+
+  for (const [u, x] of users.entries()) {
+    await live(x.rm, x.taste, LOCAL_TURNS, 100 + u, `u${u}-local`);
+    x.local = await agreement(x.rm, x.taste);
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const x of users) {
+      const r = await sync(x);
+      assert.equal(r.offline, false, r.reason ?? "");
+      assert.equal(r.pushed, 1, `round ${round}: each user pushes its update`);
+    }
+    for (const x of users) {
+      const r = await sync(x);
+      assert.equal(r.version, round + 2, `round ${round}: every user pulls the merged model`);
+    }
+    if (round + 1 < ROUNDS) {
+      for (const [u, x] of users.entries()) await live(x.rm, x.taste, ROUND_TURNS, 1000 * round + u, `u${u}-r${round}`);
+    }
+  }
+
+  const rows = [];
+  for (const [u, x] of users.entries()) {
+    const synced = await agreement(x.rm, x.taste);
+    const global = await agreement(x.rm, x.taste, { sharedOnly: true });
+    const personal = x.rm.stats().personal;
+    rows.push({ user: u, taste: x.taste, local: x.local, synced, global, share: personal.share, blend: personal.blend });
+  }
+  console.log(JSON.stringify(rows));
+  for (const r of rows) {
+    assert.ok(r.synced >= r.local - 0.05, `user ${r.user} (${r.taste}): ${r.synced} after the syncs vs ${r.local} after local training`);
+    assert.ok(r.synced > r.global, `user ${r.user} (${r.taste}): ${r.synced} with its personal part vs ${r.global} for the global model`);
+  }
+
+  // A new user of each taste, ten turns: on top of the synced shared part, and from scratch.
+  const fresh = { synced: [], scratch: [] };
+  for (const [k, t] of ["terse-coder", "friendly-explainer"].entries()) {
+    const joined = await open();
+    const r = await joined.sync({ url: server.url, token: server.token(`new${k}`), model: MODEL });
+    assert.equal(r.pulled, true);
+    const scratch = await open();
+    await live(joined, t, 10, 5000 + k, `new${k}`);
+    await live(scratch, t, 10, 5000 + k, `scratch${k}`);
+    fresh.synced.push(await agreement(joined, t));
+    fresh.scratch.push(await agreement(scratch, t));
+  }
+  console.log(JSON.stringify(fresh));
+  const mean = (a) => a.reduce((s, v) => s + v, 0) / a.length;
+  assert.ok(mean(fresh.synced) > mean(fresh.scratch), `new users: ${fresh.synced} on the shared part vs ${fresh.scratch} from scratch`);
+
+  // No body sent held a personal tensor: no safetensors key or metadata of the personal part,
+  // and none of the bytes of any user's (trained, non-zero) personal tensors.
+  assert.ok(bodies.length >= USERS * ROUNDS, `${bodies.length} bodies inspected`);
+  const samples = users.flatMap((x) => personalSamples(x.rm.exportWeights()));
+  const secrets = samples.filter(([, b]) => b !== null);
+  assert.ok(secrets.length >= USERS, `trained personal weights to look for: ${secrets.length} of ${samples.length} tensors`);
+  for (const body of bodies) {
+    const { metadata, tensors } = parseSafetensors(body);
+    assert.deepEqual(Object.keys(tensors).filter((k) => k.startsWith("personal")), []);
+    assert.deepEqual(Object.keys(metadata ?? {}).filter((k) => k.startsWith("personal")), []);
+    for (const [name, bytes] of secrets) {
+      assert.ok(!contains(body, bytes), `a body holds bytes of ${name}`);
+    }
+  }
+});
