@@ -544,9 +544,11 @@ impl RewardModel {
         )
     }
 
-    /// Forgets the user: a zero personal part, no pending observations, no training history.
-    /// The shared head stays (it is the crowd's, and the next sync replaces it anyway).
+    /// Forgets the user: a zero personal part, no exposure head (it is fitted to the user's
+    /// feedback), no pending observations, no training history. The shared head stays here
+    /// (a host with a sync state also takes back its unsent updates: `SyncState::forget`).
     pub fn forget(&mut self) -> Result<()> {
+        self.weights.exposure_head = None;
         if let Some(p) = &self.weights.personal {
             self.weights.personal = Some(Personal::new(p.kind, &self.weights.head.config)?);
         }

@@ -210,6 +210,25 @@ fn meta_get<'a>(meta: &'a HashMap<String, String>, key: &str) -> Result<&'a str>
         .ok_or_else(|| Error::CorruptWeights(format!("metadata has no '{key}'")))
 }
 
+/// A JSON list of numbers as written by [`to_bytes`], parsed by Rust's float parser, which is
+/// exact (serde_json's default one is only within an ulp): a reload gives the same bits.
+fn float_list(text: &str) -> Result<Vec<f64>> {
+    let not_a_list =
+        || Error::CorruptWeights("metadata 'personal_blend_loss' is not a list".into());
+    let inner = text
+        .trim()
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .ok_or_else(not_a_list)?;
+    if inner.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    inner
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().map_err(|_| not_a_list()))
+        .collect()
+}
+
 fn meta_num<T: std::str::FromStr>(meta: &HashMap<String, String>, key: &str) -> Result<T> {
     meta_get(meta, key)?
         .parse()
@@ -348,10 +367,7 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
         Some(kind) => {
             let kind = Personalization::parse(kind)
                 .map_err(|e| Error::CorruptWeights(format!("metadata 'personal': {e}")))?;
-            let blend_loss: Vec<f64> =
-                serde_json::from_str(meta_get(&meta, "personal_blend_loss")?).map_err(|_| {
-                    Error::CorruptWeights("metadata 'personal_blend_loss' is not a list".into())
-                })?;
+            let blend_loss = float_list(meta_get(&meta, "personal_blend_loss")?)?;
             let p = Personal {
                 kind,
                 head: read_head(

@@ -60,6 +60,25 @@ fn the_personal_part_round_trips_bit_for_bit() {
 }
 
 #[test]
+fn blend_losses_of_every_magnitude_reload_with_the_same_bits() {
+    // Held-out losses as training accumulates them: arbitrary doubles. A decimal parser that
+    // is only within an ulp (serde_json's default) changes some of them on every reload.
+    let mut w = personal_weights();
+    let mut rng = tacit_rm::rng::Rng::new(17);
+    for _ in 0..200 {
+        let losses: Vec<f64> = (0..3)
+            .map(|_| rng.uniform() * 10f64.powi((rng.uniform() * 12.0) as i32 - 6))
+            .collect();
+        w.personal.as_mut().unwrap().blend_loss = losses.clone();
+        let back = store::from_bytes(&store::to_bytes(&w).unwrap()).unwrap();
+        let got = back.personal.unwrap().blend_loss;
+        for (g, l) in got.iter().zip(&losses) {
+            assert_eq!(g.to_bits(), l.to_bits(), "{l:e} reloaded as {g:e}");
+        }
+    }
+}
+
+#[test]
 fn corrupt_personal_metadata_is_refused() {
     let good = store::to_bytes(&personal_weights()).unwrap();
     let (_, meta) = store::parse(&good, store::Values::Finite).unwrap();
@@ -70,6 +89,9 @@ fn corrupt_personal_metadata_is_refused() {
         ("personal_blend", "NaN"),
         ("personal_blend_loss", "[1, 2]"),
         ("personal_blend_loss", "[1, 2, -4]"),
+        ("personal_blend_loss", "[NaN, 1, 2]"),
+        ("personal_blend_loss", "1, 2, 3"),
+        ("personal_blend_loss", "[1, 2, 3e999]"),
         ("personal_share", "1.5"),
         ("personal_examples", "-1"),
     ] {

@@ -109,13 +109,19 @@ async fn api_on(backend: &str) {
     assert_eq!(rm.backend().unwrap(), backend);
     let x = common::random_matrix(5, 16, 1);
     let flat = x.as_slice().unwrap();
-    let scores = to_vec(resolve(rm.score(floats(flat))).await.unwrap());
+    let scores = to_vec(
+        resolve(rm.score(floats(flat), JsValue::UNDEFINED))
+            .await
+            .unwrap(),
+    );
     let head = Head::init(&HeadConfig::new(16, &[8]), 5).unwrap();
     let reference = common::reference::scores(&head, &x);
     for (g, r) in scores.iter().zip(&reference) {
         assert!(common::close(*g, *r as f32, 1e-5), "{backend}: {g} vs {r}");
     }
-    let order = resolve(rm.rank(floats(flat))).await.unwrap();
+    let order = resolve(rm.rank(floats(flat), JsValue::UNDEFINED))
+        .await
+        .unwrap();
     let order = order.dyn_into::<js_sys::Uint32Array>().unwrap().to_vec();
     assert!(order
         .windows(2)
@@ -123,9 +129,15 @@ async fn api_on(backend: &str) {
 
     // Bad input: each a rejected promise with its code.
     let bad = [
-        (rm.score(floats(&flat[..15])), "dim_mismatch"),
-        (rm.score(floats(&[f32::NAN; 16])), "non_finite_input"),
-        (rm.score(floats(&[])), "empty_input"),
+        (
+            rm.score(floats(&flat[..15]), JsValue::UNDEFINED),
+            "dim_mismatch",
+        ),
+        (
+            rm.score(floats(&[f32::NAN; 16]), JsValue::UNDEFINED),
+            "non_finite_input",
+        ),
+        (rm.score(floats(&[]), JsValue::UNDEFINED), "empty_input"),
         (
             rm.import_weights(Uint8Array::from(&b"{\"oops\"}"[..]).into()),
             "corrupt_weights",
@@ -164,7 +176,11 @@ async fn api_on(backend: &str) {
         .unwrap_err();
     assert_eq!(code(&err), "corrupt_weights");
     // Still usable, with the same weights.
-    let again = to_vec(resolve(rm.score(floats(flat))).await.unwrap());
+    let again = to_vec(
+        resolve(rm.score(floats(flat), JsValue::UNDEFINED))
+            .await
+            .unwrap(),
+    );
     assert_eq!(again, scores);
     assert_eq!(rm.export_weights().unwrap().to_vec(), good);
 
@@ -208,10 +224,16 @@ async fn api_on(backend: &str) {
     let stats = rm.stats().unwrap();
     let pending = js_sys::Reflect::get(&stats, &"pending".into()).unwrap();
     assert_eq!(pending.as_f64(), Some(0.0));
-    let trained = to_vec(resolve(rm.score(floats(flat))).await.unwrap());
+    let trained = to_vec(
+        resolve(rm.score(floats(flat), JsValue::UNDEFINED))
+            .await
+            .unwrap(),
+    );
     assert_ne!(trained, scores, "training changed nothing");
     resolve(rm.close()).await.unwrap();
-    let err = resolve(rm.score(floats(flat))).await.unwrap_err();
+    let err = resolve(rm.score(floats(flat), JsValue::UNDEFINED))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), "closed");
 }
 

@@ -211,15 +211,15 @@ async function sync() {
 
 // ---- the simulated user --------------------------------------------------------------------
 
-/** How often the model's top answer is one the user likes best, on never-trained prompts. */
-async function agreement(user) {
+/** How often `model`'s top answer is one the user likes best, on never-trained prompts. */
+async function agreement(user, model = rm, options = undefined) {
   const draw = rng(7);
   let agree = 0;
   let total = 0;
   for (const topic of EVAL_TOPICS) {
     for (let k = 0; k < 6; k++) {
       const shown = pick(topic.answers, SHOWN, draw);
-      const scores = await rm.score(embed(shown));
+      const scores = await model.score(embed(shown), options);
       const top = scores.indexOf(Math.max(...scores));
       const best = Math.max(...shown.map((a) => utility(user, a)));
       agree += utility(user, shown[top]) === best ? 1 : 0;
@@ -229,22 +229,18 @@ async function agreement(user) {
   return agree / total;
 }
 
-async function simulate() {
-  const user = $("sim-user").value;
-  const draw = rng(11);
-  const before = await agreement(user);
-  $("agree-before").textContent = `${(100 * before).toFixed(0)}%`;
-  $("agree-after").textContent = "training…";
+/** `user` reacts to SIMULATED_TURNS turns shown in `model`'s order; each reaction is observed. */
+async function simulateTurns(user, model, draw) {
   for (let t = 0; t < SIMULATED_TURNS; t++) {
     const topic = TRAIN_TOPICS[t % TRAIN_TOPICS.length];
     const shown = pick(topic.answers, SHOWN, draw);
     // Shown in the model's current order, as a user would see them.
-    const scores = await rm.score(embed(shown));
+    const scores = await model.score(embed(shown));
     const order = shown.map((a, i) => [a, scores[i]]).sort((x, y) => y[1] - x[1]).map(([a]) => a);
     const reactions = react(user, order, draw);
     const id = `sim-${user}-${Date.now()}-${t}`;
     for (const [position, answer] of order.entries()) {
-      await rm.observe({
+      await model.observe({
         id: answer.id,
         turn: id,
         embedding: embed([answer]),
@@ -255,11 +251,68 @@ async function simulate() {
       });
     }
   }
+}
+
+async function simulate() {
+  const user = $("sim-user").value;
+  const draw = rng(11);
+  const before = await agreement(user);
+  $("agree-before").textContent = `${(100 * before).toFixed(0)}%`;
+  $("agree-after").textContent = "training…";
+  await simulateTurns(user, rm, draw);
   await train();
   const after = await agreement(user);
   $("agree-after").textContent = `${(100 * after).toFixed(0)}%`;
   document.body.dataset.agreeBefore = String(before);
   document.body.dataset.agreeAfter = String(after);
+}
+
+const percent = (v) => `${(100 * v).toFixed(0)}%`;
+
+/**
+ * Both simulated users, each in a model of its own (in memory, beside the page's model): each
+ * starts from the shared model, trains on its own feedback, then both sync. The table shows each
+ * user's agreement after its local training and after the sync (its personal part on the merged
+ * shared model), the shared model's alone, and how much of the score is personal.
+ */
+async function simulateBoth() {
+  const rows = [];
+  const options = { url: location.origin, token: syncToken ?? "", model: "demo" };
+  const users = Object.keys(USERS).map((user) => ({ user }));
+  $("both-status").textContent = "training both users…";
+  for (const [i, u] of users.entries()) {
+    u.rm = await RewardModel.open({ name: `sim-${u.user}`, persist: false, dim: DIM, hidden: [], backend: "cpu" });
+    await u.rm.sync(options);
+    await simulateTurns(u.user, u.rm, rng(21 + i));
+    await u.rm.train({ objective: $("objective").value, epochs: Number($("epochs").value) });
+    u.local = await agreement(u.user, u.rm);
+  }
+  $("both-status").textContent = "syncing…";
+  // Push both updates, then pull until both hold the newest merged model.
+  for (const u of users) await u.rm.sync(options);
+  for (const u of users) await u.rm.sync(options);
+  for (const u of users) {
+    const r = await u.rm.sync(options);
+    const synced = await agreement(u.user, u.rm);
+    const shared = await agreement(u.user, u.rm, { sharedOnly: true });
+    const personal = u.rm.stats().personal;
+    rows.push({ user: u.user, local: u.local, synced, shared, share: personal?.share ?? 0, version: r.version });
+    await u.rm.close();
+  }
+  const body = $("both-rows");
+  body.replaceChildren();
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.testid = "both-row";
+    for (const text of [USERS[r.user].label.split(":")[0], percent(r.local), percent(r.synced), percent(r.shared), percent(r.share)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  $("both-status").textContent = `synced at version ${rows.at(-1).version}`;
+  document.body.dataset.both = JSON.stringify(rows);
 }
 
 // ---- start ---------------------------------------------------------------------------------
@@ -284,6 +337,7 @@ async function main() {
   $("train").onclick = () => guarded(train);
   $("sync").onclick = () => guarded(sync);
   $("simulate").onclick = () => guarded(simulate);
+  $("simulate-both").onclick = () => guarded(simulateBoth);
   $("reset").onclick = () =>
     guarded(async () => {
       await rm.reset();
@@ -294,7 +348,7 @@ async function main() {
       await renderTurn();
     });
   await newTurn();
-  for (const id of ["next", "train", "sync", "simulate", "reset"]) $(id).disabled = false;
+  for (const id of ["next", "train", "sync", "simulate", "simulate-both", "reset"]) $(id).disabled = false;
   refreshStats();
   document.body.dataset.ready = "true";
 }

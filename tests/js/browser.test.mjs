@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 
 import { launch, newPage } from "./lib/browser.mjs";
 import { serve } from "./lib/server.mjs";
-import { randomFloats, referenceScores, maxRelDiff } from "./lib/reference.mjs";
+import { parseSafetensors, randomFloats, referenceScores, maxRelDiff } from "./lib/reference.mjs";
 
 let server;
 let browser;
@@ -88,6 +88,12 @@ test("after a reload, trained weights are restored bit for bit and pending obser
   assert.equal(before.stats.pending, 3);
   assert.equal(before.stats.persistent, true);
 
+  // The personal part was trained and is in the stored weights.
+  const personal = Object.entries(parseSafetensors(new Uint8Array(before.weights)).tensors)
+    .filter(([k]) => k.startsWith("personal."));
+  assert.ok(personal.length > 0 && personal.some(([, t]) => t.data.some((v) => v !== 0)), "a trained personal part");
+  assert.equal(before.stats.personal.trainedExamples, 20);
+
   await reload(page);
   const afterReload = await page.evaluate(async (name) => {
     const rm = await tacit.RewardModel.open({ name });
@@ -96,6 +102,74 @@ test("after a reload, trained weights are restored bit for bit and pending obser
   assert.deepEqual(afterReload.weights, before.weights);
   assert.equal(afterReload.stats.pending, 3);
   assert.equal(afterReload.dim, 16);
+  assert.deepEqual(
+    { kind: afterReload.stats.personal.kind, blend: afterReload.stats.personal.blend, share: afterReload.stats.personal.share },
+    { kind: before.stats.personal.kind, blend: before.stats.personal.blend, share: before.stats.personal.share },
+  );
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test("forget leaves nothing of the user in IndexedDB, in one call", async () => {
+  const page = await harness();
+  const name = `forget-${Date.now()}`;
+  const got = await page.evaluate(async (name) => {
+    const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [8] });
+    const start = Array.from(rm.exportWeights());
+    const e = (i) => Float32Array.from({ length: 16 }, (_, j) => Math.sin(i * 5 + j));
+    for (let i = 0; i < 20; i++) {
+      await rm.observe({ id: `a${i}`, turn: `t${i >> 1}`, embedding: e(i), shown: { position: i % 2, candidates: 2 }, events: i % 4 === 0 ? ["copy"] : [] });
+    }
+    await rm.train({ epochs: 2 });
+    // Port 9 refuses: the update is queued in IndexedDB.
+    const offline = await rm.sync({ url: "http://127.0.0.1:9", token: "t", retryBudgetMs: 0, timeoutMs: 500 });
+    for (let i = 20; i < 24; i++) {
+      await rm.observe({ id: `a${i}`, embedding: e(i), shown: { position: 0, candidates: 1 }, events: ["copy"] });
+    }
+    await rm.forget();
+    await rm.close();
+    // What the database holds for this name, read without the package.
+    const db = await new Promise((ok, fail) => {
+      const r = indexedDB.open("tacit-rm");
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const read = (store, query, all = false) => new Promise((ok, fail) => {
+      const r = db.transaction(store).objectStore(store)[all ? "getAll" : "get"](query);
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const model = await read("models", name);
+    const sync = await read("sync", name);
+    const observations = await read("observations", IDBKeyRange.bound([name, 0], [name, Infinity]), true);
+    db.close();
+    const reopened = await tacit.RewardModel.open({ name });
+    return {
+      queuedBefore: offline.queued,
+      start,
+      weights: Array.from(model.weights),
+      syncState: JSON.parse(sync.state),
+      bodies: sync.bodies.length,
+      observations: observations.length,
+      stats: reopened.stats(),
+    };
+  }, name);
+  assert.equal(got.queuedBefore, 1, "an update was queued before forget");
+  assert.equal(got.observations, 0);
+  assert.equal(got.bodies, 0);
+  assert.deepEqual(got.syncState.queue, []);
+  assert.equal(got.syncState.unsyncedExamples, 0);
+  const stored = parseSafetensors(new Uint8Array(got.weights));
+  const start = parseSafetensors(new Uint8Array(got.start));
+  // The personal part is zero, the shared head is back where it started (no pull happened),
+  // and no exposure head trained on the user's feedback remains.
+  for (const [k, t] of Object.entries(stored.tensors)) {
+    if (k.startsWith("personal.")) assert.ok(t.data.every((v) => v === 0), k);
+    else assert.ok(maxRelDiff(t.data, start.tensors[k].data) < 1e-6, k);
+  }
+  assert.deepEqual(Object.keys(stored.tensors).sort(), Object.keys(start.tensors).sort());
+  assert.equal(got.stats.pending, 0);
+  assert.deepEqual(got.stats.personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });
   assert.deepEqual(page.errors, []);
   await page.close();
 });

@@ -161,3 +161,30 @@ test("an update made offline is kept in IndexedDB across a reload and pushed onc
     await browser.close();
   }
 });
+
+test("the demo's two users train, sync, and each keeps its own taste through the sync", async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const page = await newPage(browser);
+    await page.goto(`${demo.url}?model=both-${Date.now()}#token=${demo.clientToken}`);
+    await ready(page);
+    await page.click("[data-testid=simulate-both]");
+    await page.waitForFunction(() => document.body.dataset.both !== undefined || document.getElementById("error").textContent !== "", null, { timeout: 600_000 });
+    assert.equal(await page.textContent("[data-testid=error]"), "");
+    const rows = JSON.parse(await page.evaluate(() => document.body.dataset.both));
+    console.log(JSON.stringify(rows));
+    assert.deepEqual(rows.map((r) => r.user), ["terse-coder", "friendly-explainer"]);
+    assert.equal(await page.locator("[data-testid=both-row]").count(), 2);
+    for (const r of rows) {
+      // Opposite tastes: the merged shared model serves neither well; each personal part
+      // keeps its user's taste through the sync.
+      assert.ok(r.synced > r.shared, `${r.user}: ${r.synced} with the personal part vs ${r.shared} shared only`);
+      assert.ok(r.synced >= r.local - 0.1, `${r.user}: ${r.synced} after the sync vs ${r.local} before`);
+      assert.ok(r.share > 0 && r.share <= 1, `${r.user}: personal share ${r.share}`);
+    }
+    await page.screenshot({ path: join(ARTIFACTS, "both-users-synced.png"), fullPage: true });
+    assert.deepEqual(page.errors, [], "no console errors");
+  } finally {
+    await browser.close();
+  }
+});
