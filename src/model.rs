@@ -213,7 +213,7 @@ impl TrainJob {
     pub async fn run<Y: std::future::Future<Output = ()>>(
         self,
         progress: &mut dyn FnMut(&EpochReport) -> ControlFlow<()>,
-        between_epochs: impl FnMut() -> Y,
+        mut between_epochs: impl FnMut() -> Y,
     ) -> Result<TrainOutcome> {
         let device = &self.device;
         // The personal part first, on the shared scores as they are: what it learns is the
@@ -237,7 +237,7 @@ impl TrainJob {
                     config: &self.config,
                     pull: self.personal_pull,
                 };
-                Some(personal::train(device, p, &run).await?)
+                Some(personal::train(device, p, &run, &mut between_epochs).await?)
             }
             (p, _) => p.clone(),
         };

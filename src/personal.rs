@@ -268,10 +268,13 @@ pub struct PersonalRun<'a> {
 
 /// Trains `personal` on `run` on `device` and returns the new part: one run per candidate
 /// blend where the blend adapts and held-out turns exist, else one run at the current blend.
-pub async fn train(
+/// `between_epochs` lets the host yield after each epoch, as in the shared run (a page stays
+/// responsive, and can be reloaded, while the personal part trains).
+pub async fn train<Y: std::future::Future<Output = ()>>(
     device: &Device,
     personal: &Personal,
     run: &PersonalRun<'_>,
+    between_epochs: &mut impl FnMut() -> Y,
 ) -> Result<Personal> {
     if !(run.pull.is_finite() && run.pull >= 0.0) {
         return Err(Error::InvalidConfig(format!(
@@ -283,7 +286,7 @@ pub async fn train(
     config.optimizer.weight_decay = run.pull;
     let val = run.val.zip(run.shared_val);
     if !personal.kind.trains_on_offsets() {
-        return train_mix(device, personal, run, &config).await;
+        return train_mix(device, personal, run, &config, between_epochs).await;
     }
     let candidates: Vec<usize> = if personal.kind.adapts_blend() && val.is_some() {
         (0..BLEND_CANDIDATES.len()).collect()
@@ -319,7 +322,7 @@ pub async fn train(
             device,
             &request,
             &mut |_| std::ops::ControlFlow::Continue(()),
-            || std::future::ready(()),
+            &mut *between_epochs,
         )
         .await?;
         let held_out = out
@@ -357,11 +360,12 @@ pub async fn train(
 
 /// `mix`: one run of the user's own model on its feedback alone, then the blend whose
 /// combined score `a·shared + own` has the lowest accumulated held-out loss.
-async fn train_mix(
+async fn train_mix<Y: std::future::Future<Output = ()>>(
     device: &Device,
     personal: &Personal,
     run: &PersonalRun<'_>,
     config: &TrainConfig,
+    between_epochs: &mut impl FnMut() -> Y,
 ) -> Result<Personal> {
     let mut request = TrainRequest::new(&personal.head, run.objective, run.train, config);
     if let Some(v) = run.val {
@@ -371,7 +375,7 @@ async fn train_mix(
         device,
         &request,
         &mut |_| std::ops::ControlFlow::Continue(()),
-        || std::future::ready(()),
+        &mut *between_epochs,
     )
     .await?;
     let mut blend_loss = personal.blend_loss.clone();

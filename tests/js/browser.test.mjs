@@ -170,7 +170,8 @@ test("forget leaves nothing of the user in IndexedDB, in one call", async () => 
   assert.deepEqual(Object.keys(stored.tensors).sort(), Object.keys(start.tensors).sort());
   assert.equal(got.stats.pending, 0);
   assert.deepEqual(got.stats.personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });
-  assert.deepEqual(page.errors, []);
+  // Port 9 is refused by the browser itself: that offline sync's one console error.
+  assert.deepEqual(page.errors.filter((e) => !e.includes("ERR_UNSAFE_PORT")), []);
   await page.close();
 });
 
@@ -188,7 +189,9 @@ test("a reload in the middle of training keeps the last stored weights and every
     rm.train({ epochs: 1000, batchSize: 8, validationFraction: 0, onProgress: () => { window.epochs++; } });
     return Array.from(rm.exportWeights());
   }, name);
-  await page.waitForFunction(() => window.epochs >= 2);
+  // The personal part trains first and reports no epochs (onProgress counts the shared
+  // run's): two seconds in, the call is in the middle of one or the other.
+  await page.waitForTimeout(2000);
   await reload(page);
   const back = await page.evaluate(async (name) => {
     const rm = await tacit.RewardModel.open({ name });
