@@ -506,9 +506,26 @@ impl RewardModel {
     /// What [`RewardModel::import_weights`] would install, checked (a host stores the bytes
     /// before it installs them): the head's shape must match, and the version must be one
     /// that [`RewardModel::stats`] can report to JS.
+    /// A file without a personal part (a global model, an older export) keeps this user's;
+    /// one with a part of another kind than this model's is not this model's.
     pub fn importable(&self, bytes: &[u8]) -> Result<Weights> {
-        let w = store::from_bytes_expecting(bytes, self.config())?;
+        let mut w = store::from_bytes_expecting(bytes, self.config())?;
         check::version("imported weights'", w.version)?;
+        let kind = |p: Option<&Personal>| p.map_or(Personalization::None, |p| p.kind);
+        let (mine, theirs) = (
+            kind(self.weights.personal.as_ref()),
+            kind(w.personal.as_ref()),
+        );
+        match theirs {
+            Personalization::None => w.personal = self.weights.personal.clone(),
+            k if k == mine => {}
+            k => {
+                return Err(Error::IncompatibleWeights(format!(
+                    "the weights hold a '{k}' personal part; this model's personalization is \
+                     '{mine}'"
+                )))
+            }
+        }
         Ok(w)
     }
 
@@ -544,14 +561,33 @@ impl RewardModel {
         )
     }
 
-    /// Forgets the user: a zero personal part, no exposure head (it is fitted to the user's
-    /// feedback), no pending observations, no training history. The shared head stays here
-    /// (a host with a sync state also takes back its unsent updates: `SyncState::forget`).
+    /// Forgets the user: [`RewardModel::forgotten`] weights on the current shared head, no
+    /// pending observations, no training history.
     pub fn forget(&mut self) -> Result<()> {
-        self.weights.exposure_head = None;
-        if let Some(p) = &self.weights.personal {
-            self.weights.personal = Some(Personal::new(p.kind, &self.weights.head.config)?);
-        }
+        let weights = self.forgotten(self.weights.head.clone())?;
+        self.install_forgotten(weights)
+    }
+
+    /// The weights a forget installs on the shared head `shared` (a host with a sync state
+    /// passes the one `SyncState::forget` returns, without the unsent updates): a zero
+    /// personal part and no exposure head (both are fitted to the user's feedback).
+    pub fn forgotten(&self, shared: Head) -> Result<Weights> {
+        let personal = match &self.weights.personal {
+            Some(p) => Some(Personal::new(p.kind, &shared.config)?),
+            None => None,
+        };
+        Ok(Weights {
+            head: shared,
+            exposure_head: None,
+            personal,
+            ..self.weights.clone()
+        })
+    }
+
+    /// Installs [`RewardModel::forgotten`] weights (a host persists them first) and drops the
+    /// pending observations and the training history.
+    pub fn install_forgotten(&mut self, weights: Weights) -> Result<()> {
+        self.replace_weights(weights)?;
         self.log.clear();
         self.trained_examples = 0;
         self.last = None;

@@ -360,3 +360,32 @@ fn a_basis_part_reads_the_hidden_layer_and_folds_into_the_output_layer() {
         "invalid_config"
     );
 }
+
+#[test]
+fn an_import_keeps_the_users_part_unless_it_brings_one_of_its_own_kind() {
+    let mut m = model(Personalization::Residual);
+    train(&mut m, &turns(1.0, 30, 4), &TrainOptions::default());
+    let mine = m.weights().personal.clone().unwrap();
+    assert!(mine.head.to_flat().iter().any(|&v| v != 0.0), "trained");
+    // A global from the server has no personal part: the user's stays, the shared head moves.
+    let global = model(Personalization::None);
+    let global_bytes = store::to_bytes(global.weights()).unwrap();
+    m.import_weights(&global_bytes).unwrap();
+    assert_eq!(m.weights().personal.as_ref(), Some(&mine));
+    assert_eq!(m.weights().head, global.weights().head);
+    // A part of another kind is refused, and so is any part for a model without one.
+    let ditto = store::to_bytes(model(Personalization::Ditto).weights()).unwrap();
+    let before = m.weights().clone();
+    assert_eq!(
+        m.import_weights(&ditto).unwrap_err().code().as_str(),
+        "incompatible_weights"
+    );
+    assert_eq!(m.weights(), &before);
+    let mut plain = model(Personalization::None);
+    let with_part = store::to_bytes(&before).unwrap();
+    assert_eq!(
+        plain.import_weights(&with_part).unwrap_err().code().as_str(),
+        "incompatible_weights"
+    );
+    assert!(plain.weights().personal.is_none());
+}

@@ -19,6 +19,15 @@ fn client(global: &Weights) -> SyncClient {
     SyncClient::new(sync_scenario::config(), global.clone(), vec![], "inst", 0).unwrap()
 }
 
+/// The server's answer to a pull: `global`'s bytes.
+fn served(global: &Weights) -> Result<HttpResponse, String> {
+    Ok(HttpResponse {
+        status: 200,
+        etag: None,
+        body: store::to_bytes(global).unwrap(),
+    })
+}
+
 fn header<'a>(req: &'a tacit_rm::sync::HttpRequest, name: &str) -> Option<&'a str> {
     req.headers
         .iter()
@@ -195,11 +204,7 @@ fn a_stale_base_refusal_is_relabelled_onto_the_next_global_with_a_new_key() {
     );
     assert!(c.due_push(u64::MAX).is_none(), "waits for a pull");
     let g5 = global(5, 9);
-    let newer = Ok(HttpResponse {
-        status: 200,
-        etag: None,
-        body: store::to_bytes(&g5).unwrap(),
-    });
+    let newer = served(&g5);
     c.on_pull_response(newer, &mut local).unwrap();
     let req = c.due_push(0).unwrap();
     let relabelled = Delta::from_bytes(&req.body).unwrap();
@@ -283,16 +288,7 @@ fn refusals_map_to_stable_codes_and_the_queue_policy() {
         version: 3,
         ..Weights::new(Head::init(&HeadConfig::new(4, &[2]), 1).unwrap())
     };
-    let err = c
-        .on_pull_response(
-            Ok(HttpResponse {
-                status: 200,
-                etag: None,
-                body: store::to_bytes(&other).unwrap(),
-            }),
-            &mut local,
-        )
-        .unwrap_err();
+    let err = c.on_pull_response(served(&other), &mut local).unwrap_err();
     assert_eq!(err.code().as_str(), "sync_conflict");
 }
 
@@ -333,16 +329,7 @@ fn a_global_whose_version_js_cannot_hold_is_refused() {
     let mut c = client(&g);
     let mut local = g.head.clone();
     let huge = global(protocol::MAX_VERSION + 1, 3);
-    let err = c
-        .on_pull_response(
-            Ok(HttpResponse {
-                status: 200,
-                etag: None,
-                body: store::to_bytes(&huge).unwrap(),
-            }),
-            &mut local,
-        )
-        .unwrap_err();
+    let err = c.on_pull_response(served(&huge), &mut local).unwrap_err();
     assert_eq!(err.code().as_str(), "invalid_data");
     assert_eq!((c.base_version(), &local), (1, &g.head));
 }
@@ -378,11 +365,7 @@ fn forget_takes_back_exactly_the_queued_deltas_the_reference_holds() {
     c.on_push_response(error(409, "stale_base_version"), 0)
         .unwrap();
     let g5 = global(5, 9);
-    let newer = Ok(HttpResponse {
-        status: 200,
-        etag: None,
-        body: store::to_bytes(&g5).unwrap(),
-    });
+    let newer = served(&g5);
     c.on_pull_response(newer, &mut local).unwrap();
     let mut state = c.state().clone();
     assert_eq!(state.queue.len(), 1);

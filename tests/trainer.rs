@@ -1,4 +1,4 @@
-//! The trainer on real data (`../shared/data`): it learns, it is deterministic, it reports
+//! The trainer on real data (the dev fixture in `tests/data`, built from real texts and embeddings): it learns, it is deterministic, it reports
 //! and stops as documented.
 #![cfg(not(target_arch = "wasm32"))]
 

@@ -5,7 +5,7 @@
 // model's weights when it syncs.
 import init, { RewardModel, featurize } from "/pkg/index.js";
 import { CORPUS, TRAIN_TOPICS, EVAL_TOPICS } from "./corpus.js";
-import { USERS, utility, react, rng } from "./users.js";
+import { USERS, rng, pick as pickWith, simulateTurns as simulateUser, agreement as agreementOf } from "./users.js";
 
 const DIM = 384;
 const SHOWN = 4;
@@ -48,12 +48,7 @@ async function guarded(action) {
 
 const embed = (answers) => featurize(answers.map((a) => a.text), DIM);
 
-function pick(list, n, draw = random) {
-  const pool = [...list];
-  const out = [];
-  while (out.length < n && pool.length) out.push(pool.splice(Math.floor(draw() * pool.length), 1)[0]);
-  return out;
-}
+const pick = (list, n) => pickWith(list, n, random);
 
 function refreshStats() {
   if (!rm) return;
@@ -212,46 +207,12 @@ async function sync() {
 // ---- the simulated user --------------------------------------------------------------------
 
 /** How often `model`'s top answer is one the user likes best, on never-trained prompts. */
-async function agreement(user, model = rm, options = undefined) {
-  const draw = rng(7);
-  let agree = 0;
-  let total = 0;
-  for (const topic of EVAL_TOPICS) {
-    for (let k = 0; k < 6; k++) {
-      const shown = pick(topic.answers, SHOWN, draw);
-      const scores = await model.score(embed(shown), options);
-      const top = scores.indexOf(Math.max(...scores));
-      const best = Math.max(...shown.map((a) => utility(user, a)));
-      agree += utility(user, shown[top]) === best ? 1 : 0;
-      total += 1;
-    }
-  }
-  return agree / total;
-}
+const agreement = (user, model = rm, options = undefined) =>
+  agreementOf(model, user, { topics: EVAL_TOPICS, draws: 6, embed, shown: SHOWN, options });
 
 /** `user` reacts to SIMULATED_TURNS turns shown in `model`'s order; each reaction is observed. */
-async function simulateTurns(user, model, draw) {
-  for (let t = 0; t < SIMULATED_TURNS; t++) {
-    const topic = TRAIN_TOPICS[t % TRAIN_TOPICS.length];
-    const shown = pick(topic.answers, SHOWN, draw);
-    // Shown in the model's current order, as a user would see them.
-    const scores = await model.score(embed(shown));
-    const order = shown.map((a, i) => [a, scores[i]]).sort((x, y) => y[1] - x[1]).map(([a]) => a);
-    const reactions = react(user, order, draw);
-    const id = `sim-${user}-${Date.now()}-${t}`;
-    for (const [position, answer] of order.entries()) {
-      await model.observe({
-        id: answer.id,
-        turn: id,
-        embedding: embed([answer]),
-        shown: { position, candidates: SHOWN },
-        events: reactions[position].events,
-        dwellMs: reactions[position].dwellMs,
-        length: answer.text.length,
-      });
-    }
-  }
-}
+const simulateTurns = (user, model, draw) =>
+  simulateUser(model, user, { turns: SIMULATED_TURNS, topics: TRAIN_TOPICS, embed, draw, tag: `sim-${user}-${Date.now()}`, shown: SHOWN });
 
 async function simulate() {
   const user = $("sim-user").value;
@@ -270,18 +231,27 @@ async function simulate() {
 const percent = (v) => `${(100 * v).toFixed(0)}%`;
 
 /**
- * Both simulated users, each in a model of its own (in memory, beside the page's model): each
- * starts from the shared model, trains on its own feedback, then both sync. The table shows each
+ * Both simulated users, each in a model of its own (in memory, beside the page's model, with
+ * the basis design): each starts from their shared model, trains on its own feedback, then both sync. The table shows each
  * user's agreement after its local training and after the sync (its personal part on the merged
  * shared model), the shared model's alone, and how much of the score is personal.
  */
 async function simulateBoth() {
   const rows = [];
-  const options = { url: location.origin, token: syncToken ?? "", model: "demo" };
+  // A shared model of their own on the server ("demo-users", made by www/serve.mjs), with a
+  // hidden layer: the taste basis each user's personal coefficients read.
+  const options = { url: location.origin, token: syncToken ?? "", model: "demo-users" };
   const users = Object.keys(USERS).map((user) => ({ user }));
   $("both-status").textContent = "training both users…";
   for (const [i, u] of users.entries()) {
-    u.rm = await RewardModel.open({ name: `sim-${u.user}`, persist: false, dim: DIM, hidden: [], backend: "cpu" });
+    u.rm = await RewardModel.open({
+      name: `sim-${u.user}`,
+      persist: false,
+      dim: DIM,
+      hidden: [16],
+      personalization: "basis",
+      backend: "cpu",
+    });
     await u.rm.sync(options);
     await simulateTurns(u.user, u.rm, rng(21 + i));
     await u.rm.train({ objective: $("objective").value, epochs: Number($("epochs").value) });

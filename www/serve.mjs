@@ -16,6 +16,10 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MODEL = "demo";
 /** The page's model (www/app.js): the server's starting global has the same head. */
 export const DEMO_SPEC = { dim: 384, hidden: [], seed: 0 };
+// The shared model of the page's "Both users and sync" panel: a hidden layer, the taste basis
+// the two users' personal parts (`personalization: "basis"`) read.
+const USERS_MODEL = "demo-users";
+export const USERS_SPEC = { dim: 384, hidden: [16], seed: 0 };
 const TYPES = {
   ".html": "text/html; charset=utf-8",
   ".js": "text/javascript; charset=utf-8",
@@ -56,21 +60,21 @@ export async function startSyncServer(bin, db, extraArgs = []) {
   return { child, url };
 }
 
-/** Creates the demo model on the sync server unless it is there already. */
-async function ensureModel(syncUrl, adminToken) {
-  const meta = await fetch(`${syncUrl}/v1/models/${MODEL}/meta`, {
+/** Creates the model `name` of `spec` on the sync server unless it is there already. */
+async function ensureModel(syncUrl, adminToken, name, spec) {
+  const meta = await fetch(`${syncUrl}/v1/models/${name}/meta`, {
     headers: { authorization: `Bearer ${adminToken}` },
   });
   if (meta.status === 200) return;
   const pkg = await import(pathToFileURL(join(ROOT, "pkg/index.js")).href);
   pkg.initSync({ module: readFileSync(join(ROOT, "pkg", pkg.wasmFileName())) });
-  const rm = await pkg.RewardModel.open({ persist: false, backend: "cpu", ...DEMO_SPEC });
-  const put = await fetch(`${syncUrl}/v1/models/${MODEL}`, {
+  const rm = await pkg.RewardModel.open({ persist: false, backend: "cpu", ...spec });
+  const put = await fetch(`${syncUrl}/v1/models/${name}`, {
     method: "PUT",
     headers: { authorization: `Bearer ${adminToken}` },
     body: rm.exportWeights(),
   });
-  if (put.status >= 300) throw new Error(`creating the demo model: ${put.status} ${await put.text()}`);
+  if (put.status >= 300) throw new Error(`creating the model ${name}: ${put.status} ${await put.text()}`);
 }
 
 function proxy(req, res, syncUrl) {
@@ -118,7 +122,8 @@ export async function startDemo({ server, db, port = 0 }) {
   // Every push closes a round, so that a Sync click shows the merged version at once.
   const sync = await startSyncServer(server, db, ["--round-updates", "1"]);
   try {
-    await ensureModel(sync.url, adminToken);
+    await ensureModel(sync.url, adminToken, MODEL, DEMO_SPEC);
+    await ensureModel(sync.url, adminToken, USERS_MODEL, USERS_SPEC);
   } catch (e) {
     sync.child.kill("SIGTERM");
     throw e;

@@ -50,3 +50,58 @@ export function react(user, shown, random) {
     dwellMs: Math.round(1000 + 3000 * random() + (i === chosen ? 4000 : 0)),
   }));
 }
+
+/** `n` distinct items of `list`, drawn with `draw`. */
+export function pick(list, n, draw) {
+  const pool = [...list];
+  const out = [];
+  while (out.length < n && pool.length) out.push(pool.splice(Math.floor(draw() * pool.length), 1)[0]);
+  return out;
+}
+
+/**
+ * `user` reacts to `turns` turns of `shown` answers to `topics` (in turn), shown in `model`'s
+ * current order as a user would see them; every reaction goes through `model.observe`.
+ * `embed(answers)` gives the answers' embeddings; turn ids are `${tag}-${t}`.
+ */
+export async function simulateTurns(model, user, { turns, topics, embed, draw, tag, shown = 4 }) {
+  for (let t = 0; t < turns; t++) {
+    const topic = topics[t % topics.length];
+    const answers = pick(topic.answers, shown, draw);
+    const scores = await model.score(embed(answers));
+    const order = answers.map((a, i) => [a, scores[i]]).sort((x, y) => y[1] - x[1]).map(([a]) => a);
+    const reactions = react(user, order, draw);
+    for (const [position, answer] of order.entries()) {
+      await model.observe({
+        id: answer.id,
+        turn: `${tag}-${t}`,
+        embedding: embed([answer]),
+        shown: { position, candidates: shown },
+        events: reactions[position].events,
+        dwellMs: reactions[position].dwellMs,
+        length: answer.text.length,
+      });
+    }
+  }
+}
+
+/**
+ * How often `model`'s top answer is one `user` likes best: `draws` draws of `shown` answers per
+ * topic, the same draws for every model (a fixed seed). `options` go to `model.score`.
+ */
+export async function agreement(model, user, { topics, draws, embed, shown = 4, options }) {
+  const draw = rng(7);
+  let agree = 0;
+  let total = 0;
+  for (const topic of topics) {
+    for (let k = 0; k < draws; k++) {
+      const answers = pick(topic.answers, shown, draw);
+      const scores = await model.score(embed(answers), options);
+      const top = scores.indexOf(Math.max(...scores));
+      const best = Math.max(...answers.map((a) => utility(user, a)));
+      agree += utility(user, answers[top]) === best ? 1 : 0;
+      total += 1;
+    }
+  }
+  return agree / total;
+}

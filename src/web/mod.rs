@@ -202,24 +202,8 @@ impl Inner {
             .dyn_ref::<Uint8Array>()
             .ok_or_else(|| Error::CorruptWeights("weights must be a Uint8Array".into()))?
             .to_vec();
-        let (weights, _guard) = self.begin("importWeights", |m| {
-            let mut weights = m.importable(&bytes)?;
-            // A file without a personal part (a global model, an older export) keeps this
-            // user's: what is stored is what will be installed.
-            weights.personal = match weights.personal.take() {
-                None => m.weights().personal.clone(),
-                Some(p) if p.kind == self.spec.personalization => Some(p),
-                Some(p) => {
-                    return Err(Error::IncompatibleWeights(format!(
-                        "the weights hold a '{}' personal part; this model's personalization \
-                         is '{}'",
-                        p.kind.name(),
-                        self.spec.personalization.name()
-                    )))
-                }
-            };
-            Ok(weights)
-        })?;
+        // What is stored is what will be installed (the user's personal part kept).
+        let (weights, _guard) = self.begin("importWeights", |m| m.importable(&bytes))?;
         if let Some(s) = &self.storage {
             let bytes = store::to_bytes(&weights)?;
             let commit = Commit {
@@ -270,21 +254,28 @@ impl Inner {
         let bytes = fresh.export_weights()?;
         // Starting over starts sync over too: the fresh weights are the new reference.
         let sync = SyncState::fresh(fresh.weights().clone());
-        if let Some(s) = &self.storage {
-            let commit = Commit {
-                model: Some((&self.spec, &bytes)),
-                drop_all: true,
-                sync: Some(&sync),
-                ..Commit::default()
-            };
-            s.commit(&self.name, commit).await?;
-        }
+        self.store_replacing(&bytes, &sync).await?;
         *self.sync.borrow_mut() = sync;
         self.with(|m| {
             let device = m.device().clone();
             *m = Model::new(&self.spec, device)?;
             Ok(())
         })
+    }
+
+    /// Stores new weights and sync state and drops every pending observation, in one
+    /// transaction (`reset` and `forget`).
+    async fn store_replacing(&self, weights: &[u8], sync: &SyncState) -> Result<()> {
+        if let Some(s) = &self.storage {
+            let commit = Commit {
+                model: Some((&self.spec, weights)),
+                drop_all: true,
+                sync: Some(sync),
+                ..Commit::default()
+            };
+            s.commit(&self.name, commit).await?;
+        }
+        Ok(())
     }
 
     /// Forgets the user in one IndexedDB transaction: a zero personal part, no pending
@@ -299,29 +290,12 @@ impl Inner {
                 .map_err(|_| Error::Busy("the sync state is in use by another call".into()))?
                 .clone();
             let shared = sync.forget()?;
-            let mut weights = m.weights().clone();
-            weights.head = shared.head;
-            weights.exposure_head = None;
-            if let Some(p) = &weights.personal {
-                weights.personal = Some(Personal::new(p.kind, &weights.head.config)?);
-            }
-            Ok((weights, sync))
+            Ok((m.forgotten(shared.head)?, sync))
         })?;
-        if let Some(s) = &self.storage {
-            let bytes = store::to_bytes(&weights)?;
-            let commit = Commit {
-                model: Some((&self.spec, &bytes)),
-                drop_all: true,
-                sync: Some(&sync),
-                ..Commit::default()
-            };
-            s.commit(&self.name, commit).await?;
-        }
+        self.store_replacing(&store::to_bytes(&weights)?, &sync)
+            .await?;
         *self.sync.borrow_mut() = sync;
-        self.with(|m| {
-            m.replace_weights(weights)?;
-            m.forget()
-        })
+        self.with(|m| m.install_forgotten(weights))
     }
 }
 

@@ -90,21 +90,7 @@ test("training on a simulated user's copies makes the ranking agree with their t
     return ok / pairs;
   };
   const before = await agree();
-  for (let p = 0; p < pairs; p++) {
-    const a = emb.subarray(2 * p * DIM, (2 * p + 1) * DIM);
-    const b = emb.subarray((2 * p + 1) * DIM, (2 * p + 2) * DIM);
-    const winner = utility(a) > utility(b) ? 0 : 1;
-    for (const k of [0, 1]) {
-      await rm.observe({
-        id: `p${p}-${k}`,
-        turn: `p${p}`,
-        embedding: k === 0 ? a : b,
-        shown: { position: k, candidates: 2 },
-        events: k === winner ? ["copy"] : [],
-        dwellMs: k === winner ? 8000 : 1500,
-      });
-    }
-  }
+  await observePairs(rm, taste, emb, "p");
   assert.equal(rm.stats().pending, 2 * pairs);
   const progress = [];
   const result = await rm.train({ objective: "pairwise", epochs: 8, onProgress: (p) => { progress.push(p); } });
@@ -153,21 +139,21 @@ test("bad input is refused with its code and the model stays usable", async () =
   await rejectsWith(rm.score(x), "closed");
 });
 
-/** `pairs` turns of two answers; the user copies the one closer to its `taste` direction. */
-async function observePairs(rm, taste, pairs, seed) {
+/** Turns of two answers (consecutive rows of `emb`); the user copies the one closer to its `taste`. */
+async function observePairs(rm, taste, emb, tag) {
   const utility = (e) => e.reduce((s, v, i) => s + v * taste[i], 0);
-  const emb = randomFloats(pairs * 2 * DIM, seed);
-  for (let p = 0; p < pairs; p++) {
+  for (let p = 0; p < emb.length / (2 * DIM); p++) {
     const a = emb.subarray(2 * p * DIM, (2 * p + 1) * DIM);
     const b = emb.subarray((2 * p + 1) * DIM, (2 * p + 2) * DIM);
     const winner = utility(a) > utility(b) ? 0 : 1;
     for (const k of [0, 1]) {
       await rm.observe({
-        id: `s${seed}-${p}-${k}`,
-        turn: `s${seed}-${p}`,
+        id: `${tag}${p}-${k}`,
+        turn: `${tag}${p}`,
         embedding: k === 0 ? a : b,
         shown: { position: k, candidates: 2 },
         events: k === winner ? ["copy"] : [],
+        dwellMs: k === winner ? 8000 : 1500,
       });
     }
   }
@@ -176,7 +162,7 @@ async function observePairs(rm, taste, pairs, seed) {
 test("the personal part: scored with the shared one, exported, imported, forgotten", async () => {
   const rm = await RewardModel.open({ dim: DIM, hidden: [16], seed: 2 });
   assert.deepEqual(rm.stats().personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });
-  await observePairs(rm, randomFloats(DIM, 41), 120, 3);
+  await observePairs(rm, randomFloats(DIM, 41), randomFloats(120 * 2 * DIM, 3), "s3-");
   await rm.train({ objective: "pairwise", epochs: 6 });
   const stats = rm.stats().personal;
   assert.equal(stats.kind, "residual");
@@ -214,7 +200,7 @@ test("the personal part: scored with the shared one, exported, imported, forgott
   await rejectsWith(global.importWeights(bytes), "incompatible_weights");
 
   // Forget: a zero personal part, no pending observations; scores are the shared model's.
-  await observePairs(rm, randomFloats(DIM, 42), 5, 4);
+  await observePairs(rm, randomFloats(DIM, 42), randomFloats(5 * 2 * DIM, 4), "s4-");
   assert.equal(rm.stats().pending, 10);
   await rm.forget();
   assert.equal(rm.stats().pending, 0);
@@ -232,11 +218,11 @@ test("personalization options and calls refuse bad input with their codes, chang
   const basis = await RewardModel.open({ dim: DIM, hidden: [8], personalization: "basis" });
   assert.equal(basis.stats().personal.kind, "basis");
   const none = await RewardModel.open({ dim: DIM, hidden: [8], personalization: "none" });
-  await observePairs(none, randomFloats(DIM, 43), 4, 5);
+  await observePairs(none, randomFloats(DIM, 43), randomFloats(4 * 2 * DIM, 5), "s5-");
   await rejectsWith(none.train({ parts: "personal" }), "invalid_config");
 
   const rm = await RewardModel.open({ dim: DIM, hidden: [8], personalization: "mix" });
-  await observePairs(rm, randomFloats(DIM, 44), 4, 6);
+  await observePairs(rm, randomFloats(DIM, 44), randomFloats(4 * 2 * DIM, 6), "s6-");
   const x = randomFloats(3 * DIM, 7);
   const before = await rm.score(x);
   const weights = rm.exportWeights();

@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
 import { initSync, RewardModel, featurize } from "../../pkg/index.js";
-import { CORPUS, TRAIN_TOPICS, EVAL_TOPICS } from "../../www/corpus.js";
-import { react, rng, utility } from "../../www/users.js";
+import { CORPUS, TRAIN_TOPICS } from "../../www/corpus.js";
+import { agreement as agreementOf, rng, simulateTurns } from "../../www/users.js";
 import { parseSafetensors } from "./lib/reference.mjs";
 import { startServer } from "./lib/sync-server.mjs";
 
@@ -49,34 +49,9 @@ const embed = (answers) => featurize(answers.map((a) => a.text), DIM);
 const open = () => RewardModel.open({ persist: false, dim: DIM, hidden: [16], seed: 0, personalization: "basis" });
 const taste = (u) => (u % 2 === 0 ? "terse-coder" : "friendly-explainer");
 
-function pick(list, n, draw) {
-  const pool = [...list];
-  const out = [];
-  while (out.length < n && pool.length) out.push(pool.splice(Math.floor(draw() * pool.length), 1)[0]);
-  return out;
-}
-
 /** `turns` turns of `user`'s reactions to answers shown in the model's order, then a train call. */
 async function live(rm, user, turns, seed, tag) {
-  const draw = rng(seed);
-  for (let t = 0; t < turns; t++) {
-    const topic = TRAIN_TOPICS[Math.floor(draw() * TRAIN_TOPICS.length)];
-    const shown = pick(topic.answers, SHOWN, draw);
-    const scores = await rm.score(embed(shown));
-    const order = shown.map((a, i) => [a, scores[i]]).sort((x, y) => y[1] - x[1]).map(([a]) => a);
-    const reactions = react(user, order, draw);
-    for (const [position, answer] of order.entries()) {
-      await rm.observe({
-        id: answer.id,
-        turn: `${tag}-${t}`,
-        embedding: embed([answer]),
-        shown: { position, candidates: SHOWN },
-        events: reactions[position].events,
-        dwellMs: reactions[position].dwellMs,
-        length: answer.text.length,
-      });
-    }
-  }
+  await simulateTurns(rm, user, { turns, topics: TRAIN_TOPICS, embed, draw: rng(seed), tag, shown: SHOWN });
   return rm.train({ epochs: 5 });
 }
 
@@ -86,22 +61,7 @@ async function live(rm, user, turns, seed, tag) {
  * not only the demo's four unseen ones: with four prompts, one more training call moves a
  * user's figure by up to ±8 points, which would drown the effect of a sync.
  */
-async function agreement(rm, user, options) {
-  const draw = rng(7);
-  let agree = 0;
-  let total = 0;
-  for (const topic of CORPUS) {
-    for (let k = 0; k < 12; k++) {
-      const shown = pick(topic.answers, SHOWN, draw);
-      const scores = await rm.score(embed(shown), options);
-      const top = scores.indexOf(Math.max(...scores));
-      const best = Math.max(...shown.map((a) => utility(user, a)));
-      agree += utility(user, shown[top]) === best ? 1 : 0;
-      total += 1;
-    }
-  }
-  return agree / total;
-}
+const agreement = (rm, user, options) => agreementOf(rm, user, { topics: CORPUS, draws: 12, embed, shown: SHOWN, options });
 
 /** Eight consecutive non-zero floats of each personal tensor of exported weights, as bytes. */
 function personalSamples(bytes) {
@@ -123,7 +83,6 @@ function contains(haystack, needle) {
 }
 
 test("eight users of two opposite tastes sync for rounds and each keeps its own taste", { timeout: 900_000 }, async () => {
-  assert.ok(TRAIN_TOPICS.length + EVAL_TOPICS.length === CORPUS.length);
   const users = [];
   for (let u = 0; u < USERS; u++) users.push({ rm: await open(), taste: taste(u), token: server.token(`user${u}`) });
   await server.putModel(MODEL, users[0].rm.exportWeights());
