@@ -384,7 +384,11 @@ fn an_import_keeps_the_users_part_unless_it_brings_one_of_its_own_kind() {
     let mut plain = model(Personalization::None);
     let with_part = store::to_bytes(&before).unwrap();
     assert_eq!(
-        plain.import_weights(&with_part).unwrap_err().code().as_str(),
+        plain
+            .import_weights(&with_part)
+            .unwrap_err()
+            .code()
+            .as_str(),
         "incompatible_weights"
     );
     assert!(plain.weights().personal.is_none());
