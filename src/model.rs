@@ -216,6 +216,15 @@ impl TrainJob {
         mut between_epochs: impl FnMut() -> Y,
     ) -> Result<TrainOutcome> {
         let device = &self.device;
+        // One progress scale for the whole call: the personal runs, then the shared one.
+        let epochs = self.config.epochs.max(1) as f64;
+        let personal_runs = match (&self.personal, self.parts.personal()) {
+            (Some(p), true) => personal::planned_runs(p, self.val.is_some()),
+            _ => 0,
+        } as f64;
+        let total = (personal_runs + self.parts.shared() as u8 as f64) * epochs;
+        let personal_span = personal_runs * epochs / total.max(1.0);
+        let mut cancelled = false;
         // The personal part first, on the shared scores as they are: what it learns is the
         // user's own, and the shared part then learns the rest.
         let personal = match (&self.personal, self.parts.personal()) {
@@ -237,12 +246,26 @@ impl TrainJob {
                     config: &self.config,
                     pull: self.personal_pull,
                 };
-                Some(personal::train(device, p, &run, &mut between_epochs).await?)
+                let mut scaled = |e: &EpochReport| {
+                    progress(&EpochReport {
+                        fraction: e.fraction * personal_span,
+                        ..e.clone()
+                    })
+                };
+                let out =
+                    personal::train(device, p, &run, &mut scaled, &mut between_epochs).await?;
+                cancelled = out.cancelled;
+                Some(out.personal)
             }
             (p, _) => p.clone(),
         };
-        if !self.parts.shared() {
-            let report = trainer::TrainReport::default();
+        // A stop asked for during the personal phase keeps what it trained and leaves the
+        // shared head as it was.
+        if !self.parts.shared() || cancelled {
+            let report = trainer::TrainReport {
+                cancelled,
+                ..Default::default()
+            };
             return Ok(TrainOutcome {
                 report,
                 head: self.head,
@@ -277,7 +300,13 @@ impl TrainJob {
             val: val.as_ref(),
             config: &self.config,
         };
-        let trained = trainer::train_async(device, &request, progress, between_epochs).await?;
+        let mut scaled = |e: &EpochReport| {
+            progress(&EpochReport {
+                fraction: personal_span + e.fraction * (1.0 - personal_span),
+                ..e.clone()
+            })
+        };
+        let trained = trainer::train_async(device, &request, &mut scaled, between_epochs).await?;
         let head = match (&personal, &folded) {
             (Some(p), Some(_)) => p.unfold(&trained.head),
             _ => trained.head,

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::feedback::Examples;
 use crate::head::{Head, HeadConfig};
 use crate::objective::ObjectiveConfig;
-use crate::trainer::{self, TrainConfig, TrainRequest};
+use crate::trainer::{self, EpochReport, TrainConfig, TrainRequest, TrainedPart};
 
 /// Blends of the shared score a user may get, from "ignore the crowd" to "the crowd plus a
 /// residual". Held-out losses are kept per candidate, in this order.
@@ -266,16 +266,36 @@ pub struct PersonalRun<'a> {
     pub pull: f64,
 }
 
+/// How many training runs [`train`] makes for `personal`: one per candidate blend where the
+/// blend adapts and held-out turns exist, else one (a host's progress bar counts them).
+pub fn planned_runs(personal: &Personal, has_val: bool) -> usize {
+    if personal.kind.trains_on_offsets() && personal.kind.adapts_blend() && has_val {
+        BLEND_CANDIDATES.len()
+    } else {
+        1
+    }
+}
+
+/// What [`train`] returns: the new part, and whether `progress` asked to stop (the part then
+/// holds what the runs trained before the stop).
+pub struct PersonalOutcome {
+    pub personal: Personal,
+    pub cancelled: bool,
+}
+
 /// Trains `personal` on `run` on `device` and returns the new part: one run per candidate
 /// blend where the blend adapts and held-out turns exist, else one run at the current blend.
-/// `between_epochs` lets the host yield after each epoch, as in the shared run (a page stays
-/// responsive, and can be reloaded, while the personal part trains).
+/// `progress` hears every epoch (marked [`TrainedPart::Personal`], `fraction` over all the
+/// runs) and may stop the training; `between_epochs` lets the host yield after each epoch, as
+/// in the shared run (a page stays responsive, and can be reloaded, while the personal part
+/// trains).
 pub async fn train<Y: std::future::Future<Output = ()>>(
     device: &Device,
     personal: &Personal,
     run: &PersonalRun<'_>,
+    progress: trainer::Progress<'_>,
     between_epochs: &mut impl FnMut() -> Y,
-) -> Result<Personal> {
+) -> Result<PersonalOutcome> {
     if !(run.pull.is_finite() && run.pull >= 0.0) {
         return Err(Error::InvalidConfig(format!(
             "personal pull = {} must be a finite number ≥ 0",
@@ -286,13 +306,14 @@ pub async fn train<Y: std::future::Future<Output = ()>>(
     config.optimizer.weight_decay = run.pull;
     let val = run.val.zip(run.shared_val);
     if !personal.kind.trains_on_offsets() {
-        return train_mix(device, personal, run, &config, between_epochs).await;
+        return train_mix(device, personal, run, &config, progress, between_epochs).await;
     }
-    let candidates: Vec<usize> = if personal.kind.adapts_blend() && val.is_some() {
+    let candidates: Vec<usize> = if planned_runs(personal, val.is_some()) > 1 {
         (0..BLEND_CANDIDATES.len()).collect()
     } else {
         vec![blend_index(personal.blend)]
     };
+    let mut cancelled = false;
     let mut best: Option<(f64, Personal)> = None;
     let mut blend_loss = personal.blend_loss.clone();
     let mut trained = Vec::new();
@@ -307,7 +328,7 @@ pub async fn train<Y: std::future::Future<Output = ()>>(
     let val_base = val
         .map(|(v, s)| on_features(v).map(|v| (v, s)))
         .transpose()?;
-    for &c in &candidates {
+    for (i, &c) in candidates.iter().enumerate() {
         let a = BLEND_CANDIDATES[c];
         let scaled = |s: &[f32]| s.iter().map(|v| a * v).collect::<Vec<f32>>();
         let train_set = train_base.clone().with_offset(scaled(run.shared_train));
@@ -321,7 +342,7 @@ pub async fn train<Y: std::future::Future<Output = ()>>(
         let out = trainer::train_async(
             device,
             &request,
-            &mut |_| std::ops::ControlFlow::Continue(()),
+            &mut |e| progress(&as_personal(e, i, candidates.len())),
             &mut *between_epochs,
         )
         .await?;
@@ -330,10 +351,15 @@ pub async fn train<Y: std::future::Future<Output = ()>>(
             .epochs
             .get(out.report.best_epoch.saturating_sub(1))
             .and_then(|e| e.val_loss);
+        trained.push((c, out.head));
+        if out.report.cancelled {
+            // A run cut short says nothing fair about its blend: its loss is not kept.
+            cancelled = true;
+            break;
+        }
         if let (Some(l), Some(v)) = (held_out, &val_set) {
             blend_loss[c] += l * v.len() as f64;
         }
-        trained.push((c, out.head));
     }
     for (c, head) in trained {
         let score = if candidates.len() > 1 {
@@ -355,7 +381,20 @@ pub async fn train<Y: std::future::Future<Output = ()>>(
     }
     let (_, mut next) = best.expect("at least one candidate");
     next.blend_loss = blend_loss;
-    finish(next, run)
+    Ok(PersonalOutcome {
+        personal: finish(next, run)?,
+        cancelled,
+    })
+}
+
+/// The trainer's report of run `run` of `runs`, as a personal epoch of the whole phase.
+fn as_personal(e: &EpochReport, run: usize, runs: usize) -> EpochReport {
+    let per_run = e.epochs.max(1) as f64;
+    EpochReport {
+        part: TrainedPart::Personal,
+        fraction: (run as f64 * per_run + e.epoch as f64) / (runs.max(1) as f64 * per_run),
+        ..e.clone()
+    }
 }
 
 /// `mix`: one run of the user's own model on its feedback alone, then the blend whose
@@ -365,8 +404,9 @@ async fn train_mix<Y: std::future::Future<Output = ()>>(
     personal: &Personal,
     run: &PersonalRun<'_>,
     config: &TrainConfig,
+    progress: trainer::Progress<'_>,
     between_epochs: &mut impl FnMut() -> Y,
-) -> Result<Personal> {
+) -> Result<PersonalOutcome> {
     let mut request = TrainRequest::new(&personal.head, run.objective, run.train, config);
     if let Some(v) = run.val {
         request = request.with_val(v);
@@ -374,7 +414,7 @@ async fn train_mix<Y: std::future::Future<Output = ()>>(
     let out = trainer::train_async(
         device,
         &request,
-        &mut |_| std::ops::ControlFlow::Continue(()),
+        &mut |e| progress(&as_personal(e, 0, 1)),
         &mut *between_epochs,
     )
     .await?;
@@ -407,15 +447,18 @@ async fn train_mix<Y: std::future::Future<Output = ()>>(
     } else {
         personal.blend
     };
-    finish(
-        Personal {
-            head: out.head,
-            blend,
-            blend_loss,
-            ..personal.clone()
-        },
-        run,
-    )
+    Ok(PersonalOutcome {
+        personal: finish(
+            Personal {
+                head: out.head,
+                blend,
+                blend_loss,
+                ..personal.clone()
+            },
+            run,
+        )?,
+        cancelled: out.report.cancelled,
+    })
 }
 
 /// Counts the run's examples and measures the personal share of the score on its rows.

@@ -9,7 +9,7 @@ mod batches;
 mod report;
 mod request;
 
-pub use report::{EpochReport, TrainReport, Trained};
+pub use report::{EpochReport, TrainReport, Trained, TrainedPart};
 pub use request::{TrainConfig, TrainRequest};
 
 use std::ops::ControlFlow;
@@ -191,6 +191,8 @@ pub async fn train_async<Y: std::future::Future<Output = ()>>(
             train_loss: outcome.train_loss,
             val_loss,
             effective_sample_size: ess,
+            part: TrainedPart::Shared,
+            fraction: epoch as f64 / config.epochs.max(1) as f64,
         };
         report.epochs.push(epoch_report.clone());
         let flow = progress(&epoch_report);

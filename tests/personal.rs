@@ -393,3 +393,95 @@ fn an_import_keeps_the_users_part_unless_it_brings_one_of_its_own_kind() {
     );
     assert!(plain.weights().personal.is_none());
 }
+
+/// One progress scale for a call that trains both parts: the personal runs (one per
+/// candidate blend, as held-out turns exist) report first, then the shared run, and the
+/// fraction climbs to 1 over all of them.
+#[test]
+fn progress_runs_through_the_personal_phase_then_the_shared_one() {
+    use tacit_rm::trainer::TrainedPart;
+    let mut m = model(Personalization::Residual);
+    for o in turns(1.0, 40, 11) {
+        m.observe(o).unwrap();
+    }
+    let opts = TrainOptions {
+        epochs: 4,
+        patience: 100,
+        ..TrainOptions::default()
+    };
+    let job = m.prepare_training(&opts).unwrap();
+    let mut seen = Vec::new();
+    let out = pollster::block_on(job.run(
+        &mut |e| {
+            seen.push((e.part, e.fraction));
+            ControlFlow::Continue(())
+        },
+        || std::future::ready(()),
+    ))
+    .unwrap();
+    let personal = seen
+        .iter()
+        .filter(|(p, _)| *p == TrainedPart::Personal)
+        .count();
+    assert_eq!(personal, 4 * BLEND_CANDIDATES.len(), "{seen:?}");
+    assert_eq!(
+        seen.len(),
+        personal + 4,
+        "then four shared epochs: {seen:?}"
+    );
+    assert!(
+        seen[..personal]
+            .iter()
+            .all(|(p, _)| *p == TrainedPart::Personal),
+        "personal first: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1].1 > w[0].1) && seen[0].1 > 0.0,
+        "increasing: {seen:?}"
+    );
+    let last = seen.last().unwrap().1;
+    assert!((last - 1.0).abs() < 1e-12, "ends at 1: {last}");
+    let expected = personal as f64 / seen.len() as f64;
+    assert!(
+        (seen[personal - 1].1 - expected).abs() < 1e-12,
+        "the personal phase's share of the bar is its share of the epochs: {seen:?}"
+    );
+    assert!(!out.report.cancelled);
+}
+
+/// A stop asked for while the personal part trains ends the call there: the personal part
+/// keeps what it learned, the shared head is untouched, and the report says cancelled.
+#[test]
+fn a_stop_in_the_personal_phase_leaves_the_shared_head_as_it_was() {
+    let mut m = model(Personalization::Residual);
+    for o in turns(1.0, 40, 12) {
+        m.observe(o).unwrap();
+    }
+    let shared_before = m.weights().head.clone();
+    let personal_before = m.weights().personal.clone().unwrap();
+    let opts = TrainOptions {
+        epochs: 4,
+        patience: 100,
+        ..TrainOptions::default()
+    };
+    let job = m.prepare_training(&opts).unwrap();
+    let mut calls = 0;
+    let out = pollster::block_on(job.run(
+        &mut |_| {
+            calls += 1;
+            if calls == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+        || std::future::ready(()),
+    ))
+    .unwrap();
+    assert_eq!(calls, 2, "no epoch after the stop");
+    assert!(out.report.cancelled);
+    m.apply(&out);
+    assert_eq!(m.weights().head, shared_before, "shared head untouched");
+    let after = m.weights().personal.clone().unwrap();
+    assert_ne!(after.head, personal_before.head, "the personal part moved");
+}

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::feedback::events::{Event, Shown};
 use crate::feedback::log::LoggedObservation;
 use crate::feedback::{Examples, Pair};
-use crate::head::{Head, HeadConfig};
+use crate::head::{Activation, Head, HeadConfig};
 use crate::model::{self, ModelSpec, Parts, RewardModel, TrainOptions};
 use crate::objective::{ObjectiveConfig, ObjectiveKind};
 use crate::personal::Personalization;
@@ -271,6 +271,8 @@ pub struct UsersConfig {
     /// Share of item groups held out for testing.
     pub test_fraction: f64,
     pub hidden: Vec<usize>,
+    /// Non-linearity of the hidden layers (the `basis` system's included).
+    pub activation: Activation,
     /// The hidden width of the `basis` system's shared head when `hidden` is empty.
     pub basis_width: usize,
     pub objective: ObjectiveKind,
@@ -293,6 +295,7 @@ impl Default for UsersConfig {
             new_user_turns: vec![0, 5, 10, 20, 40],
             test_fraction: 0.3,
             hidden: Vec::new(),
+            activation: Activation::Relu,
             basis_width: 32,
             objective: ObjectiveKind::Implicit,
             train: TrainOptions {
@@ -357,10 +360,10 @@ impl UsersConfig {
         ModelSpec {
             dim: data.emb.ncols(),
             hidden,
+            activation: self.activation,
             objective: self.objective,
             seed,
             personalization,
-            ..ModelSpec::default()
         }
     }
 }
@@ -620,6 +623,7 @@ fn oracle(
     }
     let head_cfg = HeadConfig {
         outputs: 1,
+        activation: cfg.activation,
         ..HeadConfig::new(data.emb.ncols(), &cfg.hidden)
     };
     let head = Head::init(&head_cfg, seed)?;

@@ -13,7 +13,7 @@ use crate::head::Activation;
 use crate::model::{ModelSpec, TrainOptions};
 use crate::objective::ObjectiveKind;
 use crate::personal::Personalization;
-use crate::trainer::{EpochReport, TrainReport};
+use crate::trainer::{EpochReport, TrainReport, TrainedPart};
 
 /// Which backend to run on: the probe's choice, or a forced one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -231,7 +231,9 @@ pub struct ProgressEvent {
     pub train_loss: f64,
     pub val_loss: Option<f64>,
     pub effective_sample_size: f64,
-    /// Fraction of the requested epochs done, for a progress bar.
+    /// Which part this epoch trained: the personal runs come first, then the shared one.
+    pub part: TrainedPart,
+    /// Share of the whole call's planned epochs done (both parts), for a progress bar.
     pub fraction: f64,
 }
 
@@ -243,7 +245,8 @@ impl From<&EpochReport> for ProgressEvent {
             train_loss: e.train_loss,
             val_loss: e.val_loss,
             effective_sample_size: e.effective_sample_size,
-            fraction: e.epoch as f64 / e.epochs.max(1) as f64,
+            part: e.part,
+            fraction: e.fraction,
         }
     }
 }

@@ -100,7 +100,9 @@ export interface ProgressEvent {
   trainLoss: number;
   valLoss: number | null;
   effectiveSampleSize: number;
-  /** epoch / epochs */
+  /** The part this epoch trained: the personal runs come first, then the shared one. */
+  part: "shared" | "personal";
+  /** Share of the whole call's planned epochs done (both parts), in (0, 1]; for a progress bar. */
   fraction: number;
 }
 

@@ -44,7 +44,8 @@ export async function usage(): Promise<number> {
     epochs: 5,
     onProgress: (p) => {
       const f: number = p.fraction;
-      return f < 2;
+      const part: "shared" | "personal" = p.part;
+      return f < 2 && part !== "shared";
     },
   };
   const result: TrainResult = await rm.train(train);

@@ -388,6 +388,7 @@ fn run_users_eval(a: EvalArgs) -> Result<()> {
         rounds: a.rounds,
         new_user_turns,
         hidden: parse_hidden(&a.hidden)?,
+        activation: Activation::parse(&a.activation)?,
         basis_width: a.basis_width,
         objective: tacit_rm::ObjectiveKind::parse(&a.objective)?,
         train: tacit_rm::model::TrainOptions {
