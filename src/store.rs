@@ -3,9 +3,15 @@
 //! The sync server and the browser package read and write this same format.
 //!
 //! Reading never trusts the file: truncated or corrupt bytes, missing tensors, wrong shapes,
-//! non-finite values and unknown schema versions are typed errors, never panics.
+//! non-finite values and unknown schema versions are typed errors, never panics. Nor does it
+//! accept what a writer never produces ([`strict`]): repeated keys, tensors the metadata does
+//! not describe, counts in a non-canonical spelling.
 
-use std::collections::HashMap;
+pub use strict::parse_count;
+
+mod strict;
+
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use ndarray::{Array1, Array2};
@@ -87,6 +93,16 @@ fn head_tensors(prefix: &str, head: &Head) -> Vec<(String, Vec<usize>, Vec<u8>)>
             ]
         })
         .collect()
+}
+
+/// The tensor names [`head_tensors`] writes for a head of `config`.
+fn tensor_names<'a>(prefix: &'a str, config: &HeadConfig) -> impl Iterator<Item = String> + 'a {
+    (0..config.layer_shapes().len()).flat_map(move |i| {
+        [
+            format!("{prefix}layers.{i}.weight"),
+            format!("{prefix}layers.{i}.bias"),
+        ]
+    })
 }
 
 /// Serialises weights to safetensors bytes.
@@ -235,6 +251,15 @@ fn meta_num<T: std::str::FromStr>(meta: &HashMap<String, String>, key: &str) -> 
         .map_err(|_| Error::CorruptWeights(format!("metadata '{key}' is not a number")))
 }
 
+/// An integer entry, in the one spelling [`to_bytes`] writes.
+fn meta_count<T: TryFrom<u64>>(meta: &HashMap<String, String>, key: &str) -> Result<T> {
+    parse_count(meta_get(meta, key)?)
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            Error::CorruptWeights(format!("metadata '{key}' is not a count in decimal digits"))
+        })
+}
+
 /// Reads an f32 tensor of an exact shape.
 pub(crate) fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let values = read_f32_any(st, name, shape)?;
@@ -324,6 +349,7 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
         .map_err(|e| Error::CorruptWeights(format!("not a readable safetensors file: {e}")))?;
     let (_, header) =
         SafeTensors::read_metadata(bytes).map_err(|e| Error::CorruptWeights(e.to_string()))?;
+    strict::check_unique_keys(bytes)?;
     let meta = header
         .metadata()
         .clone()
@@ -333,7 +359,7 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
             "not a {FORMAT} weights file (metadata 'format' missing or different)"
         )));
     }
-    let schema: u32 = meta_num(&meta, "schema_version")?;
+    let schema: u32 = meta_count(&meta, "schema_version")?;
     if schema != SCHEMA_VERSION {
         return Err(Error::IncompatibleWeights(format!(
             "schema version {schema}, this build reads {SCHEMA_VERSION}"
@@ -342,18 +368,18 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
     let hidden: Vec<usize> = serde_json::from_str(meta_get(&meta, "hidden")?)
         .map_err(|_| Error::CorruptWeights("metadata 'hidden' is not a list of sizes".into()))?;
     let config = HeadConfig {
-        dim: meta_num(&meta, "dim")?,
+        dim: meta_count(&meta, "dim")?,
         hidden,
         activation: Activation::parse(meta_get(&meta, "activation")?)
             .map_err(|e| Error::CorruptWeights(e.to_string()))?,
-        outputs: meta_num(&meta, "outputs")?,
+        outputs: meta_count(&meta, "outputs")?,
     };
     let head = read_head(&st, "", config.clone(), values)?;
     let exposure_head = match meta.get("exposure_dim") {
         Some(_) => Some(read_head(
             &st,
             "exposure.",
-            HeadConfig::new(meta_num(&meta, "exposure_dim")?, &[]),
+            HeadConfig::new(meta_count(&meta, "exposure_dim")?, &[]),
             values,
         )?),
         None => None,
@@ -379,7 +405,7 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
                 )?,
                 blend: meta_num(&meta, "personal_blend")?,
                 blend_loss,
-                examples: meta_num(&meta, "personal_examples")?,
+                examples: meta_count(&meta, "personal_examples")?,
                 share: meta_num(&meta, "personal_share")?,
             };
             p.validate(&config).map_err(|e| match e {
@@ -390,11 +416,19 @@ pub fn parse(bytes: &[u8], values: Values) -> Result<(Weights, HashMap<String, S
         }
         None => None,
     };
+    let mut expected: HashSet<String> = tensor_names("", &head.config).collect();
+    if let Some(e) = &exposure_head {
+        expected.extend(tensor_names("exposure.", &e.config));
+    }
+    if let Some(p) = &personal {
+        expected.extend(tensor_names("personal.", &p.head.config));
+    }
+    strict::check_tensor_names(st.names(), &expected)?;
     let weights = Weights {
         head,
         exposure_head,
         objective,
-        version: meta_num(&meta, "version")?,
+        version: meta_count(&meta, "version")?,
         personal,
     };
     Ok((weights, meta))

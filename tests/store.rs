@@ -218,3 +218,55 @@ fn the_model_refuses_weights_whose_version_js_cannot_hold() {
     model.import_weights(&store::to_bytes(&w).unwrap()).unwrap();
     assert_eq!(model.stats().version, 9_007_199_254_740_991);
 }
+
+#[path = "common/safetensors_edit.rs"]
+mod safetensors_edit;
+
+/// A weights file holds exactly the tensors its metadata describes, each metadata key once,
+/// integers spelled canonically.
+#[test]
+fn weights_are_read_strictly() {
+    let bytes = store::to_bytes(&weights()).unwrap();
+    assert_eq!(store::from_bytes(&bytes).unwrap(), weights());
+    let corrupt = |b: Vec<u8>, what: &str| {
+        let err = store::from_bytes(&b).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_weights", "{what}: {err}");
+    };
+    corrupt(
+        safetensors_edit::with_extra_tensor(&bytes, "layers.9.weight"),
+        "extra layer",
+    );
+    corrupt(
+        safetensors_edit::with_extra_tensor(&bytes, "notes"),
+        "foreign tensor",
+    );
+    corrupt(
+        safetensors_edit::duplicate_metadata(&bytes, "version", "7"),
+        "duplicate version",
+    );
+    corrupt(
+        safetensors_edit::duplicate_metadata(&bytes, "dim", "12"),
+        "duplicate with the same value",
+    );
+    for key in [
+        "version",
+        "dim",
+        "outputs",
+        "exposure_dim",
+        "schema_version",
+    ] {
+        for spelling in ["+5", "007", " 5"] {
+            corrupt(
+                safetensors_edit::set_metadata(&bytes, key, spelling),
+                &format!("{key} {spelling:?}"),
+            );
+        }
+    }
+    // A duplicate tensor entry in the header.
+    let (header, data) = safetensors_edit::split(&bytes);
+    let first = header.find("\"layers.0.bias\":").unwrap();
+    let end = first + header[first..].find('}').unwrap() + 1;
+    let entry = header[first..end].to_string();
+    let dup = header.replacen(&entry, &format!("{entry},{entry}"), 1);
+    corrupt(safetensors_edit::join(&dup, data), "duplicate tensor entry");
+}

@@ -124,3 +124,45 @@ fn extra_metadata_cannot_override_standard_keys() {
     let err = store::to_bytes_with_metadata(&w, &[("dim", "99".into())]).unwrap_err();
     assert_eq!(err.code().as_str(), "invalid_config");
 }
+
+#[path = "common/safetensors_edit.rs"]
+mod safetensors_edit;
+
+/// What a server aggregates must be exactly what the format defines: a tensor it does not
+/// know, a metadata key written twice (a map-based reader keeps one silently) and counts in
+/// a non-canonical spelling ("+5", "00010", " 5") are refused as corrupt.
+#[test]
+fn the_wire_form_is_read_strictly() {
+    let bytes = sample().to_bytes().unwrap();
+    assert_eq!(
+        Delta::from_bytes(&bytes).unwrap(),
+        sample(),
+        "the edits start from a good file"
+    );
+    let corrupt = |b: Vec<u8>, what: &str| {
+        let err = Delta::from_bytes(&b).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_weights", "{what}: {err}");
+    };
+    corrupt(
+        safetensors_edit::with_extra_tensor(&bytes, "extra"),
+        "extra tensor",
+    );
+    corrupt(
+        safetensors_edit::duplicate_metadata(&bytes, "n_examples", "1000000000000"),
+        "duplicate n_examples",
+    );
+    for count in ["+5", "00010", " 5", "5 ", "0x10", "1e3", ""] {
+        corrupt(
+            safetensors_edit::set_metadata(&bytes, "n_examples", count),
+            &format!("n_examples {count:?}"),
+        );
+        corrupt(
+            safetensors_edit::set_metadata(&bytes, "base_version", count),
+            &format!("base_version {count:?}"),
+        );
+    }
+    // The canonical spelling of another count is read as that count.
+    let other =
+        Delta::from_bytes(&safetensors_edit::set_metadata(&bytes, "n_examples", "10")).unwrap();
+    assert_eq!(other.n_examples, 10);
+}

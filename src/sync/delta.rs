@@ -135,12 +135,16 @@ impl Delta {
             ));
         }
         let number = |key: &str| -> Result<u64> {
-            meta.get(key)
-                .ok_or_else(|| Error::CorruptWeights(format!("delta metadata has no '{key}'")))?
-                .parse()
-                .map_err(|_| {
-                    Error::CorruptWeights(format!("delta metadata '{key}' is not a count"))
-                })
+            let text = meta
+                .get(key)
+                .ok_or_else(|| Error::CorruptWeights(format!("delta metadata has no '{key}'")))?;
+            // One spelling only: "+5" and "005" would hash differently from "5" for the
+            // same update.
+            store::parse_count(text).ok_or_else(|| {
+                Error::CorruptWeights(format!(
+                    "delta metadata '{key}' is not a count in decimal digits"
+                ))
+            })
         };
         let base_version = number(META_BASE_VERSION)?;
         let n_examples = number(META_N_EXAMPLES)?;
