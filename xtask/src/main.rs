@@ -8,8 +8,11 @@
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
 //! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
 //! - `bench-flavours`: the baseline and SIMD wasm builds on the CPU path, in node.
+//! - `fuzz [--seconds N] [--target NAME]`: the coverage-guided fuzz targets of `fuzz/`
+//!   (`fuzz.rs`), into `results/fuzz.{json,md}`.
 
 mod bench_web;
+mod fuzz;
 mod postgres;
 mod readme;
 mod server_bench;
@@ -143,7 +146,9 @@ fn test() -> Result {
     let started = Instant::now();
     stage("setup", setup)?;
     stage("fmt", || {
-        run(cargo().args(["fmt", "--all", "--", "--check"]))
+        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        // The fuzz targets are a workspace of their own (see `fuzz.rs`).
+        run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))
     })?;
     stage("clippy (native)", || {
         run(cargo().args([
@@ -414,7 +419,8 @@ fn main() -> ExitCode {
         Some("bench-flavours") => setup().and_then(|()| web::bench_flavours()),
         Some("bench-server") => server_bench::bench_server(),
         Some("bench-web") => bench_web::bench_web(&args[1..]),
-        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|bench-web|pkg|bench-flavours>".into()),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
+        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|bench-web|pkg|bench-flavours|fuzz [--seconds N] [--target NAME]>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
