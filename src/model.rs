@@ -433,11 +433,25 @@ impl RewardModel {
     /// Snapshots the pending log and the head into a job.
     pub fn prepare_training(&self, options: &TrainOptions) -> Result<TrainJob> {
         let kind = options.objective.unwrap_or(self.default_objective);
-        check::len(
-            &format!("head outputs for objective {kind}"),
-            kind.head_outputs(),
-            self.config().outputs,
-        )?;
+        // The objective fixes the head's outputs when the model is made: asking for one of
+        // another shape is a choice to correct, not a dimension bug (`beta` has two).
+        let outputs = self.config().outputs;
+        if kind.head_outputs() != outputs {
+            let fits: Vec<&str> = ObjectiveKind::ALL
+                .iter()
+                .filter(|k| k.head_outputs() == outputs)
+                .map(|k| k.name())
+                .collect();
+            return Err(Error::InvalidConfig(format!(
+                "objective '{kind}' needs a head with {} outputs; this model was made for '{}' \
+                 ({outputs} output{}): open a model with objective '{kind}', or train this one \
+                 with {}",
+                kind.head_outputs(),
+                self.default_objective,
+                if outputs == 1 { "" } else { "s" },
+                fits.join(", ")
+            )));
+        }
         let config = TrainConfig {
             epochs: options.epochs,
             batch_size: options.batch_size,

@@ -380,3 +380,34 @@ fn other_entry_points() {
     };
     assert_eq!(code(eval::run(&ds, &cfg, &mut |_, _, _| {})), "empty_input");
 }
+
+/// Training a model with an objective whose head has another number of outputs (`beta`'s
+/// two on a one-output model) is a configuration mistake, said as one: which objective the
+/// model was made for and which ones it can train with; nothing changes.
+#[test]
+fn an_objective_for_another_head_shape_names_the_fix() {
+    use tacit_rm::model::{ModelSpec, RewardModel, TrainOptions};
+    let m = RewardModel::new(
+        &ModelSpec {
+            dim: 4,
+            objective: ObjectiveKind::Pairwise,
+            ..ModelSpec::default()
+        },
+        tacit_rm::backend::Device::Cpu,
+    )
+    .unwrap();
+    let before = m.weights().clone();
+    let err = m
+        .prepare_training(&TrainOptions {
+            objective: Some(ObjectiveKind::Beta),
+            ..TrainOptions::default()
+        })
+        .err()
+        .expect("refused");
+    assert_eq!(err.code().as_str(), "invalid_config", "{err}");
+    let text = err.to_string();
+    for needle in ["beta", "2 outputs", "pairwise", "implicit"] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+    assert_eq!(m.weights(), &before);
+}
