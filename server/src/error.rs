@@ -1,8 +1,8 @@
 //! Errors answered to clients: an HTTP status and a JSON body `{code, message}` whose code
 //! is stable. Most codes are the protocol's [`ApiErrorCode`]s; the refusals that protect the
-//! server from one client (rate, quota, example counts, slow bodies), and the server's own
-//! refusals (model scopes, CORS origins), are [`ErrorCode`]s of
-//! their own until the protocol lists them. Database failures become `internal` (logged
+//! server from one client (rate, quota, example counts, slow bodies) and those of its own
+//! access rules (model scopes, CORS origins) are [`ErrorCode`]s of their own until the
+//! protocol lists them. Database failures become `internal` (logged
 //! here, never leaked in detail) — every handler's transaction has been rolled back by then,
 //! so an error never leaves anything half-written.
 
