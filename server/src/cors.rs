@@ -193,7 +193,8 @@ async fn handle(State(cors): State<Arc<Cors>>, request: Request, next: Next) -> 
 pub fn parse_origin(origin: &str) -> Result<String, String> {
     let bad = |why: &str| {
         Err(format!(
-            "--allow-origin '{origin}': {why} (an origin is scheme://host[:port], \
+            "allowed origin '{origin}' (--allow-origin, TACIT_ALLOW_ORIGINS): {why} \
+             (an origin is scheme://host[:port], \
              e.g. https://app.example or http://localhost:5173, or '*' alone)"
         ))
     };
