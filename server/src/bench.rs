@@ -104,7 +104,7 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
         .map_err(|e| e.message)?;
     let mut client_tokens = Vec::new();
     for i in 0..args.clients {
-        client_tokens.push(crate::tokens::create(&db, &format!("bench-{i}"), false).await?);
+        client_tokens.push(crate::tokens::create(&db, &format!("bench-{i}"), false, &[]).await?);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -119,6 +119,7 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
         db.clone(),
         policy,
         crate::config::Timeouts::default(),
+        None,
         async move {
             let _ = server_stopped.await;
         },

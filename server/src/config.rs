@@ -34,6 +34,10 @@ pub enum TokenCommand {
         /// May create and replace models.
         #[arg(long)]
         admin: bool,
+        /// Restricts the token to this model (repeat for several); without it, a client
+        /// token may use every model. Admin tokens are never restricted.
+        #[arg(long = "model", value_name = "MODEL", conflicts_with = "admin")]
+        models: Vec<String>,
     },
     /// Revoke every token of a client.
     Revoke {
@@ -61,6 +65,17 @@ pub struct ServeArgs {
     /// Postgres connections per replica (SQLite always uses one).
     #[arg(long, env = "TACIT_DB_CONNECTIONS", default_value_t = 8)]
     pub db_connections: u32,
+    /// An origin (`scheme://host[:port]`, exactly as browsers send it) whose pages may call
+    /// the API (CORS); repeat the flag for several, or `*` alone for any. The environment
+    /// variable takes a comma-separated list and is read only when no flag is given (a flag
+    /// replaces it, as for every other setting). None: no CORS headers are sent.
+    #[arg(
+        long = "allow-origin",
+        env = "TACIT_ALLOW_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origins: Vec<String>,
     #[command(flatten)]
     pub policy: Policy,
     #[command(flatten)]

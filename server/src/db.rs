@@ -87,7 +87,7 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<Db, String> {
 /// Schema migrations, in order; each is applied once, in a transaction with its record.
 /// Append only: an applied migration is never edited. One text serves both databases: the
 /// only types that differ are written as placeholders, filled in by [`Backend::render`].
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)];
 
 /// Placeholders of the schema text: a binary column and an auto-increment primary key.
 const BLOB: &str = "{blob}";
@@ -169,6 +169,17 @@ const SCHEMA_V2: &str = "
 CREATE INDEX updates_by_client ON updates (client, received_at);
 CREATE INDEX updates_by_round ON updates (model, round);
 ALTER TABLE models ADD COLUMN deltas_purged_through BIGINT NOT NULL DEFAULT 0
+";
+
+/// Per-model token scopes: a token with rows here may use those models only; a token
+/// without any (every token of a database migrated from version 2) keeps using every model.
+/// A table rather than a list column, so that the check is an exact match in SQL.
+const SCHEMA_V3: &str = "
+CREATE TABLE token_models (
+    token_id BIGINT NOT NULL REFERENCES tokens (id),
+    model TEXT NOT NULL,
+    PRIMARY KEY (token_id, model)
+)
 ";
 
 async fn migrate(db: &Db) -> Result<(), sqlx::Error> {

@@ -1,7 +1,8 @@
 //! Errors answered to clients: an HTTP status and a JSON body `{code, message}` whose code
 //! is stable. Most codes are the protocol's [`ApiErrorCode`]s; the refusals that protect the
-//! server from one client (rate, quota, example counts, slow bodies) are [`ErrorCode`]s of
-//! their own until the protocol lists them. Database failures become `internal` (logged
+//! server from one client (rate, quota, example counts, slow bodies) and those of its own
+//! access rules (model scopes, CORS origins) are [`ErrorCode`]s of their own until the
+//! protocol lists them. Database failures become `internal` (logged
 //! here, never leaked in detail) — every handler's transaction has been rolled back by then,
 //! so an error never leaves anything half-written.
 
@@ -25,6 +26,10 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 405: the route exists, the method does not.
     MethodNotAllowed,
+    /// 403: a token restricted to some models (`token create --model`) used on another one.
+    ModelForbidden,
+    /// 403: a CORS preflight from an origin not in `--allow-origin`.
+    OriginNotAllowed,
 }
 
 impl ErrorCode {
@@ -36,6 +41,8 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::ModelForbidden => "model_forbidden",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
         }
     }
 
@@ -47,6 +54,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => 507,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::ModelForbidden | ErrorCode::OriginNotAllowed => 403,
         }
     }
 }

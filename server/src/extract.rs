@@ -1,6 +1,6 @@
 //! The one extractor of every model route: the bearer token's principal and the model name
 //! from the path, checked in that order (401 before 404, so that an anonymous caller learns
-//! nothing about which names exist).
+//! nothing about which names exist), then the token's model scope (403 `model_forbidden`).
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap};
 use tacit_rm::sync::protocol::{self, ApiErrorCode};
 
 use crate::api::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::tokens::{self, Principal};
 
 /// An authenticated request on a validly named model.
@@ -34,6 +34,14 @@ impl FromRequestParts<Arc<AppState>> for ModelRequest {
             return Err(ApiError::new(
                 ApiErrorCode::NotFound,
                 "model names are 1-64 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        // After the name check and before any lookup: a restricted token learns nothing about
+        // which other models exist (403 whether the name is taken or not).
+        if !who.may_use(&name) {
+            return Err(ApiError::new(
+                ErrorCode::ModelForbidden,
+                format!("this token is restricted to other models than '{name}'"),
             ));
         }
         Ok(ModelRequest { who, name })

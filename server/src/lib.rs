@@ -1,6 +1,6 @@
 //! tacit-server: the aggregation server of tacit-rm's weight sync (DESIGN §7).
 //!
-//! Request path: [`serve`] (connections, read timeouts) → [`api`] (routes, body limits) with
+//! Request path: [`serve`] (connections, read timeouts) → [`cors`] (browser origins) → [`api`] (routes, body limits) with
 //! [`extract`] (token and model name) → [`updates`] / [`models`] (validation, [`limits`],
 //! and storage in one transaction each) → [`rounds`] (aggregation under a row lock) using the
 //! pure math of [`aggregate`] (`tacit_rm::sync::aggregate`, which `tacit eval --protocol users` runs too). [`db`] owns connections and migrations, [`tokens`] the
@@ -10,6 +10,7 @@ pub use tacit_rm::sync::aggregate;
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod error;
 pub mod extract;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tacit_server::config::{Cli, Command, TokenCommand};
+use tacit_server::cors::Cors;
 use tacit_server::{bench, db, serve, tokens};
 
 fn main() -> ExitCode {
@@ -39,6 +40,9 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Serve(args) => {
             args.policy.validate()?;
             args.timeouts.validate()?;
+            // Before the database: a malformed origin is a start-up error, not a silent
+            // browser refusal later.
+            let cors = Cors::from_config(&args.allow_origins)?;
             let db = db::connect(&args.db, args.db_connections).await?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
@@ -46,16 +50,33 @@ async fn run(command: Command) -> Result<(), String> {
             let address = listener.local_addr().map_err(|e| e.to_string())?;
             // Tests and scripts read the bound address (port 0 picks a free one) from here.
             println!("listening on http://{address}");
-            tracing::info!(%address, policy = ?args.policy, "serving");
-            serve::run(listener, db, args.policy, args.timeouts, serve::signals())
-                .await
-                .map_err(|e| format!("server failed: {e}"))
+            tracing::info!(%address, policy = ?args.policy, origins = ?args.allow_origins, "serving");
+            serve::run(
+                listener,
+                db,
+                args.policy,
+                args.timeouts,
+                cors,
+                serve::signals(),
+            )
+            .await
+            .map_err(|e| format!("server failed: {e}"))
         }
-        Command::Token(TokenCommand::Create { db, client, admin }) => {
+        Command::Token(TokenCommand::Create {
+            db,
+            client,
+            admin,
+            models,
+        }) => {
             let db = db::connect(&db, 1).await?;
-            let token = tokens::create(&db, &client, admin).await?;
+            let token = tokens::create(&db, &client, admin, &models).await?;
+            let scope = if models.is_empty() {
+                String::new()
+            } else {
+                format!(" restricted to model(s) {}", models.join(", "))
+            };
             eprintln!(
-                "created a{} token for '{client}'; it is shown only now:",
+                "created a{} token for '{client}'{scope}; it is shown only now:",
                 if admin { "n admin" } else { " client" }
             );
             println!("{token}");

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::api::{router, AppState};
 use crate::config::{Policy, Timeouts};
+use crate::cors::Cors;
 use crate::db::Db;
 
 /// Serves on `listener` until `shutdown` resolves.
@@ -28,6 +29,7 @@ pub async fn run(
     db: Db,
     policy: Policy,
     timeouts: Timeouts,
+    cors: Option<Cors>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_timer, timer_stopped) = watch::channel(false);
@@ -36,11 +38,14 @@ pub async fn run(
         policy.clone(),
         timer_stopped,
     ));
-    let app = router(Arc::new(AppState {
-        db: db.clone(),
-        policy,
-        timeouts: timeouts.clone(),
-    }));
+    let app = crate::cors::apply(
+        router(Arc::new(AppState {
+            db: db.clone(),
+            policy,
+            timeouts: timeouts.clone(),
+        })),
+        cors,
+    );
     serve_connections(listener, app, &timeouts, shutdown).await;
     let _ = stop_timer.send(true);
     let _ = timer.await;

@@ -95,6 +95,9 @@ fn sqlite_and_postgres_schemas_agree_column_by_column() {
     });
     assert!(sqlite.len() > 20, "{sqlite:?}");
     assert!(sqlite.iter().any(|c| c.1 == "deltas_purged_through"));
+    assert!(sqlite
+        .iter()
+        .any(|c| c.0 == "token_models" && c.1 == "model" && c.3));
     for (s, p) in sqlite.iter().zip(&postgres) {
         assert_eq!(s, p);
     }

@@ -116,17 +116,28 @@ pub struct Server {
     pub url: String,
     db: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     pub fn start(db: &str, args: &[&str]) -> Server {
+        Server::start_with_env(db, args, &[])
+    }
+
+    /// Starts with extra environment variables (the settings' `TACIT_*` variables).
+    pub fn start_with_env(db: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(db, &args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, url) = spawn(db, &args, &env);
         Server {
             child,
             url,
             db: db.to_string(),
             args,
+            env,
         }
     }
 
@@ -138,7 +149,7 @@ impl Server {
 
     /// Starts again on the same database (on a new port).
     pub fn restart(&mut self) {
-        let (child, url) = spawn(&self.db, &self.args);
+        let (child, url) = spawn(&self.db, &self.args, &self.env);
         self.child = child;
         self.url = url;
     }
@@ -188,10 +199,11 @@ impl Drop for Server {
     }
 }
 
-fn spawn(db: &str, args: &[String]) -> (Child, String) {
+fn spawn(db: &str, args: &[String], env: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -210,13 +222,18 @@ fn spawn(db: &str, args: &[String]) -> (Child, String) {
 
 /// `tacit-server token create`, returning the last line of its output.
 pub fn token(db: &str, client: &str, admin: bool) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["token", "create", "--db", db, "--client", client])
-        .env("RUST_LOG", "warn");
-    if admin {
-        cmd.arg("--admin");
-    }
-    let out = cmd.output().expect("run token create");
+    token_with(db, client, if admin { &["--admin"] } else { &[] })
+}
+
+/// A client token restricted to `models` (`token create --model M`…).
+pub fn scoped_token(db: &str, client: &str, models: &[&str]) -> String {
+    let args: Vec<&str> = models.iter().flat_map(|m| ["--model", m]).collect();
+    token_with(db, client, &args)
+}
+
+/// `tacit-server token create` with extra arguments, which must succeed.
+pub fn token_with(db: &str, client: &str, extra: &[&str]) -> String {
+    let out = token_command(db, client, extra);
     assert!(
         out.status.success(),
         "token create failed: {}",
@@ -234,6 +251,16 @@ pub fn token(db: &str, client: &str, admin: bool) -> String {
         "{token}"
     );
     token
+}
+
+/// `tacit-server token create` with extra arguments, whatever its outcome.
+pub fn token_command(db: &str, client: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["token", "create", "--db", db, "--client", client])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run token create")
 }
 
 pub fn revoke(db: &str, client: &str) {
@@ -376,6 +403,109 @@ pub fn query_i64(url: &str, sql: &str) -> i64 {
         pool.close().await;
         v
     })
+}
+
+/// One statement on the test database, for setting up states the API cannot make (an
+/// older schema, say).
+pub fn execute(url: &str, sql: &str) {
+    sqlx::any::install_default_drivers();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let pool = sqlx::AnyPool::connect(url)
+            .await
+            .expect("open the test database");
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+        pool.close().await;
+    })
+}
+
+/// A raw HTTP answer: status, headers (names lowercase, in order, repeats kept) and body.
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// Every value of header `name`, joined as one list (`Vary: a` + `Vary: b` → "a, b").
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+
+    /// Whether the comma-separated list of header `name` holds `item` (case-insensitive).
+    pub fn lists(&self, name: &str, item: &str) -> bool {
+        self.header(name).is_some_and(|v| {
+            v.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(item))
+        })
+    }
+
+    pub fn error_code(&self) -> String {
+        let body: protocol::ErrorBody = serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!("not an error body: {}", String::from_utf8_lossy(&self.body))
+        });
+        body.code
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`) with every header of the answer
+/// kept — the crate's transport shows the ETag only, and CORS tests read the others.
+pub fn raw_request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawAnswer {
+    use std::io::{Read, Write};
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        server.address(),
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = std::net::TcpStream::connect(server.address()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).expect("send the head");
+    stream.write_all(body).expect("send the body");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the answer");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer head");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    RawAnswer {
+        status,
+        headers,
+        body: answer[split + 4..].to_vec(),
+    }
 }
 
 /// The step of a round: new global − old, in f64.
