@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::placement::{Placement, Served, ServedBecause, ServedOn};
 use crate::backend::Device;
 use crate::error::{check, Error, Result};
 use crate::feedback::log::{to_examples, LoggedObservation};
@@ -147,6 +148,9 @@ pub struct Stats {
     pub version: u64,
     /// The personal part, if the model keeps one.
     pub personal: Option<PersonalStats>,
+    /// Which device served the last scoring call and why (none before the first).
+    #[serde(default)]
+    pub last_score: Option<Served>,
 }
 
 /// How much of the score is the user's own.
@@ -332,6 +336,9 @@ pub struct RewardModel {
     default_objective: ObjectiveKind,
     last: Option<(f64, f64)>,
     trained_examples: u64,
+    /// Which device serves each scoring call (DESIGN §11), and what served the last one.
+    placement: Placement,
+    last_served: Option<Served>,
 }
 
 impl RewardModel {
@@ -386,6 +393,8 @@ impl RewardModel {
             default_objective,
             last: None,
             trained_examples: 0,
+            placement: Placement::Fixed,
+            last_served: None,
         }
     }
 
@@ -404,6 +413,22 @@ impl RewardModel {
     /// Switches device (the browser falls back to the CPU when its GPU device is lost).
     pub fn set_device(&mut self, device: Device) {
         self.device = device;
+    }
+
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// How scoring calls are placed between the CPU path and the model's GPU (`auto`'s
+    /// calibrated crossover; the default serves every call on the model's device).
+    pub fn set_placement(&mut self, placement: Placement) {
+        self.placement = placement;
+    }
+
+    /// Records what served a scoring call, for [`RewardModel::stats`] (a host that scores
+    /// from a snapshot, as the browser does, reports it back this way).
+    pub fn note_served(&mut self, served: Served) {
+        self.last_served = Some(served);
     }
 
     pub fn pending(&self) -> &[LoggedObservation] {
@@ -594,14 +619,24 @@ impl RewardModel {
     /// Scores of `x`: `blend·shared + personal` with a personal part, the shared head's
     /// otherwise. `shared_only` asks for the shared (crowd) score alone.
     pub async fn score(&self, x: ArrayView2<'_, f32>, shared_only: bool) -> Result<Vec<f32>> {
-        let shared = self.device.score_async(&self.weights.head, x).await?;
-        combine(
-            self.weights.personal.as_ref(),
+        self.score_placed(x, shared_only).await.map(|(s, _)| s)
+    }
+
+    /// Like [`RewardModel::score`], and says which device served the call and why.
+    pub async fn score_placed(
+        &self,
+        x: ArrayView2<'_, f32>,
+        shared_only: bool,
+    ) -> Result<(Vec<f32>, Served)> {
+        score_on(
+            &self.device,
+            self.placement,
             &self.weights.head,
-            shared,
+            self.weights.personal.as_ref(),
             x,
             shared_only,
         )
+        .await
     }
 
     /// Forgets the user: [`RewardModel::forgotten`] weights on the current shared head, no
@@ -650,8 +685,29 @@ impl RewardModel {
                 share: p.share,
                 trained_examples: p.examples,
             }),
+            last_score: self.last_served,
         }
     }
+}
+
+/// Scores `x` with the shared head on the device `placement` picks for the batch (the CPU
+/// path if the GPU is lost during the call), then adds the personal part (if any and not
+/// `shared_only`). The one scoring path of every host.
+pub async fn score_on(
+    device: &Device,
+    placement: Placement,
+    head: &Head,
+    personal: Option<&Personal>,
+    x: ArrayView2<'_, f32>,
+    shared_only: bool,
+) -> Result<(Vec<f32>, Served)> {
+    let (on, mut served) = placement.for_scoring(device, x.nrows());
+    let shared = on.score_async(head, x).await?;
+    if on.is_lost() {
+        served.device = ServedOn::Cpu;
+        served.reason = ServedBecause::DeviceLost;
+    }
+    Ok((combine(personal, head, shared, x, shared_only)?, served))
 }
 
 /// The final scores from the shared head's scores of `x` and the personal part (if any).

@@ -53,8 +53,8 @@ fn server() -> &'static Server {
         let url = format!("sqlite://{}", dir.path().join("fuzz.db").display());
         let (router, token) = runtime.block_on(async {
             let db = db::connect(&url, 1).await.unwrap();
-            let admin = tokens::create(&db, "admin", true).await.unwrap();
-            let token = tokens::create(&db, "fuzzer", false).await.unwrap();
+            let admin = tokens::create(&db, "admin", true, &[]).await.unwrap();
+            let token = tokens::create(&db, "fuzzer", false, &[]).await.unwrap();
             let state = Arc::new(AppState {
                 db,
                 policy,

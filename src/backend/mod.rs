@@ -5,6 +5,7 @@
 pub mod cpu;
 mod engine;
 pub mod gpu;
+pub mod placement;
 
 pub(crate) use engine::{AnyEngine, Batch, RunData};
 

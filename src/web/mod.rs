@@ -103,21 +103,38 @@ impl Inner {
     async fn score(&self, embeddings: &JsValue, options: JsValue) -> Result<Vec<f32>> {
         let options = ScoreOptions::parse(options)?;
         let flat = float_array(embeddings, "embeddings")?;
-        let (device, head, personal) = self.with(|m| {
+        let (device, placement, head, personal) = self.with(|m| {
             let w = m.weights();
-            Ok((m.device().clone(), w.head.clone(), w.personal.clone()))
+            Ok((
+                m.device().clone(),
+                m.placement(),
+                w.head.clone(),
+                w.personal.clone(),
+            ))
         })?;
         let x = model::embeddings(head.config.dim, &flat)?;
-        // A lost GPU scores on the CPU (the weights are not lost with it); move the model
-        // there for good.
-        let shared = device.score_async(&head, x).await;
-        if device.is_lost() {
-            self.with(|m| {
+        // `auto` places the call (a chat turn's few candidates on the CPU path); a lost GPU
+        // scores on the CPU (the weights are not lost with it), and the model moves there
+        // for good.
+        let scored = model::score_on(
+            &device,
+            placement,
+            &head,
+            personal.as_ref(),
+            x,
+            options.shared_only,
+        )
+        .await;
+        self.with(|m| {
+            if device.is_lost() {
                 m.set_device(Device::Cpu);
-                Ok(())
-            })?;
-        }
-        model::combine(personal.as_ref(), &head, shared?, x, options.shared_only)
+            }
+            if let Ok((_, served)) = &scored {
+                m.note_served(*served);
+            }
+            Ok(())
+        })?;
+        scored.map(|(s, _)| s)
     }
 
     async fn observe(&self, observation: JsValue) -> Result<u64> {
@@ -257,8 +274,9 @@ impl Inner {
         self.store_replacing(&bytes, &sync).await?;
         *self.sync.borrow_mut() = sync;
         self.with(|m| {
-            let device = m.device().clone();
+            let (device, placement) = (m.device().clone(), m.placement());
             *m = Model::new(&self.spec, device)?;
+            m.set_placement(placement);
             Ok(())
         })
     }
@@ -457,6 +475,7 @@ impl RewardModel {
                 let obj: &js_sys::Object = stats.unchecked_ref();
                 let set = |k: &str, v: JsValue| js_sys::Reflect::set(obj, &k.into(), &v);
                 let _ = set("backend", backend::name(m.device()).into());
+                let _ = set("lastScore", backend::served_to_js(m.stats().last_score));
                 let _ = set("persistent", inner.storage.is_some().into());
                 stats = obj.clone().into();
                 Ok(stats)
@@ -520,7 +539,8 @@ async fn open(options: JsValue) -> Result<RewardModel> {
     };
     let spec = opts.spec(stored.as_ref().map(|s| &s.spec))?;
     let device = backend::choose(opts.backend).await?;
-    let (model, sync) = match stored {
+    let placement = backend::placement(opts.backend, &device, &spec.head_config()).await;
+    let (mut model, sync) = match stored {
         Some(s) => {
             let mut weights = store::from_bytes_expecting(&s.weights, &spec.head_config())?;
             weights.personal = personal_part(&spec, weights.personal.take(), &weights.head)?;
@@ -550,6 +570,7 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             (m, sync)
         }
     };
+    model.set_placement(placement);
     Ok(RewardModel {
         inner: Rc::new(Inner {
             name,

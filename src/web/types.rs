@@ -195,6 +195,19 @@ export interface Stats {
   persistent: boolean;
   /** The personal part; null for `personalization: "none"`. */
   personal: PersonalStats | null;
+  /** Which device served the last `score`/`rank` call and why; null before the first. */
+  lastScore: ServedStats | null;
+}
+
+/**
+ * Where a scoring call ran. Under `backend: "auto"` with a GPU, batches up to a crossover
+ * measured at `open` (once per adapter and head shape) run on the CPU path, larger ones on
+ * WebGPU; a software adapter (SwiftShader, llvmpipe) serves none. Same numbers either way.
+ */
+export interface ServedStats {
+  device: "cpu" | "webgpu";
+  reason: "only-device" | "small-batch" | "large-batch" | "software-adapter" | "device-lost";
+  rows: number;
 }
 
 export interface PersonalStats {

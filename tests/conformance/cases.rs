@@ -32,6 +32,7 @@ macro_rules! conformance_cases {
             a_lost_device_falls_back_to_the_cpu_and_keeps_the_weights,
             trained_weights_round_trip_through_safetensors,
             bad_input_is_refused_with_its_code,
+            each_scoring_call_is_served_where_its_placement_says_with_the_same_numbers,
         }
     };
 }
@@ -415,4 +416,94 @@ pub async fn bad_input_is_refused_with_its_code(device: &Device) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The host's clock in milliseconds (`Instant` does not exist in the browser's wasm32).
+fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1e3
+    }
+}
+
+/// `auto`'s placement (DESIGN §11): batches up to the crossover on the CPU path, larger ones
+/// on the GPU, everything on the CPU path for a software adapter; the scores match the
+/// float64 reference whichever device serves, and the GPU's readback counter shows which
+/// did (independent of what `Served` claims). The calibration measures finite times.
+pub async fn each_scoring_call_is_served_where_its_placement_says_with_the_same_numbers(
+    device: &Device,
+) {
+    use tacit_rm::backend::placement::{self, Placement, ServedBecause, ServedOn};
+    use tacit_rm::model::{ModelSpec, RewardModel};
+    let spec = ModelSpec {
+        dim: 384,
+        hidden: vec![128],
+        objective: ObjectiveKind::Pairwise,
+        ..ModelSpec::default()
+    };
+    let mut m = RewardModel::new(&spec, device.clone()).unwrap();
+    let head = m.weights().head.clone();
+    let gpu = matches!(device, Device::Gpu(_));
+    let cases = [
+        (16, false, 4, false),
+        (16, false, 16, false),
+        (16, false, 17, true),
+        (16, false, 300, true),
+        (0, true, 300, false),
+    ];
+    for (cpu_up_to_rows, software_adapter, n, large) in cases {
+        m.set_placement(Placement::Auto {
+            cpu_up_to_rows,
+            software_adapter,
+        });
+        let x = common::random_matrix(n, 384, n as u64) * 0.1;
+        let before = counts(device);
+        let (got, served) = m.score_placed(x.view(), false).await.unwrap();
+        let after = counts(device);
+        let want = reference::scores(&head, &x);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "n={n} row {i}: {g} vs f64 {w} ({served:?})"
+            );
+        }
+        let on_gpu = gpu && large;
+        let reason = match (gpu, software_adapter, large) {
+            (false, _, _) => ServedBecause::OnlyDevice,
+            (true, true, _) => ServedBecause::SoftwareAdapter,
+            (true, false, true) => ServedBecause::LargeBatch,
+            (true, false, false) => ServedBecause::SmallBatch,
+        };
+        let on = if on_gpu { ServedOn::Gpu } else { ServedOn::Cpu };
+        assert_eq!((served.device, served.reason, served.rows), (on, reason, n));
+        if let (Some((_, r0)), Some((_, r1))) = (before, after) {
+            assert_eq!(r1 - r0, u64::from(on_gpu), "GPU readbacks for n={n}");
+        }
+        m.note_served(served);
+        assert_eq!(m.stats().last_score, Some(served));
+    }
+    // A fixed placement serves every call on the model's device.
+    m.set_placement(Placement::Fixed);
+    let x = common::random_matrix(4, 384, 9) * 0.1;
+    let (_, served) = m.score_placed(x.view(), false).await.unwrap();
+    let on = if gpu { ServedOn::Gpu } else { ServedOn::Cpu };
+    assert_eq!(
+        (served.device, served.reason),
+        (on, ServedBecause::OnlyDevice)
+    );
+    if gpu {
+        let c = placement::calibrate(device, &head, &now_ms).await.unwrap();
+        let all = [c.cpu_ms.0, c.cpu_ms.1, c.gpu_ms.0, c.gpu_ms.1];
+        assert!(all.iter().all(|t| t.is_finite() && *t >= 0.0), "{c:?}");
+        assert!(c.cpu_up_to_rows() <= placement::MAX_CPU_ROWS, "{c:?}");
+    }
 }

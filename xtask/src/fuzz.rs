@@ -163,8 +163,8 @@ fn write_results(seconds: u64, runs: &BTreeMap<String, Run>) -> Result {
     let mut json = String::from("{\"seconds\":");
     json.push_str(&seconds.to_string());
     json.push_str(",\"targets\":{");
-    let mut md = format!(
-        "| target | seconds | executions | executions/s | coverage (edges) | corpus | peak RSS (MB) | crashes |\n|---|---|---|---|---|---|---|---|\n"
+    let mut md = String::from(
+        "| target | seconds | executions | executions/s | coverage (edges) | corpus | peak RSS (MB) | crashes |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (i, (t, r)) in runs.iter().enumerate() {
         if i > 0 {

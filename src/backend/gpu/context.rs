@@ -45,6 +45,17 @@ impl std::fmt::Debug for GpuContext {
 }
 
 impl GpuContext {
+    /// Whether the adapter is a software rasteriser (the browser's fallback adapter, which
+    /// wgpu reports as a CPU device, or SwiftShader, llvmpipe and lavapipe by name): slower
+    /// than the CPU path for latency-bound work (DESIGN §11).
+    pub fn is_software(&self) -> bool {
+        let name = self.adapter.name.to_ascii_lowercase();
+        self.adapter.device_type == wgpu::DeviceType::Cpu
+            || ["swiftshader", "llvmpipe", "lavapipe"]
+                .iter()
+                .any(|s| name.contains(s))
+    }
+
     /// Requests an adapter and a device (honours `WGPU_BACKEND=vulkan|gl`).
     pub async fn new() -> Result<Self> {
         // In a page without WebGPU (or in node) touching the instance would trap; ask first.
