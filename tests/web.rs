@@ -97,6 +97,47 @@ async fn the_probe_picks_webgpu_when_the_browser_has_it() {
     assert_eq!(cpu.backend().unwrap(), "cpu");
 }
 
+/// `auto` places each scoring call (DESIGN §11): `stats().lastScore` says where and why. A
+/// software adapter (the headless browser's SwiftShader) serves no scoring call; a hardware
+/// one serves the calls above its measured crossover. A forced `webgpu` serves every call
+/// on the GPU. The numbers are the conformance suite's concern; here, the reporting.
+#[wasm_bindgen_test]
+async fn auto_places_each_scoring_call_and_says_why() {
+    let ctx = gpu().await;
+    let field = |v: &JsValue, k: &str| js_sys::Reflect::get(v, &k.into()).unwrap();
+    let open = |backend: &str| {
+        RewardModel::open(obj(&format!(
+            r#"{{"persist": false, "backend": "{backend}", "dim": 384, "hidden": [128]}}"#
+        )))
+    };
+    let auto = open("auto").await.unwrap();
+    assert!(field(&auto.stats().unwrap(), "lastScore").is_null());
+    let four = vec![0.01f32; 4 * 384];
+    resolve(auto.score(floats(&four), JsValue::UNDEFINED))
+        .await
+        .unwrap();
+    let last = field(&auto.stats().unwrap(), "lastScore");
+    let reason = field(&last, "reason").as_string().unwrap();
+    web_sys_log(&format!(
+        "auto on {ctx:?} (software: {}): 4 rows served {last:?}",
+        ctx.is_software()
+    ));
+    assert_eq!(field(&last, "rows").as_f64(), Some(4.0));
+    if ctx.is_software() {
+        assert_eq!(reason, "software-adapter");
+        assert_eq!(field(&last, "device").as_string().unwrap(), "cpu");
+    } else {
+        assert!(["small-batch", "large-batch"].contains(&reason.as_str()), "{reason}");
+    }
+    let forced = open("webgpu").await.unwrap();
+    resolve(forced.score(floats(&four), JsValue::UNDEFINED))
+        .await
+        .unwrap();
+    let last = field(&forced.stats().unwrap(), "lastScore");
+    assert_eq!(field(&last, "device").as_string().unwrap(), "webgpu");
+    assert_eq!(field(&last, "reason").as_string().unwrap(), "only-device");
+}
+
 /// The JS API on one backend: scores, rank, observe/train, and every bad input refused with
 /// its code while the model stays usable.
 async fn api_on(backend: &str) {

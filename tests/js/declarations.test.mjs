@@ -99,6 +99,11 @@ test("result interfaces list exactly the keys of real results", async () => {
   assertSameKeys(interfaceKeys("ProgressEvent"), new Set(Object.keys(progress)), "ProgressEvent");
   assertSameKeys(interfaceKeys("Stats"), new Set(Object.keys(rm.stats())), "Stats");
   assertSameKeys(interfaceKeys("PersonalStats"), new Set(Object.keys(rm.stats().personal)), "PersonalStats");
+  assert.equal(rm.stats().lastScore, null, "no scoring call yet");
+  await rm.score(x);
+  assertSameKeys(interfaceKeys("ServedStats"), new Set(Object.keys(rm.stats().lastScore)), "ServedStats");
+  // node has no WebGPU: the CPU is the only device, and says so.
+  assert.deepEqual(rm.stats().lastScore, { device: "cpu", reason: "only-device", rows: 2 });
   // Port 9 (discard) refuses: an offline sync still resolves a full SyncResult.
   const sync = await rm.sync({ url: "http://127.0.0.1:9", token: "t", retryBudgetMs: 0, timeoutMs: 500 });
   assertSameKeys(interfaceKeys("SyncResult"), new Set(Object.keys(sync)), "SyncResult");
