@@ -132,6 +132,19 @@ impl Default for TrainOptions {
     }
 }
 
+/// What the model remembers of its training calls: stored beside the weights by a host
+/// (the browser's model record), so that `stats()` after a reload says what it said before.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrainingHistory {
+    /// Observations trained on since the model was made (or reset, or forgotten).
+    pub trained_examples: u64,
+    /// Last epoch's training loss of the last training call.
+    pub last_loss: Option<f64>,
+    /// Kish's effective sample size of the last training call's importance weights.
+    pub effective_sample_size: Option<f64>,
+}
+
 /// What an app may ask of the model at any time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -334,8 +347,7 @@ pub struct RewardModel {
     log: Vec<LoggedObservation>,
     next_seq: u64,
     default_objective: ObjectiveKind,
-    last: Option<(f64, f64)>,
-    trained_examples: u64,
+    history: TrainingHistory,
     /// Which device serves each scoring call (DESIGN §11), and what served the last one.
     placement: Placement,
     last_served: Option<Served>,
@@ -391,8 +403,7 @@ impl RewardModel {
             log,
             next_seq,
             default_objective,
-            last: None,
-            trained_examples: 0,
+            history: TrainingHistory::default(),
             placement: Placement::Fixed,
             last_served: None,
         }
@@ -551,13 +562,43 @@ impl RewardModel {
         self.weights.objective = Some(outcome.kind);
         self.weights.personal = outcome.personal.clone();
         self.log.retain(|e| e.seq > outcome.upto_seq);
-        self.trained_examples += outcome.n as u64;
+        self.history = self.history_after(outcome);
+    }
+
+    /// What [`RewardModel::stats`] reports of past training, to store with the weights so
+    /// that it survives a reload ([`RewardModel::restore_history`]).
+    pub fn history(&self) -> TrainingHistory {
+        self.history
+    }
+
+    /// The history once `outcome` is applied (a host stores it in the same transaction as
+    /// the trained weights, before it applies them).
+    pub fn history_after(&self, outcome: &TrainOutcome) -> TrainingHistory {
         let ess = outcome
             .report
             .epochs
             .last()
             .map_or(0.0, |e| e.effective_sample_size);
-        self.last = outcome.report.final_loss().map(|l| (l, ess));
+        let last = outcome.report.final_loss().map(|l| (l, ess));
+        TrainingHistory {
+            trained_examples: self
+                .history
+                .trained_examples
+                .saturating_add(outcome.n as u64),
+            last_loss: last.map(|l| l.0),
+            effective_sample_size: last.map(|l| l.1),
+        }
+    }
+
+    /// Puts back a stored history (non-finite figures, which no training writes, are
+    /// dropped rather than reported).
+    pub fn restore_history(&mut self, history: TrainingHistory) {
+        let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+        self.history = TrainingHistory {
+            trained_examples: history.trained_examples,
+            last_loss: finite(history.last_loss),
+            effective_sample_size: finite(history.effective_sample_size),
+        };
     }
 
     pub fn export_weights(&self) -> Result<Vec<u8>> {
@@ -667,17 +708,16 @@ impl RewardModel {
     pub fn install_forgotten(&mut self, weights: Weights) -> Result<()> {
         self.replace_weights(weights)?;
         self.log.clear();
-        self.trained_examples = 0;
-        self.last = None;
+        self.history = TrainingHistory::default();
         Ok(())
     }
 
     pub fn stats(&self) -> Stats {
         Stats {
             pending: self.log.len(),
-            effective_sample_size: self.last.map(|l| l.1),
-            last_loss: self.last.map(|l| l.0),
-            trained_examples: self.trained_examples,
+            effective_sample_size: self.history.effective_sample_size,
+            last_loss: self.history.last_loss,
+            trained_examples: self.history.trained_examples,
             version: self.weights.version,
             personal: self.weights.personal.as_ref().map(|p| PersonalStats {
                 kind: p.kind,

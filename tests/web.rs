@@ -127,7 +127,10 @@ async fn auto_places_each_scoring_call_and_says_why() {
         assert_eq!(reason, "software-adapter");
         assert_eq!(field(&last, "device").as_string().unwrap(), "cpu");
     } else {
-        assert!(["small-batch", "large-batch"].contains(&reason.as_str()), "{reason}");
+        assert!(
+            ["small-batch", "large-batch"].contains(&reason.as_str()),
+            "{reason}"
+        );
     }
     let forced = open("webgpu").await.unwrap();
     resolve(forced.score(floats(&four), JsValue::UNDEFINED))
@@ -247,19 +250,31 @@ async fn api_on(backend: &str) {
         ));
         resolve(rm.observe(o)).await.unwrap();
     }
-    let seen = Arc::new(std::sync::Mutex::new(0u32));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, f64)>::new()));
     let counter = seen.clone();
     let cb = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
-        assert!(js_sys::Reflect::get(&p, &"trainLoss".into())
+        let get = |k: &str| js_sys::Reflect::get(&p, &k.into()).unwrap();
+        assert!(get("trainLoss").as_f64().is_some());
+        let part = get("part").as_string().unwrap();
+        counter
+            .lock()
             .unwrap()
-            .as_f64()
-            .is_some());
-        *counter.lock().unwrap() += 1;
+            .push((part, get("fraction").as_f64().unwrap()));
     });
     let opts = obj(r#"{"epochs": 3, "objective": "implicit", "validationFraction": 0}"#);
     js_sys::Reflect::set(&opts, &"onProgress".into(), cb.as_ref()).unwrap();
     let result = resolve(rm.train(opts)).await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), 3);
+    // The default personal part trains first (one run: no held-out turns to choose a blend
+    // on), then the shared head; one progress bar over both.
+    let seen = seen.lock().unwrap().clone();
+    let parts: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        parts,
+        ["personal", "personal", "personal", "shared", "shared", "shared"]
+    );
+    let fractions: Vec<f64> = seen.iter().map(|(_, f)| *f).collect();
+    assert!(fractions.windows(2).all(|w| w[1] > w[0]), "{fractions:?}");
+    assert!((fractions[5] - 1.0).abs() < 1e-12, "{fractions:?}");
     let examples = js_sys::Reflect::get(&result, &"examples".into()).unwrap();
     assert_eq!(examples.as_f64(), Some(40.0));
     let stats = rm.stats().unwrap();
@@ -325,6 +340,7 @@ async fn indexeddb_restores_weights_and_pending_observations() {
         resolve(observe(&rm, i)).await.unwrap();
     }
     let weights = rm.export_weights().unwrap().to_vec();
+    let before = rm.stats().unwrap();
     resolve(rm.close()).await.unwrap();
 
     let back = RewardModel::open(open()).await.unwrap();
@@ -332,6 +348,18 @@ async fn indexeddb_restores_weights_and_pending_observations() {
     let stats = back.stats().unwrap();
     let pending = js_sys::Reflect::get(&stats, &"pending".into()).unwrap();
     assert_eq!(pending.as_f64(), Some(3.0));
+    // The training history is stored with the weights: stats() says after the reload what it
+    // said before (12 trained, the last call's loss and sample size), not 0 and null.
+    let get = |v: &JsValue, k: &str| js_sys::Reflect::get(v, &k.into()).unwrap().as_f64();
+    assert_eq!(get(&stats, "trainedExamples"), Some(12.0));
+    for key in ["trainedExamples", "lastLoss", "effectiveSampleSize"] {
+        assert!(get(&before, key).is_some(), "{key} before the reload");
+        assert_eq!(
+            get(&stats, key),
+            get(&before, key),
+            "{key} after the reload"
+        );
+    }
     // Opening with another head shape is refused, not silently reinitialised.
     let err = RewardModel::open(obj(&format!(r#"{{"name": "{name}", "dim": 32}}"#)))
         .await

@@ -24,7 +24,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::backend::Device;
 use crate::error::{Error, Result};
-use crate::model::{self, ModelSpec, RewardModel as Model};
+use crate::model::{self, ModelSpec, RewardModel as Model, TrainingHistory};
 use crate::personal::{Personal, Personalization};
 use crate::store;
 use crate::sync::{PassOptions, SyncState};
@@ -185,12 +185,13 @@ impl Inner {
             )));
         }
         // Persist first, apply after: a failed write leaves memory and disk as they were.
-        let bytes = self.with(|m| m.trained_bytes(&outcome))?;
+        let (bytes, history) =
+            self.with(|m| Ok((m.trained_bytes(&outcome)?, m.history_after(&outcome))))?;
         let mut sync = self.sync.borrow().clone();
         sync.unsynced_examples += outcome.examples() as u64;
         if let Some(s) = &self.storage {
             let commit = Commit {
-                model: Some((&self.spec, &bytes)),
+                model: Some((&self.spec, &bytes, history)),
                 drop_upto: Some(outcome.upto_seq),
                 sync: Some(&sync),
                 ..Commit::default()
@@ -220,11 +221,13 @@ impl Inner {
             .ok_or_else(|| Error::CorruptWeights("weights must be a Uint8Array".into()))?
             .to_vec();
         // What is stored is what will be installed (the user's personal part kept).
-        let (weights, _guard) = self.begin("importWeights", |m| m.importable(&bytes))?;
+        let ((weights, history), _guard) = self.begin("importWeights", |m| {
+            Ok((m.importable(&bytes)?, m.history()))
+        })?;
         if let Some(s) = &self.storage {
             let bytes = store::to_bytes(&weights)?;
             let commit = Commit {
-                model: Some((&self.spec, &bytes)),
+                model: Some((&self.spec, &bytes, history)),
                 ..Commit::default()
             };
             s.commit(&self.name, commit).await?;
@@ -245,6 +248,7 @@ impl Inner {
             storage: self.storage.as_ref(),
             name: &self.name,
             spec: &self.spec,
+            history: self.with(|m| Ok(m.history()))?,
             state: &self.sync,
         };
         let pass = PassOptions {
@@ -285,8 +289,9 @@ impl Inner {
     /// transaction (`reset` and `forget`).
     async fn store_replacing(&self, weights: &[u8], sync: &SyncState) -> Result<()> {
         if let Some(s) = &self.storage {
+            // Starting over (reset) or forgetting the user ends the training history too.
             let commit = Commit {
-                model: Some((&self.spec, weights)),
+                model: Some((&self.spec, weights, TrainingHistory::default())),
                 drop_all: true,
                 sync: Some(sync),
                 ..Commit::default()
@@ -548,10 +553,9 @@ async fn open(options: JsValue) -> Result<RewardModel> {
                 Some(state) => state,
                 None => SyncState::fresh(weights.clone()),
             };
-            (
-                Model::restore(weights, spec.objective, s.log, device)?,
-                sync,
-            )
+            let mut m = Model::restore(weights, spec.objective, s.log, device)?;
+            m.restore_history(s.history);
+            (m, sync)
         }
         None => {
             let m = Model::new(&spec, device)?;
@@ -561,7 +565,7 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             if let Some(s) = &storage {
                 let bytes = m.export_weights()?;
                 let commit = Commit {
-                    model: Some((&spec, &bytes)),
+                    model: Some((&spec, &bytes, TrainingHistory::default())),
                     sync: Some(&sync),
                     ..Commit::default()
                 };

@@ -1,6 +1,7 @@
 //! Persistence in IndexedDB: one database `tacit-rm` with two object stores.
 //!
-//! - `models`, keyed by model name: `{ spec: string (JSON), weights: Uint8Array (safetensors) }`.
+//! - `models`, keyed by model name: `{ spec: string (JSON), weights: Uint8Array (safetensors),
+//!   history: string (JSON of the training history `stats()` reports; absent in older records) }`.
 //! - `observations`, keyed by `[name, seq]`: `{ entry: string (JSON of a logged observation) }`.
 //! - `sync`, keyed by model name: the sync client's [`SyncState`] as its record
 //!   `{ state: string (JSON), reference: Uint8Array, bodies: Uint8Array[] }`.
@@ -26,7 +27,7 @@ use std::cell::RefCell;
 use super::error::describe;
 use crate::error::{Error, Result};
 use crate::feedback::log::LoggedObservation;
-use crate::model::ModelSpec;
+use crate::model::{ModelSpec, TrainingHistory};
 use crate::store::{self, Weights};
 use crate::sync::{SyncRecord, SyncState, SyncStore};
 
@@ -42,6 +43,8 @@ const STORES: [&str; 3] = [MODELS, OBSERVATIONS, SYNC];
 pub struct Stored {
     pub spec: ModelSpec,
     pub weights: Vec<u8>,
+    /// What `stats()` said of past training (none in a record stored before it was kept).
+    pub history: TrainingHistory,
     pub log: Vec<LoggedObservation>,
     /// The sync state, if the model has one.
     pub sync: Option<SyncState>,
@@ -50,7 +53,8 @@ pub struct Stored {
 /// What one transaction writes (everything absent is left as it is).
 #[derive(Default)]
 pub struct Commit<'a> {
-    pub model: Option<(&'a ModelSpec, &'a [u8])>,
+    /// The model record: spec, weights and the training history that goes with them.
+    pub model: Option<(&'a ModelSpec, &'a [u8], TrainingHistory)>,
     pub add: Option<&'a LoggedObservation>,
     /// Delete the observations with `seq ≤` this.
     pub drop_upto: Option<u64>,
@@ -196,14 +200,17 @@ fn sync_from_value(value: &JsValue) -> Result<SyncState> {
     })
 }
 
-fn model_value(spec: &ModelSpec, weights: &[u8]) -> Result<JsValue> {
+fn model_value(spec: &ModelSpec, weights: &[u8], history: &TrainingHistory) -> Result<JsValue> {
     let json = serde_json::to_string(spec)
         .map_err(|e| Error::Storage(format!("encoding the model spec: {e}")))?;
+    let history = serde_json::to_string(history)
+        .map_err(|e| Error::Storage(format!("encoding the training history: {e}")))?;
     let obj = js_sys::Object::new();
     js_sys::Reflect::set(&obj, &"spec".into(), &json.into())
         .and_then(|_| {
             js_sys::Reflect::set(&obj, &"weights".into(), &Uint8Array::from(weights).into())
         })
+        .and_then(|_| js_sys::Reflect::set(&obj, &"history".into(), &history.into()))
         .map_err(|e| storage_err("model record", &e))?;
     Ok(obj.into())
 }
@@ -289,6 +296,14 @@ impl Storage {
                 Error::CorruptWeights(format!("stored weights of '{name}' are not bytes"))
             })?
             .to_vec();
+        let history = match field("history").as_string() {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                Error::Storage(format!(
+                    "the training history of '{name}' is unreadable: {e}"
+                ))
+            })?,
+            None => TrainingHistory::default(),
+        };
         let mut entries = Vec::new();
         for record in Array::from(&log).iter() {
             let json = js_sys::Reflect::get(&record, &"entry".into())
@@ -305,6 +320,7 @@ impl Storage {
         Ok(Some(Stored {
             spec,
             weights,
+            history,
             log: entries,
             sync: if sync.is_undefined() {
                 None
@@ -336,10 +352,10 @@ impl Storage {
         let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
         let issue = || -> Result<()> {
             let js = |e: JsValue| storage_err("writing", &e);
-            if let Some((spec, weights)) = commit.model {
+            if let Some((spec, weights, history)) = commit.model {
                 tx.object_store(MODELS)
                     .map_err(js)?
-                    .put_with_key(&model_value(spec, weights)?, &name.into())
+                    .put_with_key(&model_value(spec, weights, &history)?, &name.into())
                     .map_err(js)?;
             }
             if let Some(sync) = commit.sync {
@@ -383,6 +399,8 @@ pub struct SyncStorage<'a> {
     pub storage: Option<&'a Storage>,
     pub name: &'a str,
     pub spec: &'a ModelSpec,
+    /// Stored with rebased weights (a sync does not train; it keeps what `stats()` says).
+    pub history: TrainingHistory,
     pub state: &'a RefCell<SyncState>,
 }
 
@@ -395,7 +413,7 @@ impl SyncStore for SyncStorage<'_> {
         if let Some(s) = self.storage {
             let bytes = weights.map(store::to_bytes).transpose()?;
             let commit = Commit {
-                model: bytes.as_deref().map(|b| (self.spec, b)),
+                model: bytes.as_deref().map(|b| (self.spec, b, self.history)),
                 sync: Some(state),
                 ..Commit::default()
             };
