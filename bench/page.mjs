@@ -375,5 +375,44 @@ async function tfCold({ backend, weights }) {
   return { ms, scores: Array.from(s) };
 }
 
-window.bench = { initialWeights, tacitRun, tacitCold, tfRun, tfCold, adapterInfo };
+// ---------------------------------------------------------------- latency of a chat turn
+
+/**
+ * The call every chat turn makes: scoring 4 candidates, `calls` times after `warmup` calls,
+ * on one backend ("auto" included: it places each call, DESIGN §11). Each call is timed on
+ * its own (performance.now() is coarsened to 0.1 ms in a page that is not cross-origin
+ * isolated, so p50/p99 are at that resolution) and the whole loop once (its mean per call is
+ * exact). Returns the scores of the last call for the same-work check and where the model
+ * says it ran.
+ */
+async function tacitLatency({ backend, weights, calls, warmup, entry }) {
+  if (entry) TACIT_ENTRY = entry;
+  const mod = await import(TACIT_ENTRY);
+  await mod.default();
+  const rm = await mod.RewardModel.open({
+    name: "latency", backend, persist: false, dim: data.DIM, hidden: [data.HIDDEN], objective: "ips",
+  });
+  await rm.importWeights(new Uint8Array(weights));
+  const x = data.embeddings(4, 1004);
+  let last;
+  for (let i = 0; i < warmup; i++) last = await rm.score(x);
+  const times = new Array(calls);
+  const start = performance.now();
+  for (let i = 0; i < calls; i++) {
+    const t0 = performance.now();
+    last = await rm.score(x);
+    times[i] = performance.now() - t0;
+  }
+  const meanMs = (performance.now() - start) / calls;
+  const stats = rm.stats();
+  await rm.close();
+  const sorted = [...times].sort((a, b) => a - b);
+  const pick = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return {
+    p50Ms: pick(0.5), p99Ms: pick(0.99), meanMs, calls, opened: stats.backend,
+    servedBy: stats.lastScore, scores: Array.from(last),
+  };
+}
+
+window.bench = { initialWeights, tacitRun, tacitCold, tfRun, tfCold, adapterInfo, tacitLatency };
 window.benchReady = true;

@@ -3,7 +3,7 @@
 // browser context on the same weights and data; the outputs are checked to be the same work
 // before any time is reported. Writes bench/results.json and bench/results.md.
 //
-//   node run.mjs [--repeats 7] [--train-repeats 3] [--cold-repeats 5] [--quick]
+//   node run.mjs [--repeats 7] [--train-repeats 3] [--cold-repeats 5] [--latency-calls 1000] [--quick]
 //                [--only tacit-rm/cpu,tfjs/wasm] [--out results] [--markdown-only]
 import { existsSync, writeFileSync, readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
@@ -40,17 +40,18 @@ const TOL = { scores: 1e-4, loss: 1e-3, shortWeights: 1e-2 };
 
 function args() {
   const a = process.argv.slice(2);
-  const opt = { repeats: 7, trainRepeats: 3, coldRepeats: 5, warmup: 1, trainWarmup: 1, only: null, out: "results" };
+  const opt = { repeats: 7, trainRepeats: 3, coldRepeats: 5, latencyCalls: 1000, warmup: 1, trainWarmup: 1, only: null, out: "results" };
   for (let i = 0; i < a.length; i++) {
     const next = () => a[++i];
     switch (a[i]) {
       case "--repeats": opt.repeats = Number(next()); break;
       case "--train-repeats": opt.trainRepeats = Number(next()); break;
       case "--cold-repeats": opt.coldRepeats = Number(next()); break;
+      case "--latency-calls": opt.latencyCalls = Number(next()); break;
       case "--only": opt.only = next().split(","); break;
       case "--markdown-only": opt.markdownOnly = true; break;
       case "--out": opt.out = next(); break;
-      case "--quick": Object.assign(opt, { repeats: 1, trainRepeats: 1, coldRepeats: 1 }); break;
+      case "--quick": Object.assign(opt, { repeats: 1, trainRepeats: 1, coldRepeats: 1, latencyCalls: 50 }); break;
       default: throw new Error(`unknown argument ${a[i]}`);
     }
   }
@@ -168,6 +169,19 @@ async function main() {
       log(`cold start round ${round}: ${configs.map((c) => `${c.id} ${cold[c.id].at(-1)?.toFixed(0) ?? "(warm-up)"}`).join(", ")}`);
     }
 
+    // Latency of the call every chat turn makes (4 candidates) on `auto`, `cpu` and `webgpu`.
+    const latency = {};
+    if (!opt.only || opt.only.some((id) => id.startsWith("tacit-rm/"))) {
+      for (const backend of ["auto", "cpu", "webgpu"]) {
+        latency[backend] = await withPage(browser, server.url, (p) =>
+          p.evaluate((a) => window.bench.tacitLatency(a), {
+            backend, weights: init.weights, calls: opt.latencyCalls, warmup: 20, entry: TACIT_ENTRY,
+          }));
+        const l = latency[backend];
+        log(`latency ${backend} (opened on ${l.opened}, served ${JSON.stringify(l.servedBy)}): p50 ${l.p50Ms.toFixed(2)} ms, p99 ${l.p99Ms.toFixed(2)} ms, mean ${l.meanMs.toFixed(3)} ms over ${l.calls} calls`);
+      }
+    }
+
     // ---- Same work? Scores against an independent float64 reference of the same weights;
     // training against tacit-rm's CPU reference path.
     const checks = [];
@@ -176,6 +190,8 @@ async function main() {
       const ref = data.referenceScores(weights, data.embeddings(n, 1000 + n));
       for (const c of configs) check(`scores n=${n}: ${c.id} vs float64 reference`, data.maxRelDiff(runs[c.id].score[n].scores, ref), TOL.scores);
     }
+    const latencyRef = data.referenceScores(weights, data.embeddings(4, 1004));
+    for (const [b, l] of Object.entries(latency)) check(`latency scores n=4: tacit-rm/${b} vs float64 reference`, data.maxRelDiff(l.scores, latencyRef), TOL.scores);
     const probeRef = data.referenceScores(weights, data.embeddings(64, 1064));
     for (const c of configs) check(`cold-start scores n=64: ${c.id} vs float64 reference`, data.maxRelDiff(coldScores[c.id], probeRef), TOL.scores);
     const base = runs["tacit-rm/cpu"] ?? runs[configs[0].id];
@@ -244,6 +260,12 @@ async function main() {
       }])),
       finalLoss: Object.fromEntries(configs.map((c) => [c.id, runs[c.id].train.finalLoss])),
       table,
+      latency: Object.fromEntries(Object.entries(latency).map(([b, l]) => [b, { ...l, scores: undefined }])),
+      latencyRatios: latency.auto && latency.cpu && latency.webgpu ? {
+        "auto / cpu p50 ratio": latency.auto.p50Ms / Math.max(latency.cpu.p50Ms, 1e-9),
+        "auto / cpu mean ratio": latency.auto.meanMs / latency.cpu.meanMs,
+        "auto / webgpu mean ratio": latency.auto.meanMs / latency.webgpu.meanMs,
+      } : null,
       sizes: sizes(),
     };
     writeFileSync(`${out}.json`, JSON.stringify(result, null, 2) + "\n");
@@ -283,6 +305,16 @@ function markdown(r, configs) {
   md += `Ratio = tacit-rm time / TF.js time on the matched backend: below 1 means tacit-rm is faster.\n\n`;
   md += `| task | runs | ${cols.map((c) => c.head).join(" | ")} |\n|---|---:|${cols.map(() => "---:").join("|")}|\n`;
   for (const row of r.table) md += `| ${row.task} | ${row.runs} | ${cols.map((c) => c.cell(row)).join(" | ")} |\n`;
+  if (r.latency && Object.keys(r.latency).length) {
+    md += `\nLatency of the call every chat turn makes, scoring 4 candidates, over ${Object.values(r.latency)[0].calls} calls after 20 warm-up calls `;
+    md += `(p50/p99 of single calls at performance.now()'s 0.1 ms resolution in a page that is not cross-origin isolated; the mean is exact):\n\n`;
+    md += `| backend | opened on | served by | p50 ms | p99 ms | mean ms |\n|---|---|---|---:|---:|---:|\n`;
+    for (const [b, l] of Object.entries(r.latency)) {
+      const by = l.servedBy ? `${l.servedBy.device} (${l.servedBy.reason})` : "—";
+      md += `| ${b} | ${l.opened} | ${by} | ${l.p50Ms.toFixed(2)} | ${l.p99Ms.toFixed(2)} | ${l.meanMs.toFixed(3)} |\n`;
+    }
+    if (r.latencyRatios) md += `\n${Object.entries(r.latencyRatios).map(([k, v]) => `${k}: **${v.toFixed(2)}×**`).join("; ")}.\n`;
+  }
   md += `\nSame work (checked before the times are reported): ${r.sameWork ? "**all checks pass**" : "**CHECKS FAILED**"}.\n\n`;
   md += `| check | value | tolerance | |\n|---|---:|---:|---|\n`;
   for (const c of r.checks) md += `| ${c.what} | ${c.value.toExponential(2)} | ${c.tol} | ${c.ok ? "ok" : "FAIL"} |\n`;

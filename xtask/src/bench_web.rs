@@ -4,7 +4,7 @@
 //! (`npm ci` in `bench/`: TF.js with its webgpu and wasm backends, playwright-core), and runs
 //! `bench/run.mjs`, which checks that both libraries do the same work and writes
 //! `bench/results.{json,md}`. Extra arguments go to the driver (`--quick`, `--repeats N`,
-//! `--train-repeats N`, `--cold-repeats N`, `--only tacit-rm/cpu,tfjs/wasm`).
+//! `--train-repeats N`, `--cold-repeats N`, `--latency-calls N`, `--only tacit-rm/cpu,tfjs/wasm`).
 //!
 //! Not part of `cargo xtask test`: a full run takes about 15 minutes on this machine type.
 
