@@ -70,7 +70,8 @@ pub fn setup() -> Result {
 
 /// Builds the npm package into `pkg/`: the wasm in two flavours (profile `web`; baseline and
 /// `+simd128`, which `index.js` picks by feature detection), the ES-module glue and `.d.ts`
-/// from wasm-bindgen, the entry module, package.json and README; then the size report.
+/// from wasm-bindgen, the entry modules (index.js, the worker entry), package.json and README;
+/// then the size report.
 pub fn build_pkg() -> Result {
     let pkg = root().join("pkg");
     if pkg.exists() {
@@ -122,7 +123,15 @@ pub fn build_pkg() -> Result {
     )
     .map_err(|e| format!("copying the SIMD wasm: {e}"))?;
     let template = root().join("src/web/npm");
-    for f in ["index.js", "index.d.ts"] {
+    // The entry, and the worker entry ("tacit-rm/worker": worker-client.js, the module its
+    // worker runs, and their declarations).
+    for f in [
+        "index.js",
+        "index.d.ts",
+        "worker-client.js",
+        "worker.js",
+        "worker.d.ts",
+    ] {
         std::fs::copy(template.join(f), pkg.join(f))
             .map_err(|e| format!("src/web/npm/{f}: {e}"))?;
     }
