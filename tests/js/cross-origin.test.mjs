@@ -112,6 +112,8 @@ test("a bad token is sync_unauthorized, not offline, and the update is kept for 
   const bad = await sync(p, { url: allowing.url, token: "not-a-token", model: "guarded" });
   assert.equal(bad.result, undefined, `resolved instead of failing: ${JSON.stringify(bad.result)}`);
   assert.deepEqual([bad.error.tacit, bad.error.name, bad.error.code], [true, "TacitError", "sync_unauthorized"]);
+  // The server's own message: the page read the body of the 401 (it carries the CORS headers).
+  assert.match(bad.error.message, /unknown or revoked token/);
   // A token scoped to another model: the server's 403, read by the page just the same.
   const scoped = scopedToken(allowing, "kiosk", ["elsewhere"]);
   const forbidden = await sync(p, { url: allowing.url, token: scoped, model: "guarded" });
@@ -147,9 +149,10 @@ test("a server that does not allow the page's origin is a request that could not
     assert.ok(p.errors.some((e) => e.includes("CORS policy")), `${what}: ${JSON.stringify(p.errors)}`);
     assert.equal((await s.meta("kept", s.adminToken)).accepted_updates, 0, what);
   }
-  // The queued update, unchanged, goes to the server that allows the page, once.
+  // The queued update, unchanged, goes to the server that allows the page, once: in a call
+  // that may wait out the backoff of the two failed attempts (0.5 s, then 1 s).
   const token = allowing.token("page3");
-  const back = await sync(p, { url: allowing.url, token, model: "kept" });
+  const back = await sync(p, { url: allowing.url, token, model: "kept", retryBudgetMs: 5_000 });
   assert.equal(back.error, undefined, JSON.stringify(back.error));
   assert.deepEqual([back.result.offline, back.result.pushed, back.result.queued, back.result.version], [false, 1, 0, 2]);
   const again = await sync(p, { url: allowing.url, token, model: "kept" });
