@@ -146,7 +146,10 @@ test("a server that does not allow the page's origin is a request that could not
     assert.ok(reason.includes(s.url), `${what}: the reason names the request: ${reason}`);
     // It was CORS (the browser tells its console, not the page), and the browser never sent
     // the push: its preflight was refused.
-    assert.ok(p.errors.some((e) => e.includes("CORS policy")), `${what}: ${JSON.stringify(p.errors)}`);
+    const cors = () => p.errors.some((e) => e.includes("CORS policy"));
+    // (The console message may arrive just after the call has resolved.)
+    for (let i = 0; i < 40 && !cors(); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(cors(), `${what}: ${JSON.stringify(p.errors)}`);
     assert.equal((await s.meta("kept", s.adminToken)).accepted_updates, 0, what);
   }
   // The queued update, unchanged, goes to the server that allows the page, once: in a call
