@@ -44,9 +44,12 @@ S=target/release/tacit-server
 DB="sqlite://$W/sync.db"
 ADMIN=$(step $S token create --db "$DB" --client ops --admin | tail -n 1)
 ALICE=$(step $S token create --db "$DB" --client alice | tail -n 1)
+step $S token create --db "$DB" --client kiosk --model default | tail -n 1 > "$W/kiosk"
+KIOSK=$(cat "$W/kiosk")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-echo "readme\$ $S serve --listen 127.0.0.1:$PORT --db $DB &" >&2
-$S serve --listen "127.0.0.1:$PORT" --db "$DB" 2> "$W/server.log" &
+# The README's two serve lines in one: a listen address, and a page origin allowed (CORS).
+echo "readme\$ $S serve --listen 127.0.0.1:$PORT --db $DB --allow-origin https://app.example &" >&2
+$S serve --listen "127.0.0.1:$PORT" --db "$DB" --allow-origin https://app.example 2> "$W/server.log" &
 SERVER_PID=$!
 for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null 2>&1 && break
@@ -55,6 +58,21 @@ done
 step curl -fsS -X PUT -H "Authorization: Bearer $ADMIN" --data-binary "@$W/w.safetensors" \
   "http://127.0.0.1:$PORT/v1/models/default"
 echo
+# The allowed origin's preflight is answered with its CORS headers; another origin's is refused.
+preflight() {
+  curl -s -o /dev/null -D - -w '%{http_code}\n' -X OPTIONS -H "Origin: $1" \
+    -H 'Access-Control-Request-Method: POST' -H 'Access-Control-Request-Headers: authorization' \
+    "http://127.0.0.1:$PORT/v1/models/default/updates"
+}
+preflight https://app.example > "$W/preflight.txt"
+tail -n 1 "$W/preflight.txt" | grep -qx 204 || { echo "the allowed origin's preflight: $(cat "$W/preflight.txt")" >&2; exit 1; }
+tr -d '\r' < "$W/preflight.txt" | grep -qix 'access-control-allow-origin: https://app.example' || { echo "no Access-Control-Allow-Origin: $(cat "$W/preflight.txt")" >&2; exit 1; }
+code=$(preflight https://other.example | tail -n 1)
+[ "$code" = 403 ] || { echo "another origin's preflight answered $code" >&2; exit 1; }
+# The kiosk's token reads its model, and no other.
+curl -fsS -H "Authorization: Bearer $KIOSK" "http://127.0.0.1:$PORT/v1/models/default/meta" > /dev/null
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KIOSK" "http://127.0.0.1:$PORT/v1/models/other/meta")
+[ "$code" = 403 ] || { echo "the kiosk's token on another model answered $code" >&2; exit 1; }
 cp "$W/trained.safetensors" "$W/local.safetensors"
 step $T sync --url "http://127.0.0.1:$PORT" --token "$ALICE" --model default \
   --weights "$W/local.safetensors" --state "$W/sync-state" --n-examples 20 | tee "$W/sync1.txt"

@@ -158,11 +158,21 @@ pub async fn fetch(
     }
     let url = format!("{}{}", base_url.trim_end_matches('/'), request.path);
     let promise: Promise = fetch
-        .call2(&global, &url.into(), &init)
+        .call2(&global, &JsValue::from_str(&url), &init)
         .map_err(js)?
         .dyn_into()
         .map_err(js)?;
-    let response = JsFuture::from(promise).await.map_err(js)?;
+    // A rejected fetch says little ("Failed to fetch", "fetch failed"), and a page cannot tell
+    // a refused connection from a CORS refusal (the browser hides which): name both.
+    let response = JsFuture::from(promise).await.map_err(|e| {
+        format!(
+            "{} {url}: the request could not be made ({}): the server is unreachable, the \
+             request timed out, or (in a browser) CORS blocked it: a page on another origin \
+             than the server needs that origin allowed (tacit-server serve --allow-origin ORIGIN)",
+            request.method,
+            describe(&e)
+        )
+    })?;
     let get = |k: &str| js_sys::Reflect::get(&response, &k.into()).map_err(js);
     let status = get("status")?.as_f64().ok_or("no status")? as u16;
     let headers = get("headers")?;

@@ -45,7 +45,14 @@ test("a Web Worker scores and trains on WebGPU, matching the main thread and a J
   }), { dim, x });
   assert.equal(fromWorker.error, undefined, fromWorker.error);
   assert.equal(fromWorker.backend, "webgpu");
-  assert.deepEqual(fromWorker.progress, [1, 2, 3]);
+  // The personal runs report first, then the shared one's three epochs; the fraction of the
+  // whole call grows to 1.
+  const shared = fromWorker.progress.filter((p) => p.part === "shared");
+  assert.deepEqual(shared.map((p) => p.epoch), [1, 2, 3]);
+  assert.deepEqual(fromWorker.progress.slice(-3), shared);
+  const fractions = fromWorker.progress.map((p) => p.fraction);
+  assert.ok(fractions.every((f, i) => i === 0 || f > fractions[i - 1]), JSON.stringify(fractions));
+  assert.equal(fractions.at(-1), 1);
   assert.equal(fromWorker.examples, 24);
 
   const main = await page.evaluate(async ({ dim, x }) => {

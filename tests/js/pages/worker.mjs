@@ -18,7 +18,7 @@ self.onmessage = async ({ data }) => {
       });
     }
     const progress = [];
-    const trained = await rm.train({ epochs: 3, onProgress: (p) => { progress.push(p.epoch); } });
+    const trained = await rm.train({ epochs: 3, onProgress: (p) => { progress.push({ part: p.part, epoch: p.epoch, fraction: p.fraction }); } });
     self.postMessage({
       backend: rm.backend,
       scores: Array.from(scores),
