@@ -317,13 +317,19 @@ impl TrainJob {
             val: val.as_ref(),
             config: &self.config,
         };
+        let on_the_call = |fraction: f64| personal_span + fraction * (1.0 - personal_span);
         let mut scaled = |e: &EpochReport| {
             progress(&EpochReport {
-                fraction: personal_span + e.fraction * (1.0 - personal_span),
+                fraction: on_the_call(e.fraction),
                 ..e.clone()
             })
         };
-        let trained = trainer::train_async(device, &request, &mut scaled, between_epochs).await?;
+        let mut trained =
+            trainer::train_async(device, &request, &mut scaled, between_epochs).await?;
+        // The report lists the epochs as `progress` heard them.
+        for e in &mut trained.report.epochs {
+            e.fraction = on_the_call(e.fraction);
+        }
         let head = match (&personal, &folded) {
             (Some(p), Some(_)) => p.unfold(&trained.head),
             _ => trained.head,

@@ -142,6 +142,7 @@ export interface TrainOptions {
 export interface TrainResult {
   objective: Objective;
   examples: number;
+  /** The shared run's epochs (`part: "shared"`); the personal runs report through onProgress only. */
   epochs: ProgressEvent[];
   bestEpoch: number;
   stoppedEarly: boolean;
