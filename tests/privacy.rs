@@ -165,6 +165,39 @@ fn epsilon_agrees_with_dp_accounting_and_opacus() {
     eprintln!("{table}");
 }
 
+/// Far corners (very little or very much noise, tiny and near-1 sampling rates), from the same
+/// script and date: dp-accounting 0.6.0's `get_epsilon_and_optimal_order` as above. Where
+/// its ε is 0 (its KL bound already gives δ), ours must be 0 too.
+const EXTREMES: &[(f64, f64, u64, f64, f64, f64)] = &[
+    (0.3, 0.5, 10, 1e-5, 81.44438226913452, 1.4),
+    (0.3, 0.01, 100, 1e-5, 32.08879000546581, 1.5),
+    (100.0, 1e-6, 1000, 1e-5, 0.0, 1.1),
+    (0.1, 0.9999, 1, 1e-5, 96.116008410055, 1.5),
+    (50.0, 0.5, 1, 1e-5, 0.03262458602028215, 256.0),
+    (1.0, 1e-9, 1, 1e-5, 0.0, 1.1),
+    (0.2, 0.2, 1, 1e-5, 31.68405176894964, 1.9),
+    (1000.0, 0.3, 1000, 1e-5, 0.03100965385108991, 256.0),
+    (0.05, 0.001, 10, 1e-5, 1551.925232486796, 1.1),
+];
+
+#[test]
+fn far_corners_agree_with_dp_accounting() {
+    for &(z, q, t, delta, want, want_order) in EXTREMES {
+        let ours = epsilon(z, q, t, delta).unwrap();
+        if want == 0.0 {
+            assert_eq!(ours.epsilon, 0.0, "z={z} q={q} T={t}");
+        } else {
+            assert!(
+                rel(ours.epsilon, want) < 0.01,
+                "z={z} q={q} T={t}: {} vs dp-accounting {want}",
+                ours.epsilon
+            );
+            assert!(ours.epsilon <= want * (1.0 + 1e-12));
+        }
+        assert_eq!(ours.order, want_order, "z={z} q={q} T={t}");
+    }
+}
+
 /// q = 1 is the Gaussian mechanism: RDP Tα/(2z²), so ε is a literal minimum over the orders.
 #[test]
 fn full_participation_is_the_closed_form() {

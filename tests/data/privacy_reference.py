@@ -46,6 +46,19 @@ GRID = [
     (0.5, 0.02, 500, 1e-5),
 ]
 
+# Far corners: very little or very much noise, tiny and near-1 sampling rates.
+EXTREMES = [
+    (0.3, 0.5, 10, 1e-5),
+    (0.3, 0.01, 100, 1e-5),
+    (100.0, 1e-6, 1000, 1e-5),
+    (0.1, 0.9999, 1, 1e-5),
+    (50.0, 0.5, 1, 1e-5),
+    (1.0, 1e-9, 1, 1e-5),
+    (0.2, 0.2, 1, 1e-5),
+    (1000.0, 0.3, 1000, 1e-5),
+    (0.05, 0.001, 10, 1e-5),
+]
+
 
 def accountant(z, q, t):
     acc = rdp.RdpAccountant()
@@ -68,6 +81,11 @@ def main():
         )
         print(f"({z}, {q}, {t}, {d:g}) | {float(eps)!r}, {order} | {float(classic[i])!r}, {orders[i]}"
               f" | {float(o_eps)!r}, {o_order}")
+
+    print("extremes: z, q, T, delta | dp-accounting eps, order")
+    for z, q, t, d in EXTREMES:
+        eps, order = accountant(z, q, t).get_epsilon_and_optimal_order(d)
+        print(f"({z}, {q}, {t}, {d:g}) | {float(eps)!r}, {order}")
 
     # The first round whose epsilon exceeds a budget (epsilon is non-decreasing in T).
     for z, q, d, budget in [(1.0, 0.01, 1e-5, 3.0), (2.0, 0.5, 1e-6, 8.0)]:
