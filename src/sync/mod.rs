@@ -12,6 +12,7 @@ pub mod files;
 pub mod http;
 pub mod pass;
 pub mod ports;
+pub mod privacy;
 pub mod protocol;
 pub mod state;
 
