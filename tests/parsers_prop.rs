@@ -70,9 +70,11 @@ const CODES: [&str; 4] = [
 
 proptest! {
     // No failure files: a failing case is printed, and the suite writes nothing to the tree.
+    // A fixed seed: the suite is deterministic (the fuzz targets are what explores).
     #![proptest_config(ProptestConfig {
-        cases: 2000,
+        cases: 4000,
         failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7ac1_7),
         ..ProptestConfig::default()
     })]
 
@@ -135,14 +137,19 @@ proptest! {
                 let f = exposure_features(&obs).unwrap();
                 prop_assert!(f.iter().all(|v| v.is_finite()), "{:?} from {:?}", f, obs);
                 prop_assert!(obs.embedding.len() == 4 && obs.embedding.iter().all(|v| v.is_finite()));
-                // Through JSON (the stored log's form) everything comes back, the f64
-                // fields within serde_json's default float parser's one ulp (its exact
-                // parser, `float_roundtrip`, costs the shipped wasm ~60 KB; one ulp of a
-                // dwell time or a length changes no f32 exposure feature).
+                // Through JSON (the stored log's form) everything comes back, the f64 fields
+                // within a few ulps: serde_json's default float parser is best-effort (this
+                // property found 2 ulps); its exact one, `float_roundtrip`, costs the shipped
+                // wasm ~60 KB, and a few ulps of a dwell time or a length move no f32 feature.
                 let json = serde_json::to_string(&obs).unwrap();
                 let back = serde_json::from_str::<Observation>(&json).unwrap();
-                let ulp = |a: f64, b: f64| a == b || (a - b).abs() <= f64::EPSILON * a.abs();
-                prop_assert!(ulp(back.dwell_ms, obs.dwell_ms) && ulp(back.length, obs.length));
+                let near = |a: f64, b: f64| {
+                    a == b || (a.signum() == b.signum() && a.to_bits().abs_diff(b.to_bits()) <= 8)
+                };
+                prop_assert!(
+                    near(back.dwell_ms, obs.dwell_ms) && near(back.length, obs.length),
+                    "{} came back as {:?}, {:?}", json, back.dwell_ms, back.length
+                );
                 prop_assert_eq!(exposure_features(&back).unwrap(), f);
                 prop_assert_eq!(
                     Observation { dwell_ms: obs.dwell_ms, length: obs.length, ..back },
