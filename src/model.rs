@@ -37,6 +37,10 @@ pub struct ModelSpec {
     pub activation: Activation,
     /// The objective `train` uses unless told otherwise; it fixes the head's outputs.
     pub objective: ObjectiveKind,
+    /// Choose the objective per training call from the pending observations' signals
+    /// ([`crate::objective::choice`]; the package's `objective: "auto"`) instead of always
+    /// `objective`, which then only fixes the head's (one) output.
+    pub auto_objective: bool,
     /// Seed of the initial weights.
     pub seed: u64,
     /// The personal part kept beside the shared head (`crate::personal`); `none` gives the
@@ -51,6 +55,7 @@ impl Default for ModelSpec {
             hidden: vec![128],
             activation: Activation::Relu,
             objective: ObjectiveKind::Implicit,
+            auto_objective: false,
             seed: 0,
             personalization: Personalization::default(),
         }
@@ -353,6 +358,8 @@ pub struct RewardModel {
     log: Vec<LoggedObservation>,
     next_seq: u64,
     default_objective: ObjectiveKind,
+    /// [`ModelSpec::auto_objective`].
+    auto_objective: bool,
     history: TrainingHistory,
     /// Which device serves each scoring call (DESIGN §11), and what served the last one.
     placement: Placement,
@@ -367,7 +374,7 @@ impl RewardModel {
             Personalization::None => None,
             kind => Some(Personal::new(kind, &head.config)?),
         };
-        Ok(Self::from_parts(
+        let mut m = Self::from_parts(
             Weights {
                 personal,
                 ..Weights::new(head)
@@ -375,7 +382,9 @@ impl RewardModel {
             spec.objective,
             Vec::new(),
             device,
-        ))
+        );
+        m.auto_objective = spec.auto_objective;
+        Ok(m)
     }
 
     /// A model restored from stored weights and log (the log is re-validated: entries that
@@ -409,6 +418,7 @@ impl RewardModel {
             log,
             next_seq,
             default_objective,
+            auto_objective: false,
             history: TrainingHistory::default(),
             placement: Placement::Fixed,
             last_served: None,
@@ -430,6 +440,23 @@ impl RewardModel {
     /// Switches device (the browser falls back to the CPU when its GPU device is lost).
     pub fn set_device(&mut self, device: Device) {
         self.device = device;
+    }
+
+    /// Whether training calls without an objective choose one from the pending signals.
+    pub fn set_auto_objective(&mut self, auto: bool) {
+        self.auto_objective = auto;
+    }
+
+    /// The objective a training call with `options` uses: the one it names, else the one the
+    /// pending observations' signals call for (under `auto_objective`), else the model's.
+    pub fn objective_for(&self, options: &TrainOptions) -> ObjectiveKind {
+        match options.objective {
+            Some(kind) => kind,
+            None if self.auto_objective && self.config().outputs == 1 => {
+                crate::objective::choice::for_signals(&self.log)
+            }
+            None => self.default_objective,
+        }
     }
 
     pub fn placement(&self) -> Placement {
@@ -474,7 +501,7 @@ impl RewardModel {
 
     /// Snapshots the pending log and the head into a job.
     pub fn prepare_training(&self, options: &TrainOptions) -> Result<TrainJob> {
-        let kind = options.objective.unwrap_or(self.default_objective);
+        let kind = self.objective_for(options);
         // The objective fixes the head's outputs when the model is made: asking for one of
         // another shape is a choice to correct, not a dimension bug (`beta` has two).
         let outputs = self.config().outputs;

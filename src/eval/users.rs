@@ -364,6 +364,8 @@ impl UsersConfig {
             objective: self.objective,
             seed,
             personalization,
+            // The protocol names its objective: every system trains on the same one.
+            auto_objective: false,
         }
     }
 }

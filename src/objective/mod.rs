@@ -6,6 +6,7 @@
 
 pub mod bce;
 pub mod beta;
+pub mod choice;
 pub mod nonneg;
 pub mod pairwise;
 pub mod strata;

@@ -554,6 +554,7 @@ async fn open(options: JsValue) -> Result<RewardModel> {
                 None => SyncState::fresh(weights.clone()),
             };
             let mut m = Model::restore(weights, spec.objective, s.log, device)?;
+            m.set_auto_objective(spec.auto_objective);
             m.restore_history(s.history);
             (m, sync)
         }

@@ -37,11 +37,32 @@ pub struct OpenOptions {
     pub dim: Option<usize>,
     pub hidden: Option<Vec<usize>>,
     pub activation: Option<Activation>,
-    pub objective: Option<ObjectiveKind>,
+    /// An objective, or "auto" (the default for a new model): chosen per training call
+    /// from the signals of the pending observations (`crate::objective::choice`).
+    pub objective: Option<ObjectiveOption>,
     pub seed: Option<u64>,
     /// The personal part kept beside the shared head (default `residual`; `none` for the
     /// shared model alone).
     pub personalization: Option<Personalization>,
+}
+
+/// `OpenOptions.objective`: an objective's name or "auto".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectiveOption {
+    Auto,
+    Fixed(ObjectiveKind),
+}
+
+impl<'de> Deserialize<'de> for ObjectiveOption {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == "auto" {
+            return Ok(ObjectiveOption::Auto);
+        }
+        ObjectiveKind::parse(&name)
+            .map(ObjectiveOption::Fixed)
+            .map_err(|e| serde::de::Error::custom(format!("objective: {e} (or \"auto\")")))
+    }
 }
 
 /// `score(embeddings, options)` and `rank(embeddings, options)`.
@@ -122,12 +143,24 @@ impl OpenOptions {
     /// The head to make, filling gaps from `stored` (then from the defaults); fields the
     /// caller gave must agree with a stored model.
     pub fn spec(&self, stored: Option<&ModelSpec>) -> Result<ModelSpec> {
-        let base = stored.cloned().unwrap_or_default();
+        // A new model left without an objective chooses it from its signals; a stored one
+        // keeps what it was made with.
+        let base = stored.cloned().unwrap_or(ModelSpec {
+            auto_objective: true,
+            ..ModelSpec::default()
+        });
+        let (objective, auto_objective) = match self.objective {
+            None => (base.objective, base.auto_objective),
+            // One output, as every objective but beta: the shape the choice trains.
+            Some(ObjectiveOption::Auto) => (ObjectiveKind::Implicit, true),
+            Some(ObjectiveOption::Fixed(kind)) => (kind, false),
+        };
         let spec = ModelSpec {
             dim: self.dim.unwrap_or(base.dim),
             hidden: self.hidden.clone().unwrap_or_else(|| base.hidden.clone()),
             activation: self.activation.unwrap_or(base.activation),
-            objective: self.objective.unwrap_or(base.objective),
+            objective,
+            auto_objective,
             seed: self.seed.unwrap_or(base.seed),
             personalization: self.personalization.unwrap_or(base.personalization),
         };

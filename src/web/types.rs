@@ -46,8 +46,14 @@ export interface OpenOptions {
   /** Hidden layer sizes; default [128]. */
   hidden?: number[];
   activation?: "relu" | "tanh";
-  /** The objective `train` uses by default; default "implicit" (see `Objective` for which to pick). */
-  objective?: Objective;
+  /**
+   * The objective `train` uses by default. "auto" (the default for a new model) picks it per
+   * training call from the pending observations by the rule of `Objective`'s list: "pairwise"
+   * when at least half of them are in turns of several answers one of which got a positive
+   * reaction, else "noise-ips" when any reaction has a sign (thumbs_down, regenerate), else
+   * "implicit"; `TrainResult.objective` says which. A stored model keeps its own.
+   */
+  objective?: Objective | "auto";
   /** Seed of the initial weights; default 0. */
   seed?: number;
   /**
@@ -107,7 +113,7 @@ export interface ProgressEvent {
 }
 
 export interface TrainOptions {
-  /** Default: the model's (`OpenOptions.objective`); see `Objective` for which to pick. */
+  /** Default: the model's (`OpenOptions.objective`, "auto" by default); see `Objective`. */
   objective?: Objective;
   /** Default 5. */
   epochs?: number;

@@ -164,6 +164,38 @@ async function observePairs(rm, taste, emb, tag) {
   }
 }
 
+test("a new model's objective is chosen per call from the signals the app logs", async () => {
+  const emb = randomFloats(16 * DIM, 41);
+  // Turns of two answers, one copied: pairwise.
+  const choices = await RewardModel.open({ dim: DIM, hidden: [4] });
+  await observePairs(choices, Array.from({ length: DIM }, (_, i) => (i % 2 ? 1 : -1)), emb, "c");
+  assert.equal((await choices.train({ epochs: 1 })).objective, "pairwise");
+  // Single answers with signed reactions: noise-ips.
+  const signed = await RewardModel.open({ dim: DIM, hidden: [4] });
+  for (let i = 0; i < 16; i++) {
+    await signed.observe({
+      id: `s${i}`, embedding: emb.subarray(i * DIM, (i + 1) * DIM), shown: { position: 0, candidates: 1 },
+      events: i % 3 === 0 ? ["thumbs_down"] : i % 3 === 1 ? ["copy"] : [],
+    });
+  }
+  assert.equal((await signed.train({ epochs: 1 })).objective, "noise-ips");
+  // Positives only: implicit; a named objective wins; a fixed model keeps its own.
+  const positives = await RewardModel.open({ dim: DIM, hidden: [4] });
+  const fixed = await RewardModel.open({ dim: DIM, hidden: [4], objective: "naive" });
+  for (const rm of [positives, fixed]) {
+    for (let i = 0; i < 16; i++) {
+      await rm.observe({
+        id: `p${i}`, embedding: emb.subarray(i * DIM, (i + 1) * DIM), shown: { position: i % 4, candidates: 4 },
+        events: i % 4 === 0 ? ["copy"] : [],
+      });
+    }
+  }
+  assert.equal((await positives.train({ epochs: 1 })).objective, "implicit");
+  assert.equal((await fixed.train({ epochs: 1 })).objective, "naive");
+  await rejectsWith(RewardModel.open({ dim: DIM, objective: "autoo" }), "invalid_config");
+  for (const rm of [choices, signed, positives, fixed]) await rm.close();
+});
+
 test("the personal part: scored with the shared one, exported, imported, forgotten", async () => {
   const rm = await RewardModel.open({ dim: DIM, hidden: [16], seed: 2 });
   assert.deepEqual(rm.stats().personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });

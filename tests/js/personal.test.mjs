@@ -46,7 +46,8 @@ const embed = (answers) => featurize(answers.map((a) => a.text), DIM);
 // differ, which is what the basis learns. (A linear head with the residual design keeps every
 // user's taste through the syncs as well, but gives a new user no head start: the README has
 // both runs' figures.)
-const open = () => RewardModel.open({ persist: false, dim: DIM, hidden: [16], seed: 0, personalization: "basis" });
+// The objective is named: the README's figures of this run were taken with `implicit`.
+const open = () => RewardModel.open({ persist: false, dim: DIM, hidden: [16], seed: 0, personalization: "basis", objective: "implicit" });
 const taste = (u) => (u % 2 === 0 ? "terse-coder" : "friendly-explainer");
 
 /** `turns` turns of `user`'s reactions to answers shown in the model's order, then a train call. */
