@@ -11,8 +11,9 @@
 //!   flood of valid pushes under distinct keys ignoring `Retry-After` (10 a second against a
 //!   limit of `client_pushes_per_minute`), garbage bodies, and idempotency keys reused with
 //!   other content;
-//! - `chaos_kills` times, at seeded random points of the middle 80 % of the run, the server is
-//!   SIGKILLed and restarted on the same database and port.
+//! - `chaos_kills` times, at seeded random points of the middle 80 % of the run (one in each
+//!   of `chaos_kills` equal slots), the server is SIGKILLed and restarted on the same
+//!   database and port.
 //!
 //! Then the server is stopped and the database itself is read, to check what must hold
 //! (any failure makes the command exit non-zero): every 202 an honest client received is
@@ -54,6 +55,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(90);
 const ATTACK_INTERVAL: Duration = Duration::from_millis(500);
 const FLOOD_INTERVAL: Duration = Duration::from_millis(100);
+const FLOOD_IN_FLIGHT: usize = 32;
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.clients == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
@@ -344,10 +346,11 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
         MAX_NORM.to_string(),
     ];
     let mut server = ServerProcess::start(server_args).await?;
-    let mut kill_at: Vec<f64> = (0..args.chaos_kills)
-        .map(|_| args.seconds * (0.1 + 0.8 * rng.unit()))
+    // One kill at a random point of each of `chaos_kills` equal slots of the middle 80 %.
+    let slot = 0.8 / args.chaos_kills.max(1) as f64;
+    let kill_at: Vec<f64> = (0..args.chaos_kills)
+        .map(|k| args.seconds * (0.1 + slot * (k as f64 + rng.unit())))
         .collect();
-    kill_at.sort_by(f64::total_cmp);
 
     eprintln!(
         "bench {storage}: {honest_n} honest and {malicious_n} malicious clients for {} s, {} kills",
@@ -410,6 +413,7 @@ async fn measure(args: &BenchArgs, storage: &str, url: &str) -> Result<serde_jso
     let rows = stored_rows(&db, &model).await?;
     violations.extend(check_honest(&honest_records, &rows));
     violations.extend(check_malicious(&malicious_records, &rows));
+    violations.extend(check_rate(&rows, args.client_pushes_per_minute.max(1)));
     let known: std::collections::HashSet<&str> = honest_records
         .iter()
         .map(|h| h.client.as_str())
@@ -548,12 +552,13 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Stored updates of `model`: client → key → (id, content hash).
-type Rows = BTreeMap<String, HashMap<String, (u64, String)>>;
+/// Stored updates of `model`: client → key → (id, content hash, received_at ms).
+type Rows = BTreeMap<String, HashMap<String, (u64, String, i64)>>;
 
 async fn stored_rows(db: &Db, model: &str) -> Result<Rows, String> {
     let rows = sqlx::query(
-        "SELECT id, client, idempotency_key, content_sha256 FROM updates WHERE model = $1",
+        "SELECT id, client, idempotency_key, content_sha256, received_at FROM updates \
+         WHERE model = $1",
     )
     .bind(model)
     .fetch_all(&db.pool)
@@ -565,11 +570,12 @@ async fn stored_rows(db: &Db, model: &str) -> Result<Rows, String> {
         let key: String = r.try_get("idempotency_key").map_err(|e| e.to_string())?;
         let id: i64 = r.try_get("id").map_err(|e| e.to_string())?;
         let sha: String = r.try_get("content_sha256").map_err(|e| e.to_string())?;
+        let at: i64 = r.try_get("received_at").map_err(|e| e.to_string())?;
         // (model, client, key) is unique in the schema; checked here all the same.
         if out
             .entry(client.clone())
             .or_default()
-            .insert(key.clone(), (id as u64, sha))
+            .insert(key.clone(), (id as u64, sha, at))
             .is_some()
         {
             return Err(format!("{client} {key} is stored twice"));
@@ -588,8 +594,8 @@ fn check_honest(records: &[Honest], rows: &Rows) -> Vec<String> {
         for (key, id, sha) in &h.acks {
             acked.insert(key.as_str());
             match mine.get(key) {
-                Some((stored_id, stored_sha)) if stored_id == id && stored_sha == sha => {}
-                Some((stored_id, _)) => violations.push(format!(
+                Some((stored_id, stored_sha, _)) if stored_id == id && stored_sha == sha => {}
+                Some((stored_id, _, _)) => violations.push(format!(
                     "{} {key}: the 202 named update {id}, the database holds {stored_id} with other content or id",
                     h.client
                 )),
@@ -599,7 +605,7 @@ fn check_honest(records: &[Honest], rows: &Rows) -> Vec<String> {
                 )),
             }
         }
-        for (key, (id, sha)) in mine {
+        for (key, (id, sha, _)) in mine {
             if acked.contains(key.as_str()) {
                 continue;
             }
@@ -619,7 +625,7 @@ fn check_honest(records: &[Honest], rows: &Rows) -> Vec<String> {
 fn check_malicious(records: &[Malicious], rows: &Rows) -> Vec<String> {
     let mut violations = Vec::new();
     for m in records {
-        for (key, (id, sha)) in rows.get(&m.client).into_iter().flatten() {
+        for (key, (id, sha, _)) in rows.get(&m.client).into_iter().flatten() {
             match m.valid.get(key) {
                 Some(s) if s == sha => {}
                 Some(_) => violations.push(format!(
@@ -631,6 +637,27 @@ fn check_malicious(records: &[Malicious], rows: &Rows) -> Vec<String> {
                     m.client
                 )),
             }
+        }
+    }
+    violations
+}
+
+/// No client stored more than `limit` updates in any sliding minute: the row that would
+/// be the (limit + 1)-th in a minute must have been refused.
+fn check_rate(rows: &Rows, limit: u64) -> Vec<String> {
+    let limit = limit as usize;
+    let mut violations = Vec::new();
+    for (client, mine) in rows {
+        let mut at: Vec<i64> = mine.values().map(|r| r.2).collect();
+        at.sort_unstable();
+        if let Some(k) =
+            (0..at.len().saturating_sub(limit)).find(|&k| at[k + limit] - at[k] < 60_000)
+        {
+            violations.push(format!(
+                "{client} stored {} updates within {} ms (limit {limit} a minute)",
+                limit + 1,
+                at[k + limit] - at[k]
+            ));
         }
     }
     violations
@@ -775,24 +802,21 @@ async fn malicious(
         attack: Some(attack),
         ..Malicious::default()
     };
+    if attack == Attack::Flood {
+        return flood(ctx, j, rec, token).await;
+    }
     let mut conn = Conn::new(&ctx.addr, &token);
-    let interval = if attack == Attack::Flood {
-        FLOOD_INTERVAL
-    } else {
-        ATTACK_INTERVAL
-    };
     let mut next = Instant::now();
     let mut n = 0usize;
     while !ctx.stop.load(Ordering::Relaxed) {
         let key = format!("m{j}-{n}");
         let valid = &ctx.pool[(j * 13 + n) % ctx.pool.len()];
         n += 1;
-        let body = match attack {
-            Attack::Flood | Attack::ReusedKey => {
-                rec.valid.insert(key.clone(), valid.sha.clone());
-                valid
-            }
-            _ => &ctx.attacks[&attack],
+        let body = if attack == Attack::ReusedKey {
+            rec.valid.insert(key.clone(), valid.sha.clone());
+            valid
+        } else {
+            &ctx.attacks[&attack]
         };
         let first = send_attack(&mut conn, &ctx, &mut rec, &key, body, attack, true).await;
         if attack == Attack::ReusedKey && first {
@@ -800,9 +824,50 @@ async fn malicious(
             let other = &ctx.pool[(j * 13 + n) % ctx.pool.len()];
             send_attack(&mut conn, &ctx, &mut rec, &key, other, attack, false).await;
         }
-        next += interval;
+        next += ATTACK_INTERVAL;
         tokio::time::sleep_until(next.into()).await;
         next = next.max(Instant::now());
+    }
+    rec
+}
+
+/// Valid pushes under distinct keys, one every `FLOOD_INTERVAL` whatever the answers (up to
+/// `FLOOD_IN_FLIGHT` at once, each on a connection of its own), ignoring `Retry-After`: the
+/// rate limit must hold them to `client_pushes_per_minute`.
+async fn flood(ctx: Arc<Ctx>, j: usize, mut rec: Malicious, token: String) -> Malicious {
+    let mut in_flight = tokio::task::JoinSet::<(String, Result<Answer, Failure>)>::new();
+    let mut next = Instant::now();
+    let mut n = 0usize;
+    while !ctx.stop.load(Ordering::Relaxed) {
+        while in_flight.len() >= FLOOD_IN_FLIGHT {
+            if let Some(Ok((key, result))) = in_flight.join_next().await {
+                record(&mut rec, &key, Attack::Flood, true, result);
+            }
+        }
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok((key, result)) = done {
+                record(&mut rec, &key, Attack::Flood, true, result);
+            }
+        }
+        let key = format!("m{j}-{n}");
+        let b = (j * 13 + n) % ctx.pool.len();
+        n += 1;
+        rec.valid.insert(key.clone(), ctx.pool[b].sha.clone());
+        rec.pushes += 1;
+        let (ctx2, token) = (ctx.clone(), token.clone());
+        in_flight.spawn(async move {
+            let mut conn = Conn::new(&ctx2.addr, &token);
+            let result = conn.post(&ctx2.path, &key, &ctx2.pool[b].bytes).await;
+            (key, result)
+        });
+        next += FLOOD_INTERVAL;
+        tokio::time::sleep_until(next.into()).await;
+        next = next.max(Instant::now());
+    }
+    while let Some(done) = in_flight.join_next().await {
+        if let Ok((key, result)) = done {
+            record(&mut rec, &key, Attack::Flood, true, result);
+        }
     }
     rec
 }
@@ -818,37 +883,52 @@ async fn send_attack(
     first: bool,
 ) -> bool {
     rec.pushes += 1;
-    match conn.post(&ctx.path, key, &body.bytes).await {
-        Ok(a) => {
-            let code = a.code();
-            *rec.answers.entry(code.clone()).or_default() += 1;
-            let valid = first && matches!(attack, Attack::Flood | Attack::ReusedKey);
-            let allowed = if valid {
-                // A valid push: stored, or refused by the flood limit.
-                code == "accepted" || code == "rate_limited"
-            } else {
-                code == attack.expected()
-            };
-            if !allowed {
-                rec.violations.push(format!(
-                    "{} {key} ({}): answered {} {code}, expected {}",
-                    rec.client,
-                    attack.name(),
-                    a.status,
-                    if valid {
-                        "accepted or rate_limited"
-                    } else {
-                        attack.expected()
-                    }
-                ));
-            }
-            a.status == 202
-        }
+    let result = conn.post(&ctx.path, key, &body.bytes).await;
+    record(rec, key, attack, first, result)
+}
+
+/// Counts an attack push's answer and checks it; returns whether it got a 202.
+fn record(
+    rec: &mut Malicious,
+    key: &str,
+    attack: Attack,
+    first: bool,
+    result: Result<Answer, Failure>,
+) -> bool {
+    let a = match result {
+        Ok(a) => a,
         Err(_) => {
             rec.connection_errors += 1;
-            false
+            return false;
         }
+    };
+    let code = a.code();
+    *rec.answers.entry(code.clone()).or_default() += 1;
+    let valid = first && matches!(attack, Attack::Flood | Attack::ReusedKey);
+    let allowed = if valid {
+        // A valid push: stored, or refused by the rate limit.
+        code == "accepted" || code == "rate_limited"
+    } else {
+        code == attack.expected()
+    };
+    if !allowed {
+        rec.violations.push(format!(
+            "{} {key} ({}): answered {} {code}, expected {}",
+            rec.client,
+            attack.name(),
+            a.status,
+            if valid {
+                "accepted or rate_limited"
+            } else {
+                attack.expected()
+            }
+        ));
     }
+    if a.status == 429 && a.retry_after.is_none() {
+        rec.violations
+            .push(format!("{} {key}: a 429 without Retry-After", rec.client));
+    }
+    a.status == 202
 }
 
 /// The valid deltas and one body per invalid attack.
@@ -940,7 +1020,9 @@ impl ServerProcess {
                     .args(&args)
                     .env(
                         "RUST_LOG",
-                        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                        // Waiting for SQLite's one connection is the point of the load, not news.
+                        std::env::var("RUST_LOG")
+                            .unwrap_or_else(|_| "warn,sqlx::pool::acquire=error".into()),
                     )
                     .stdout(std::process::Stdio::piped())
                     .spawn()
