@@ -19,7 +19,8 @@ pub enum Command {
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Measure sustained pushes per second on loopback against a fresh database.
+    /// Load and chaos run on loopback against a fresh database: honest and malicious
+    /// clients, optional SIGKILLs of the server; exits non-zero if the accounting fails.
     Bench(BenchArgs),
 }
 
@@ -265,19 +266,33 @@ impl Policy {
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// Also measure on this Postgres database (the SQLite run, on a fresh file in a
-    /// temporary directory, always happens).
+    /// Also run on this Postgres database (the SQLite run, on a fresh file in a temporary
+    /// directory, always happens).
     #[arg(long)]
     pub postgres: Option<String>,
-    /// Concurrent pushing clients.
+    /// Simulated clients (async tasks in this process, one token each).
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
-    /// Measured duration, seconds (after a one-second warm-up).
+    /// Fraction of the clients that attack instead of pushing honestly: ⌊clients × F⌋ of
+    /// them, so that a run of fewer than 10 clients has none at the default.
+    #[arg(long, default_value_t = 0.1)]
+    pub malicious_fraction: f64,
+    /// SIGKILLs of the server (a child process) at random points of the run, each followed
+    /// by a restart on the same database.
+    #[arg(long, default_value_t = 0)]
+    pub chaos_kills: usize,
+    /// Seed of the kill points (and of the garbage the attackers send).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Duration of the run, seconds; the honest clients then finish the push in hand.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Updates per aggregation round during the run.
+    /// The server's `--round-updates` during the run (at most the number of clients).
     #[arg(long, default_value_t = 10)]
     pub round_updates: u64,
+    /// The server's `--client-pushes-per-minute` (the attackers' flood runs into it).
+    #[arg(long, default_value_t = 60)]
+    pub client_pushes_per_minute: u64,
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
     #[arg(long)]

@@ -5,7 +5,9 @@
 //! SQLite: WAL journal, `synchronous = FULL` (a commit is on disk before it returns, so a
 //! 202 survives SIGKILL and power loss), and one connection: SQLite has one writer anyway,
 //! and a single connection rules out the lock-upgrade deadlocks of concurrent deferred
-//! transactions. Postgres: a pool; replicas coordinate through row locks (see `rounds`).
+//! transactions. Postgres: a pool, each connection with `synchronous_commit` at least `on` (a
+//! commit is in the WAL on disk before it returns, whatever the operator's default); replicas
+//! coordinate through row locks (see `rounds`).
 
 use std::time::Duration;
 
@@ -69,6 +71,25 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<Db, String> {
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA synchronous = FULL").await?;
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
+                Ok(())
+            })
+        });
+    }
+    if backend == Backend::Postgres {
+        // A 202 is sent after the commit returned: that promise needs the commit flushed to
+        // the WAL first. An operator's `synchronous_commit = off` (server, database or role
+        // default) would acknowledge commits that a crash then loses, so every connection
+        // raises it to `on`; the stronger settings (`remote_write`, `remote_apply`) and
+        // `local` (flushed locally, not waiting for standbys) already flush and are kept.
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                let current: String =
+                    sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if current == "off" {
+                    conn.execute("SET synchronous_commit = on").await?;
+                }
                 Ok(())
             })
         });

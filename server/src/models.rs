@@ -168,26 +168,27 @@ pub async fn shape(db: &Db, name: &str) -> ApiResult<(u64, Shape)> {
 }
 
 pub async fn meta(db: &Db, name: &str) -> ApiResult<ModelMeta> {
-    let row = sqlx::query("SELECT version, shape, num_params, rounds FROM models WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&db.pool)
-        .await?
-        .ok_or_else(|| not_found(name))?;
-    let shape = Shape::decode(&row.try_get::<String, _>("shape")?)?;
+    // One statement, hence one snapshot on both databases: the round count and the update
+    // counts are read together, so that a round closing meanwhile cannot pair the old count
+    // of rounds with the new count of pending updates (or the reverse).
     // Counts as BIGINT on both databases (Postgres's COUNT is BIGINT, SUM of BIGINT is
     // NUMERIC: cast it back). Examples are summed as doubles: a sum of client-supplied
     // counts must not overflow (SQLite's integer SUM fails on overflow); exact to 2^53,
     // saturating at u64::MAX beyond.
-    let counts = sqlx::query(
-        "SELECT \
-           CAST(COUNT(*) AS BIGINT) AS accepted, \
-           CAST(COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
-           CAST(COALESCE(SUM(CAST(n_examples AS DOUBLE PRECISION)), 0) AS DOUBLE PRECISION) AS examples \
-         FROM updates WHERE model = $1",
+    let row = sqlx::query(
+        "SELECT m.version, m.shape, m.num_params, m.rounds, \
+           CAST(COUNT(u.id) AS BIGINT) AS accepted, \
+           CAST(COALESCE(SUM(CASE WHEN u.status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
+           CAST(COALESCE(SUM(CAST(u.n_examples AS DOUBLE PRECISION)), 0) AS DOUBLE PRECISION) AS examples \
+         FROM models m LEFT JOIN updates u ON u.model = m.name \
+         WHERE m.name = $1 \
+         GROUP BY m.name, m.version, m.shape, m.num_params, m.rounds",
     )
     .bind(name)
-    .fetch_one(&db.pool)
-    .await?;
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or_else(|| not_found(name))?;
+    let shape = Shape::decode(&row.try_get::<String, _>("shape")?)?;
     Ok(ModelMeta {
         name: name.to_string(),
         version: row.try_get::<i64, _>("version")? as u64,
@@ -197,9 +198,9 @@ pub async fn meta(db: &Db, name: &str) -> ApiResult<ModelMeta> {
         hidden: shape.hidden,
         activation: shape.activation,
         outputs: shape.outputs,
-        pending_updates: counts.try_get::<i64, _>("pending")? as u64,
-        accepted_updates: counts.try_get::<i64, _>("accepted")? as u64,
+        pending_updates: row.try_get::<i64, _>("pending")? as u64,
+        accepted_updates: row.try_get::<i64, _>("accepted")? as u64,
         // A float-to-integer `as` saturates (and maps NaN to 0).
-        accepted_examples: counts.try_get::<f64, _>("examples")? as u64,
+        accepted_examples: row.try_get::<f64, _>("examples")? as u64,
     })
 }

@@ -135,7 +135,7 @@ pub async fn accept(
 
 /// What a delta says, hashed: safetensors writers may order the JSON header differently for
 /// the same content, and a retry must be recognised by content, not by bytes.
-fn content_hash(delta: &Delta) -> String {
+pub fn content_hash(delta: &Delta) -> String {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&Shape::of(&delta.config)).expect("plain fields serialise"));
     h.update(delta.base_version.to_le_bytes());

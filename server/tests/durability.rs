@@ -402,3 +402,63 @@ fn read_rows(url: &str) -> BTreeMap<u64, StoredRow> {
 }
 
 on_both_backends!(sigkill_during_pushes);
+
+/// A 202 needs the commit flushed: on Postgres the server's connections raise a database
+/// default of `synchronous_commit = off` to `on`, and keep a stronger one as it is.
+#[test]
+fn postgres_connections_keep_synchronous_commit() {
+    let Some(db) = database(Backend::Postgres, "sync_commit") else {
+        return;
+    };
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (default, served) in [
+        ("off", "on"),
+        ("remote_apply", "remote_apply"),
+        ("local", "local"),
+    ] {
+        execute(
+            &db.url,
+            &format!("ALTER DATABASE {name} SET synchronous_commit = {default}"),
+        );
+        // A plain connection sees the operator's default…
+        let raw: String = runtime.block_on(async {
+            let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+            let v = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            v
+        });
+        assert_eq!(raw, default);
+        // …every connection of the server's pool the raised one.
+        let seen: Vec<String> = runtime.block_on(async {
+            let server = tacit_server::db::connect(&db.url, 3).await.unwrap();
+            let mut conns = Vec::new();
+            for _ in 0..3 {
+                conns.push(server.pool.acquire().await.unwrap());
+            }
+            let mut seen = Vec::new();
+            for c in &mut conns {
+                seen.push(
+                    sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+                        .fetch_one(&mut **c)
+                        .await
+                        .unwrap(),
+                );
+            }
+            drop(conns);
+            server.pool.close().await;
+            seen
+        });
+        assert_eq!(
+            seen,
+            vec![served.to_string(); 3],
+            "database default {default}"
+        );
+    }
+}
