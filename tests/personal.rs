@@ -449,7 +449,10 @@ fn progress_runs_through_the_personal_phase_then_the_shared_one() {
     assert!(!out.report.cancelled);
     let reported: Vec<f64> = out.report.epochs.iter().map(|e| e.fraction).collect();
     let heard: Vec<f64> = seen[personal..].iter().map(|(_, f)| *f).collect();
-    assert_eq!(reported, heard, "the report lists the shared epochs as progress heard them");
+    assert_eq!(
+        reported, heard,
+        "the report lists the shared epochs as progress heard them"
+    );
 }
 
 /// A stop asked for while the personal part trains ends the call there: the personal part
