@@ -1,6 +1,7 @@
 //! The privacy accountant (`src/sync/privacy.rs`, issue 14) against published accountants, and
 //! its properties: ε monotone in rounds and noise, the q = 1 closed form, the budget refusal at
 //! the right round, bad inputs refused with their code.
+#![cfg(not(target_arch = "wasm32"))]
 
 use proptest::prelude::*;
 use tacit_rm::error::ErrorCode;
