@@ -15,7 +15,7 @@ use crate::config::{Policy, Timeouts};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::ModelRequest;
-use crate::{limits, models, rounds, updates};
+use crate::{limits, models, privacy, rounds, updates};
 
 pub struct AppState {
     pub db: Db,
@@ -28,6 +28,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/models/{name}", get(get_model).put(put_model))
         .route("/v1/models/{name}/meta", get(get_meta))
+        .route("/v1/models/{name}/privacy", get(get_privacy))
         .route("/v1/models/{name}/updates", post(post_update))
         .fallback(|| async { ApiError::new(ApiErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -160,6 +161,15 @@ async fn get_meta(
     ModelRequest { name, .. }: ModelRequest,
 ) -> ApiResult<Response> {
     Ok(Json(models::meta(&state.db, &name).await?).into_response())
+}
+
+/// The ε spent so far under DP, or `{"dp": false}` (404 for an unknown model).
+async fn get_privacy(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { name, .. }: ModelRequest,
+) -> ApiResult<Response> {
+    models::version(&state.db, &name).await?;
+    Ok(Json(privacy::answer(&state.db, &state.policy, &name).await?).into_response())
 }
 
 async fn post_update(

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::aggregate::{AggregationConfig, Aggregator};
+use crate::aggregate::{AggregationConfig, Aggregator, DpFedAvg};
 
 #[derive(Parser)]
 #[command(name = "tacit-server", version, about = "tacit-rm weight sync server")]
@@ -165,6 +165,23 @@ pub struct Policy {
     /// Standard deviation of the Gaussian noise added to every coordinate of a round's step.
     #[arg(long, env = "TACIT_NOISE_STD", default_value_t = 0.0)]
     pub noise_std: f64,
+    /// Client-level DP-FedAvg with an accountant (off when absent): every round sums the
+    /// clipped deltas over the expected cohort (`--round-updates`) and adds Gaussian noise of
+    /// std Z·clip-norm/cohort per coordinate; a round that would take ε over
+    /// `--dp-budget-epsilon` is not released. Needs `--population` and `--dp-budget-epsilon`,
+    /// the `mean` aggregator, and no `--noise-std`.
+    #[arg(long, env = "TACIT_DP_NOISE_MULTIPLIER", value_name = "Z")]
+    pub dp_noise_multiplier: Option<f64>,
+    /// δ of the (ε, δ) guarantee under DP (well below 1 / population).
+    #[arg(long, env = "TACIT_DP_DELTA", value_name = "D", default_value_t = 1e-5)]
+    pub dp_delta: f64,
+    /// The ε no model may exceed under DP: the round that would is refused.
+    #[arg(long, env = "TACIT_DP_BUDGET_EPSILON", value_name = "E")]
+    pub dp_budget_epsilon: Option<f64>,
+    /// The expected number of clients under DP: the sampling rate is
+    /// q = min(round-updates / population, 1).
+    #[arg(long, env = "TACIT_POPULATION", value_name = "N")]
+    pub population: Option<u64>,
     /// Deltas based on a global more than this many versions old are refused (409).
     #[arg(long, env = "TACIT_MAX_STALENESS", default_value_t = 10)]
     pub max_staleness: u64,
@@ -245,7 +262,78 @@ impl Policy {
         if self.body_limit < 1024 {
             return Err("--body-limit must be at least 1024 bytes".into());
         }
+        self.validate_dp()
+    }
+
+    /// The DP settings: all or nothing, and sound together.
+    fn validate_dp(&self) -> Result<(), String> {
+        let Some(z) = self.dp_noise_multiplier else {
+            if self.dp_budget_epsilon.is_some() || self.population.is_some() {
+                return Err(
+                    "--dp-budget-epsilon and --population need --dp-noise-multiplier".into(),
+                );
+            }
+            return Ok(());
+        };
+        if !(z.is_finite() && z > 0.0) {
+            return Err(format!(
+                "--dp-noise-multiplier must be positive and finite (got {z})"
+            ));
+        }
+        if !(self.dp_delta > 0.0 && self.dp_delta < 1.0) {
+            return Err(format!(
+                "--dp-delta must be in (0, 1) (got {})",
+                self.dp_delta
+            ));
+        }
+        let Some(budget) = self.dp_budget_epsilon else {
+            return Err("--dp-noise-multiplier needs --dp-budget-epsilon".into());
+        };
+        if !(budget.is_finite() && budget > 0.0) {
+            return Err(format!(
+                "--dp-budget-epsilon must be positive and finite (got {budget})"
+            ));
+        }
+        match self.population {
+            None => return Err("--dp-noise-multiplier needs --population".into()),
+            Some(0) => return Err("--population must be at least 1".into()),
+            Some(_) => {}
+        }
+        if self.noise_std != 0.0 {
+            return Err(
+                "--noise-std and --dp-noise-multiplier are exclusive: DP calibrates its own noise"
+                    .into(),
+            );
+        }
+        if self.aggregator != AggregatorName::Mean {
+            return Err(
+                "--dp-noise-multiplier needs --aggregator mean (the DP-FedAvg sum of clipped deltas)"
+                    .into(),
+            );
+        }
+        tacit_rm::sync::privacy::PrivacyBudget::new(z, self.sampling_rate(), self.dp_delta, budget)
+            .map_err(|e| format!("invalid DP settings: {e}"))?;
         Ok(())
+    }
+
+    /// q = min(round-updates / population, 1) (0 without DP).
+    pub fn sampling_rate(&self) -> f64 {
+        self.population.map_or(0.0, |n| {
+            (self.round_updates as f64 / n.max(1) as f64).min(1.0)
+        })
+    }
+
+    /// A fresh accountant with this policy's DP parameters (`None` without DP). Valid after
+    /// [`Policy::validate`].
+    pub fn privacy_budget(&self) -> Option<tacit_rm::sync::privacy::PrivacyBudget> {
+        let z = self.dp_noise_multiplier?;
+        tacit_rm::sync::privacy::PrivacyBudget::new(
+            z,
+            self.sampling_rate(),
+            self.dp_delta,
+            self.dp_budget_epsilon?,
+        )
+        .ok()
     }
 
     pub fn aggregation(&self) -> AggregationConfig {
@@ -260,6 +348,10 @@ impl Policy {
             clip_norm: self.clip_norm,
             noise_std: self.noise_std,
             weight_cap: self.fedavg_weight_cap,
+            dp: self.dp_noise_multiplier.map(|z| DpFedAvg {
+                noise_multiplier: z,
+                expected_cohort: self.round_updates,
+            }),
         }
     }
 }

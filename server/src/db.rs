@@ -108,7 +108,12 @@ pub async fn connect(url: &str, pool_size: u32) -> Result<Db, String> {
 /// Schema migrations, in order; each is applied once, in a transaction with its record.
 /// Append only: an applied migration is never edited. One text serves both databases: the
 /// only types that differ are written as placeholders, filled in by [`Backend::render`].
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, SCHEMA_V1),
+    (2, SCHEMA_V2),
+    (3, SCHEMA_V3),
+    (4, SCHEMA_V4),
+];
 
 /// Placeholders of the schema text: a binary column and an auto-increment primary key.
 const BLOB: &str = "{blob}";
@@ -200,6 +205,22 @@ CREATE TABLE token_models (
     token_id BIGINT NOT NULL REFERENCES tokens (id),
     model TEXT NOT NULL,
     PRIMARY KEY (token_id, model)
+)
+";
+
+/// The privacy accountant of each model under DP (`crate::privacy`): the parameters its
+/// rounds were released with and how many; `exhausted_at` is set while the budget refuses the
+/// next round. A model without a row has released nothing under DP.
+const SCHEMA_V4: &str = "
+CREATE TABLE model_privacy (
+    model TEXT PRIMARY KEY,
+    noise_multiplier DOUBLE PRECISION NOT NULL,
+    sampling_rate DOUBLE PRECISION NOT NULL,
+    delta DOUBLE PRECISION NOT NULL,
+    budget_epsilon DOUBLE PRECISION NOT NULL,
+    rounds BIGINT NOT NULL,
+    exhausted_at BIGINT,
+    updated_at BIGINT NOT NULL
 )
 ";
 

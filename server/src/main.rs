@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tacit_server::config::{Cli, Command, TokenCommand};
 use tacit_server::cors::Cors;
-use tacit_server::{bench, db, serve, tokens};
+use tacit_server::{bench, db, privacy, serve, tokens};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,6 +44,7 @@ async fn run(command: Command) -> Result<(), String> {
             // browser refusal later.
             let cors = Cors::from_config(&args.allow_origins)?;
             let db = db::connect(&args.db, args.db_connections).await?;
+            privacy::check_stored(&db, &args.policy).await?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

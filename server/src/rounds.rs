@@ -9,12 +9,21 @@
 //! `FOR UPDATE`; SQLite's single writer), so that replicas racing to close the same round
 //! serialise: the second one finds nothing pending and does nothing. A crash at any point
 //! leaves either the old state or the new one.
+//!
+//! Under DP (`--dp-noise-multiplier`) the model's accountant ([`crate::privacy`]) is read in
+//! the same transaction: a due round that would take ε over the budget is refused — nothing
+//! is aggregated, the updates stay pending (stored, counted in `meta`, never dropped), the
+//! model stays at its version, a warning is logged the first time and `/privacy` says
+//! `exhausted` — and a released round advances the stored round count in the transaction
+//! that writes the new global.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sqlx::Row;
 use tacit_rm::store::{self, Weights};
+
+use tacit_rm::sync::privacy::RoundDecision;
 
 use crate::aggregate::{combine, Contribution};
 use crate::config::Policy;
@@ -25,6 +34,10 @@ use crate::db::Db;
 pub enum Closed {
     /// Not due (or nothing pending, or the model is gone).
     NotDue,
+    /// Due, but the privacy budget refuses it: `rounds` were released under DP.
+    Refused {
+        rounds: u64,
+    },
     Round {
         version: u64,
         n_updates: usize,
@@ -48,19 +61,20 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     let rounds: i64 = row.try_get("rounds")?;
     let purged_through: i64 = row.try_get("deltas_purged_through")?;
     let weights_bytes: Vec<u8> = row.try_get("weights")?;
-    let pending = sqlx::query(
-        "SELECT id, client, n_examples, delta, received_at FROM updates \
-         WHERE model = $1 AND status = 'pending' ORDER BY id",
+    // Whether a round is due, without the deltas (a refused round must stay cheap: the
+    // timer asks again every period).
+    let waiting = sqlx::query(
+        "SELECT client, received_at FROM updates WHERE model = $1 AND status = 'pending'",
     )
     .bind(model)
     .fetch_all(&mut *tx)
     .await?;
-    if pending.is_empty() {
+    if waiting.is_empty() {
         return Ok(Closed::NotDue);
     }
     let mut oldest = i64::MAX;
     let mut clients = BTreeSet::<String>::new();
-    for r in &pending {
+    for r in &waiting {
         oldest = oldest.min(r.try_get::<i64, _>("received_at")?);
         clients.insert(r.try_get::<String, _>("client")?);
     }
@@ -69,6 +83,49 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     {
         return Ok(Closed::NotDue);
     }
+    let stored_privacy = match policy.dp_noise_multiplier {
+        Some(_) => crate::privacy::load(&mut tx, model).await?,
+        None => None,
+    };
+    let mut privacy = crate::privacy::budget(policy, stored_privacy.as_ref())?;
+    if let Some(budget) = &privacy {
+        if !budget.can_release_another_round() {
+            let rounds = budget.rounds();
+            let spent = budget.epsilon().epsilon;
+            let next = budget
+                .epsilon_after(rounds + 1)
+                .map_or(f64::INFINITY, |e| e.epsilon);
+            if stored_privacy
+                .as_ref()
+                .is_some_and(|s| s.exhausted_at.is_some())
+            {
+                tracing::debug!(model, rounds, "round refused: privacy budget exhausted");
+            } else {
+                tracing::warn!(
+                    model,
+                    rounds,
+                    epsilon = spent,
+                    epsilon_if_released = next,
+                    budget_epsilon = budget.budget_epsilon(),
+                    pending = waiting.len(),
+                    version,
+                    "round refused: releasing it would exceed the privacy budget; the model \
+                     stays at its version and its pending updates stay pending"
+                );
+                crate::privacy::store(&mut tx, model, &budget.record(), Some(crate::now_ms()))
+                    .await?;
+                tx.commit().await?;
+            }
+            return Ok(Closed::Refused { rounds });
+        }
+    }
+    let pending = sqlx::query(
+        "SELECT id, client, n_examples, delta, received_at FROM updates \
+         WHERE model = $1 AND status = 'pending' ORDER BY id",
+    )
+    .bind(model)
+    .fetch_all(&mut *tx)
+    .await?;
     let global = store::from_bytes(&weights_bytes).map_err(|e| decode(e.to_string()))?;
     let len = global.head.num_params();
     let mut ids = Vec::with_capacity(pending.len());
@@ -161,6 +218,17 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     .bind(crate::now_ms())
     .execute(&mut *tx)
     .await?;
+    let mut epsilon = None;
+    if let Some(budget) = &mut privacy {
+        match budget.record_round() {
+            RoundDecision::Released(e) => epsilon = Some(e.epsilon),
+            // Checked above, under the same lock: unreachable, but never release it.
+            RoundDecision::Refused { .. } => {
+                return Err(decode("the privacy budget refused a checked round".into()))
+            }
+        }
+        crate::privacy::store(&mut tx, model, &budget.record(), None).await?;
+    }
     tx.commit().await?;
     tracing::info!(
         model,
@@ -169,6 +237,7 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         updates = ids.len(),
         clients = contributions.len(),
         n_examples,
+        dp_epsilon = epsilon,
         "round closed"
     );
     Ok(Closed::Round {

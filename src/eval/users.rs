@@ -579,6 +579,7 @@ fn federate(
         clip_norm,
         noise_std: 0.0,
         weight_cap: 10_000,
+        dp: None,
     };
     let step = combine(&contributions, global.num_params(), &config, seed);
     *global = delta::apply(global, &step)?;

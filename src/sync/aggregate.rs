@@ -12,6 +12,15 @@
 //!    is not itself bounded by the same norm).
 //! 4. Optional Gaussian noise of standard deviation `noise_std` per coordinate (the Gaussian
 //!    mechanism of DP-FedAvg; its privacy accounting is the operator's to choose).
+//!
+//! With [`DpFedAvg`] set (client-level DP-FedAvg, McMahan et al. 2018, DESIGN §12) step 2 is
+//! instead the fixed-denominator estimator `Σ clip(Δᵢ, C) / cohort` whatever `aggregator` and
+//! the example counts say: every client weighs 1 and the denominator is the *expected* cohort,
+//! not the number that came, so that adding or removing one client moves the step by at most
+//! `C / cohort` (its sensitivity; a weighted or robust combination would not have this bound).
+//! The step is then clipped to `C` (a projection: the sensitivity stays `C / cohort`) and
+//! N(0, (z·C / cohort)²) is added to every coordinate — the sampled Gaussian mechanism that
+//! [`crate::sync::privacy`] accounts for, scaled by `1 / cohort`.
 
 use crate::rng::Rng;
 use crate::sync::delta::l2_norm;
@@ -43,6 +52,27 @@ pub struct AggregationConfig {
     pub noise_std: f64,
     /// FedAvg weight of a contribution: min(n_examples, weight_cap).
     pub weight_cap: u64,
+    /// Client-level DP-FedAvg: replaces the combination and adds calibrated noise.
+    pub dp: Option<DpFedAvg>,
+}
+
+/// The parameters of client-level DP-FedAvg (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpFedAvg {
+    /// z: the noise standard deviation in units of the sensitivity of the sum, `C`.
+    pub noise_multiplier: f64,
+    /// The expected number of clients of a round: the estimator's fixed denominator (≥ 1).
+    pub expected_cohort: u64,
+}
+
+impl AggregationConfig {
+    /// The standard deviation of the DP noise per coordinate of the step, `z·C / cohort`
+    /// (0 without DP).
+    pub fn dp_noise_std(&self) -> f64 {
+        self.dp.map_or(0.0, |dp| {
+            dp.noise_multiplier * self.clip_norm / dp.expected_cohort.max(1) as f64
+        })
+    }
 }
 
 /// One client's contribution to a round.
@@ -81,8 +111,19 @@ pub fn combine(
             (values, c.n_examples.min(config.weight_cap) as f64)
         })
         .collect();
-    let mut step = match config.aggregator {
-        Aggregator::Mean => {
+    let mut step = match (config.dp, config.aggregator) {
+        (Some(dp), _) => {
+            let mut sum = vec![0.0f64; len];
+            for (values, _) in &clipped {
+                for (s, v) in sum.iter_mut().zip(values) {
+                    *s += v;
+                }
+            }
+            let cohort = dp.expected_cohort.max(1) as f64;
+            sum.iter_mut().for_each(|s| *s /= cohort);
+            sum
+        }
+        (None, Aggregator::Mean) => {
             let mut total: f64 = clipped.iter().map(|(_, n)| n).sum();
             if total <= 0.0 {
                 // Every client claimed zero examples: an unweighted mean, never 0/0.
@@ -98,7 +139,7 @@ pub fn combine(
             sum.iter_mut().for_each(|s| *s /= total);
             sum
         }
-        Aggregator::TrimmedMean { fraction } => {
+        (None, Aggregator::TrimmedMean { fraction }) => {
             let m = clipped.len();
             // Never trim everything: at least one value per coordinate remains.
             let cut = ((fraction * m as f64).floor() as usize).min((m - 1) / 2);
@@ -107,7 +148,7 @@ pub fn combine(
                 kept.iter().sum::<f64>() / kept.len() as f64
             })
         }
-        Aggregator::Median => coordinate_wise(&clipped, len, |column| {
+        (None, Aggregator::Median) => coordinate_wise(&clipped, len, |column| {
             let m = column.len();
             if m % 2 == 1 {
                 column[m / 2]
@@ -117,10 +158,11 @@ pub fn combine(
         }),
     };
     clip_f64(&mut step, config.clip_norm);
-    if config.noise_std > 0.0 {
+    // Independent Gaussians add in variance: one draw of the combined spread.
+    let std = config.noise_std.hypot(config.dp_noise_std());
+    if std > 0.0 {
         let mut rng = Rng::new(noise_seed);
-        step.iter_mut()
-            .for_each(|s| *s += config.noise_std * rng.normal());
+        step.iter_mut().for_each(|s| *s += std * rng.normal());
     }
     step.into_iter().map(|v| v as f32).collect()
 }
@@ -153,6 +195,7 @@ mod tests {
             clip_norm: 1e9,
             noise_std,
             weight_cap: u64::MAX,
+            dp: None,
         }
     }
 
@@ -244,7 +287,50 @@ mod tests {
             clip_norm: 5.0,
             noise_std: 0.0,
             weight_cap: 1,
+            dp: None,
         };
         assert_eq!(combine(&big, 2, &cfg, 0), vec![3.0, 4.0]);
+    }
+
+    #[test]
+    fn dp_fedavg_sums_clipped_deltas_over_the_expected_cohort_and_adds_z_c_over_cohort() {
+        // Two clients, expected cohort 4, C = 5: each clipped, summed, divided by 4 (not 2),
+        // example counts ignored.
+        let two = [
+            Contribution {
+                delta: vec![30.0, 40.0],
+                n_examples: 1_000,
+            },
+            Contribution {
+                delta: vec![1.0, 0.0],
+                n_examples: 1,
+            },
+        ];
+        let mut cfg = AggregationConfig {
+            aggregator: Aggregator::Median,
+            clip_norm: 5.0,
+            noise_std: 0.0,
+            weight_cap: 1_000,
+            dp: Some(DpFedAvg {
+                noise_multiplier: 0.0,
+                expected_cohort: 4,
+            }),
+        };
+        assert_eq!(combine(&two, 2, &cfg, 0), vec![1.0, 1.0]);
+        // Noise of z·C/cohort = 2·5/4 = 2.5 per coordinate.
+        cfg.dp = Some(DpFedAvg {
+            noise_multiplier: 2.0,
+            expected_cohort: 4,
+        });
+        assert_eq!(cfg.dp_noise_std(), 2.5);
+        let len = 20_000;
+        let zero = [Contribution {
+            delta: vec![0.0; len],
+            n_examples: 1,
+        }];
+        let step = combine(&zero, len, &cfg, 7);
+        let var = step.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / len as f64;
+        // Standard error of the std at n = 20 000: 2.5 / √40 000 = 0.0125.
+        assert!((var.sqrt() - 2.5).abs() < 0.1, "{}", var.sqrt());
     }
 }

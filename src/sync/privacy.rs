@@ -419,9 +419,9 @@ pub fn epsilon(
     epsilon_from_rdp(&orders, &compose(&curve, rounds)?, delta, Conversion::Tight)
 }
 
-/// What `GET /v1/models/{name}/privacy` answers (issue 14): the ε spent so far.
+/// What `GET /v1/models/{name}/privacy` answers (issue 14): the ε spent so far. A reader
+/// ignores fields it does not know (the server adds its own, such as `dp` and `exhausted`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PrivacyReport {
     /// +∞ (JSON `null`) only if every order diverges, which valid parameters do not produce.
     pub epsilon: f64,

@@ -117,6 +117,8 @@ pub struct Server {
     db: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Where stderr (the `tracing` log) goes, for [`Server::start_logged`].
+    log: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -131,14 +133,38 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, url) = spawn(db, &args, &env);
+        let (child, url) = spawn(db, &args, &env, None);
         Server {
             child,
             url,
             db: db.to_string(),
             args,
             env,
+            log: None,
         }
+    }
+
+    /// Starts with stderr (the `tracing` log at `RUST_LOG=warn`) appended to `log`, which
+    /// [`Server::log`] reads; restarts append to it too.
+    pub fn start_logged(db: &str, args: &[&str], log: &std::path::Path) -> Server {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(db, &args, &[], Some(log));
+        Server {
+            child,
+            url,
+            db: db.to_string(),
+            args,
+            env: Vec::new(),
+            log: Some(log.to_path_buf()),
+        }
+    }
+
+    /// What the server logged so far ([`Server::start_logged`]; empty otherwise).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -149,7 +175,7 @@ impl Server {
 
     /// Starts again on the same database (on a new port).
     pub fn restart(&mut self) {
-        let (child, url) = spawn(&self.db, &self.args, &self.env);
+        let (child, url) = spawn(&self.db, &self.args, &self.env, self.log.as_deref());
         self.child = child;
         self.url = url;
     }
@@ -199,15 +225,28 @@ impl Drop for Server {
     }
 }
 
-fn spawn(db: &str, args: &[String], env: &[(String, String)]) -> (Child, String) {
-    let mut child = Command::new(BIN)
+fn spawn(
+    db: &str,
+    args: &[String],
+    env: &[(String, String)],
+    log: Option<&std::path::Path>,
+) -> (Child, String) {
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start tacit-server");
+        .stdout(Stdio::piped());
+    if let Some(path) = log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the server log");
+        command.stderr(file);
+    }
+    let mut child = command.spawn().expect("start tacit-server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped"))
         .read_line(&mut line)
@@ -218,6 +257,36 @@ fn spawn(db: &str, args: &[String], env: &[(String, String)]) -> (Child, String)
         .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
         .to_string();
     (child, url)
+}
+
+/// `tacit-server serve` that must refuse to start: its stderr (it must exit non-zero within
+/// 60 s, without printing the listening line).
+pub fn serve_refused(db: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tacit-server");
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the server") {
+            let out = child.wait_with_output().expect("the server's output");
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(!status.success(), "serve {args:?} started: {stdout}");
+            assert!(!stdout.contains("listening on"), "{stdout}");
+            return String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} did not refuse to start within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `tacit-server token create`, returning the last line of its output.
