@@ -393,7 +393,14 @@ fn bad_dp_settings_are_refused_at_start(backend: Backend) {
         (with(&["--aggregator", "median"]), "needs --aggregator mean"),
         (with(&["--dp-delta", "1"]), "--dp-delta must be in (0, 1)"),
         (
-            with(&["--population", "0"]),
+            vec![
+                "--dp-noise-multiplier",
+                "1",
+                "--population",
+                "0",
+                "--dp-budget-epsilon",
+                "3",
+            ],
             "--population must be at least 1",
         ),
         (
