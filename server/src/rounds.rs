@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use sqlx::Row;
 use tacit_rm::store::{self, Weights};
-
 use tacit_rm::sync::privacy::RoundDecision;
 
 use crate::aggregate::{combine, Contribution};
@@ -126,6 +125,9 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     .bind(model)
     .fetch_all(&mut *tx)
     .await?;
+    if pending.is_empty() {
+        return Ok(Closed::NotDue);
+    }
     let global = store::from_bytes(&weights_bytes).map_err(|e| decode(e.to_string()))?;
     let len = global.head.num_params();
     let mut ids = Vec::with_capacity(pending.len());
