@@ -443,7 +443,50 @@ fn bad_dp_settings_are_refused_at_start(backend: Backend) {
     assert!(stderr.contains("needs --dp-budget-epsilon"), "{stderr}");
 }
 
+/// A database of schema 3 (before the accountant's table) is migrated at start; its model's
+/// rounds from before DP are not counted, the first round under DP is round 1 of the account.
+fn a_database_of_schema_3_gains_the_accountant(backend: Backend) {
+    let Some(db) = database(backend, "privacy_migrate") else {
+        return;
+    };
+    let admin = token(&db.url, "admin", true);
+    let mut server = Server::start(&db.url, &["--round-updates", "1"]);
+    let base = Head::init(&small_config(), 5).unwrap();
+    assert_eq!(put_model(&server, &admin, "m", &base).status, 200);
+    push_one(&server, &admin, "m", "plain", 1);
+    assert_eq!(meta(&server, &admin, "m").version, 2);
+    server.kill();
+    execute(&db.url, "DROP TABLE model_privacy");
+    execute(&db.url, "DELETE FROM schema_migrations WHERE version = 4");
+    let server = Server::start(
+        &db.url,
+        &[
+            "--round-updates",
+            "1",
+            "--dp-noise-multiplier",
+            "2",
+            "--population",
+            "100",
+            "--dp-budget-epsilon",
+            "10",
+        ],
+    );
+    assert_eq!(
+        query_i64(
+            &db.url,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM schema_migrations WHERE version = 4"
+        ),
+        1
+    );
+    assert_eq!(report(&privacy_json(&server, &admin, "m")).rounds, 0);
+    push_one(&server, &admin, "m", "dp", 2);
+    let got = report(&privacy_json(&server, &admin, "m"));
+    assert_eq!((got.rounds, got.sampling_rate), (1, 0.01));
+    assert_eq!(meta(&server, &admin, "m").version, 3);
+}
+
 on_both_backends!(
+    a_database_of_schema_3_gains_the_accountant,
     privacy_reports_the_accountants_epsilon,
     privacy_off_says_so,
     the_round_over_budget_is_refused,

@@ -98,6 +98,10 @@ fn sqlite_and_postgres_schemas_agree_column_by_column() {
     assert!(sqlite
         .iter()
         .any(|c| c.0 == "token_models" && c.1 == "model" && c.3));
+    // Migration 4: the DP accountant, `exhausted_at` nullable.
+    assert!(sqlite
+        .iter()
+        .any(|c| c.0 == "model_privacy" && c.1 == "exhausted_at" && !c.3));
     for (s, p) in sqlite.iter().zip(&postgres) {
         assert_eq!(s, p);
     }
