@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "this route does not answer that method",
             )
         })
+        .layer(axum::middleware::from_fn(crate::headers::within_limits))
         .with_state(state)
 }
 

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     ModelForbidden,
     /// 403: a CORS preflight from an origin not in `--allow-origin`.
     OriginNotAllowed,
+    /// 431: more request headers, or more header bytes, than the server accepts.
+    HeadersTooLarge,
 }
 
 impl ErrorCode {
@@ -43,6 +45,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ModelForbidden => "model_forbidden",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
         }
     }
 
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => 408,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ModelForbidden | ErrorCode::OriginNotAllowed => 403,
+            ErrorCode::HeadersTooLarge => 431,
         }
     }
 }

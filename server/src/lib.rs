@@ -14,6 +14,7 @@ pub mod cors;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod limits;
 pub mod models;
 pub mod privacy;

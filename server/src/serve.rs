@@ -80,7 +80,13 @@ async fn serve_connections(
                 let header_timeout = timeouts.header_read();
                 connections.spawn(async move {
                     let mut builder = http1::Builder::new();
-                    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+                    builder
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        // Above the documented limits, which `headers::within_limits`
+                        // answers with a JSON 431 (hyper's own answer has no body).
+                        .max_headers(crate::headers::HYPER_MAX_HEADERS)
+                        .max_buf_size(crate::headers::HYPER_MAX_BUF);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(connection);
                     tokio::select! {

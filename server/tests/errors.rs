@@ -323,3 +323,36 @@ fn wrong_methods_answer_json() {
 }
 
 on_both_backends!(every_error_code);
+
+/// Headers over the server's limits (more than 100 of them, or more than 64 KiB in all):
+/// 431 with a JSON code like every other refusal, not hyper's empty answer.
+#[test]
+fn headers_over_the_limits_answer_json() {
+    let db = database(Backend::Sqlite, "errors_431").unwrap();
+    let server = Server::start(&db.url, &[]);
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "a".repeat(100 << 10));
+    for (what, extra) in [("150 headers", many), ("100 KiB of headers", big)] {
+        let request =
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+        let answer = raw_exchange(
+            &server,
+            request.as_bytes(),
+            std::time::Duration::from_secs(10),
+        );
+        assert!(answer.starts_with("HTTP/1.1 431"), "{what}: {answer:.200}");
+        assert!(
+            answer.contains("\"code\":\"headers_too_large\""),
+            "{what}: {answer:.300}"
+        );
+    }
+    // Within the limits the same route answers.
+    let fine: String = (0..90).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{fine}Connection: close\r\n\r\n");
+    let answer = raw_exchange(
+        &server,
+        request.as_bytes(),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+}
