@@ -199,6 +199,9 @@ pub struct TrainJob {
     config: TrainConfig,
     /// The log entries up to this sequence number are the job's data.
     upto_seq: u64,
+    /// Their sequence numbers (another tab's entries, which this model never held, may
+    /// interleave with them in a shared store: the host deletes exactly these).
+    trained_seqs: Vec<u64>,
     n: usize,
 }
 
@@ -208,6 +211,9 @@ pub struct TrainOutcome {
     /// Log entries up to this sequence number were trained on (the host deletes them from
     /// its persistent log in the same transaction that stores the new weights).
     pub upto_seq: u64,
+    /// Exactly the entries trained on: what the host deletes from a store that other tabs
+    /// of the same model may also write to.
+    pub trained_seqs: Vec<u64>,
     head: Head,
     exposure_head: Option<Head>,
     personal: Option<Personal>,
@@ -295,6 +301,7 @@ impl TrainJob {
                 personal,
                 kind: self.objective.kind,
                 upto_seq: self.upto_seq,
+                trained_seqs: self.trained_seqs.clone(),
                 n: self.n,
             });
         }
@@ -346,6 +353,7 @@ impl TrainJob {
             personal,
             kind: self.objective.kind,
             upto_seq: self.upto_seq,
+            trained_seqs: self.trained_seqs.clone(),
             n: self.n,
         })
     }
@@ -494,6 +502,12 @@ impl RewardModel {
         Ok(entry)
     }
 
+    /// Moves the next sequence number past `seq` (a store shared with another tab already
+    /// holds `seq`: the next entry must not overwrite it).
+    pub fn skip_seq_past(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
+    }
+
     /// Forgets a logged entry (when persisting it failed, so it was never acknowledged).
     pub fn unobserve(&mut self, seq: u64) {
         self.log.retain(|e| e.seq != seq);
@@ -572,6 +586,7 @@ impl RewardModel {
             val,
             config,
             upto_seq: self.log.last().map_or(0, |e| e.seq),
+            trained_seqs: self.log.iter().map(|e| e.seq).collect(),
             n: self.log.len(),
         })
     }
@@ -594,7 +609,9 @@ impl RewardModel {
         self.weights.exposure_head = outcome.exposure_head.clone();
         self.weights.objective = Some(outcome.kind);
         self.weights.personal = outcome.personal.clone();
-        self.log.retain(|e| e.seq > outcome.upto_seq);
+        let trained: std::collections::HashSet<u64> =
+            outcome.trained_seqs.iter().copied().collect();
+        self.log.retain(|e| !trained.contains(&e.seq));
         self.history = self.history_after(outcome);
     }
 

@@ -138,23 +138,43 @@ impl Inner {
     }
 
     async fn observe(&self, observation: JsValue) -> Result<u64> {
-        let entry = parse_observation(observation)?;
-        let entry = self.with(|m| m.observe(entry))?;
-        if let Some(s) = &self.storage {
+        let parsed = parse_observation(observation)?;
+        let mut entry = self.with(|m| m.observe(parsed.clone()))?;
+        let Some(s) = &self.storage else {
+            return Ok(entry.seq);
+        };
+        // Another tab of the same model stores its observations in the same log: when it
+        // took this sequence number first, move past every stored one and store again
+        // (a few tries: tabs may race), never over its entry.
+        for attempt in 0..4 {
             let commit = Commit {
                 add: Some(&entry),
                 ..Commit::default()
             };
-            if let Err(e) = s.commit(&self.name, commit).await {
-                // Not stored, so not acknowledged: take it back out of the pending log.
-                let _ = self.with(|m| {
-                    m.unobserve(entry.seq);
-                    Ok(())
-                });
+            let Err(e) = s.commit(&self.name, commit).await else {
+                return Ok(entry.seq);
+            };
+            // Not stored, so not acknowledged: take it back out of the pending log.
+            let _ = self.with(|m| {
+                m.unobserve(entry.seq);
+                Ok(())
+            });
+            let taken = matches!(&e, Error::Storage(m) if m.contains(storage::SEQ_TAKEN));
+            if !taken || attempt == 3 {
                 return Err(e);
             }
+            let last = s.last_seq(&self.name).await?;
+            entry = self.with(|m| {
+                if let Some(last) = last {
+                    m.skip_seq_past(last);
+                }
+                m.observe(parsed.clone())
+            })?;
         }
-        Ok(entry.seq)
+        Err(Error::Storage(format!(
+            "committing: {} (other tabs kept taking the next one)",
+            storage::SEQ_TAKEN
+        )))
     }
 
     async fn train(&self, options: JsValue) -> Result<TrainResult> {
@@ -192,7 +212,7 @@ impl Inner {
         if let Some(s) = &self.storage {
             let commit = Commit {
                 model: Some((&self.spec, &bytes, history)),
-                drop_upto: Some(outcome.upto_seq),
+                drop: Some(&outcome.trained_seqs),
                 sync: Some(&sync),
                 ..Commit::default()
             };

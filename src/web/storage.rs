@@ -38,6 +38,9 @@ const MODELS: &str = "models";
 const OBSERVATIONS: &str = "observations";
 const SYNC: &str = "sync";
 const STORES: [&str; 3] = [MODELS, OBSERVATIONS, SYNC];
+/// What a commit's error says when its observation's sequence number was already stored
+/// (by another tab of the same model).
+pub const SEQ_TAKEN: &str = "the observation's sequence number is already stored";
 
 /// What `open` finds for a name.
 pub struct Stored {
@@ -55,9 +58,13 @@ pub struct Stored {
 pub struct Commit<'a> {
     /// The model record: spec, weights and the training history that goes with them.
     pub model: Option<(&'a ModelSpec, &'a [u8], TrainingHistory)>,
+    /// An observation to store under a sequence number no entry has: another tab of the
+    /// same model may have stored one under the same number, which must not be overwritten
+    /// (the commit then fails with [`SEQ_TAKEN`] in its message and writes nothing).
     pub add: Option<&'a LoggedObservation>,
-    /// Delete the observations with `seq ≤` this.
-    pub drop_upto: Option<u64>,
+    /// Delete exactly these observations (the ones a training call trained on; entries
+    /// another tab stored in between stay).
+    pub drop: Option<&'a [u64]>,
     pub drop_all: bool,
     pub sync: Option<&'a SyncState>,
 }
@@ -116,10 +123,15 @@ fn committed(tx: &IdbTransaction) -> JsFuture {
         let tx_err = tx.clone();
         let reject_abort = reject.clone();
         let tx_abort = tx.clone();
-        let on_error = Closure::once_into_js(move || {
-            let err = tx_err
-                .error()
-                .map(JsValue::from)
+        let on_error = Closure::once_into_js(move |event: JsValue| {
+            // A failed request's error (a ConstraintError, say) is on the event's target;
+            // the transaction's own is set only once it has aborted.
+            let from_request = js_sys::Reflect::get(&event, &"target".into())
+                .and_then(|t| js_sys::Reflect::get(&t, &"error".into()))
+                .ok()
+                .filter(|e| !e.is_null() && !e.is_undefined());
+            let err = from_request
+                .or_else(|| tx_err.error().map(JsValue::from))
                 .unwrap_or_else(|| "transaction failed".into());
             let _ = reject.call1(&JsValue::NULL, &err);
         });
@@ -150,6 +162,21 @@ fn range(name: &str, upto: Option<u64>) -> Result<JsValue> {
     IdbKeyRange::bound(&key(name, 0), &hi)
         .map(JsValue::from)
         .map_err(|e| storage_err("key range", &e))
+}
+
+/// `seqs` as inclusive runs of consecutive numbers, in order.
+fn runs(seqs: &[u64]) -> Vec<(u64, u64)> {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for s in sorted {
+        match out.last_mut() {
+            Some((_, hi)) if hi.checked_add(1) == Some(s) => *hi = s,
+            _ => out.push((s, s)),
+        }
+    }
+    out
 }
 
 fn entry_value(entry: &LoggedObservation) -> Result<JsValue> {
@@ -367,12 +394,20 @@ impl Storage {
             let observations = tx.object_store(OBSERVATIONS).map_err(js)?;
             if commit.drop_all {
                 observations.delete(&range(name, None)?).map_err(js)?;
-            } else if let Some(upto) = commit.drop_upto {
-                observations.delete(&range(name, Some(upto))?).map_err(js)?;
+            } else if let Some(seqs) = commit.drop {
+                // One request per run of consecutive numbers (one run, in a single tab): a
+                // run holds only the numbers it names, so another tab's entries stay.
+                for (lo, hi) in runs(seqs) {
+                    let run = IdbKeyRange::bound(&key(name, lo), &key(name, hi))
+                        .map_err(|e| storage_err("key range", &e))?;
+                    observations.delete(&run).map_err(js)?;
+                }
             }
             if let Some(entry) = commit.add {
+                // `add`, not `put`: a key another tab stored is a ConstraintError, not an
+                // overwrite.
                 observations
-                    .put_with_key(&entry_value(entry)?, &key(name, entry.seq))
+                    .add_with_key(&entry_value(entry)?, &key(name, entry.seq))
                     .map_err(js)?;
             }
             Ok(())
@@ -381,10 +416,37 @@ impl Storage {
             let _ = tx.abort();
             return Err(e);
         }
-        committed(&tx)
+        committed(&tx).await.map(|_| ()).map_err(|e| {
+            let taken = commit.add.is_some()
+                && js_sys::Reflect::get(&e, &"name".into())
+                    .ok()
+                    .and_then(|n| n.as_string())
+                    .is_some_and(|n| n == "ConstraintError");
+            if taken {
+                Error::Storage(format!("committing: {SEQ_TAKEN}"))
+            } else {
+                storage_err("committing", &e)
+            }
+        })
+    }
+
+    /// The largest sequence number stored for `name`'s observations (by any tab).
+    pub async fn last_seq(&self, name: &str) -> Result<Option<u64>> {
+        let tx = self.transaction(&[OBSERVATIONS], IdbTransactionMode::Readonly)?;
+        let all = range(name, None)?;
+        let req = tx
+            .object_store(OBSERVATIONS)
+            .and_then(|s| s.get_all_keys_with_key(&all))
+            .map_err(|e| storage_err("reading the log's keys", &e))?;
+        let keys = settle(&req)
             .await
-            .map(|_| ())
-            .map_err(|e| storage_err("committing", &e))
+            .map_err(|e| storage_err("reading the log's keys", &e))?;
+        Ok(Array::from(&keys)
+            .iter()
+            .filter_map(|k| Array::from(&k).get(1).as_f64())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| s as u64)
+            .max())
     }
 
     pub fn close(&self) {
