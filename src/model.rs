@@ -197,28 +197,23 @@ pub struct TrainJob {
     train: Examples,
     val: Option<Examples>,
     config: TrainConfig,
-    /// The log entries up to this sequence number are the job's data.
-    upto_seq: u64,
-    /// Their sequence numbers (another tab's entries, which this model never held, may
-    /// interleave with them in a shared store: the host deletes exactly these).
+    /// The sequence numbers of the log entries that are the job's data (another tab's
+    /// entries, which this model never held, may interleave with them in a shared store:
+    /// the host deletes exactly these).
     trained_seqs: Vec<u64>,
-    n: usize,
 }
 
 /// A finished job, ready for [`RewardModel::apply`].
 pub struct TrainOutcome {
     pub report: TrainReport,
-    /// Log entries up to this sequence number were trained on (the host deletes them from
-    /// its persistent log in the same transaction that stores the new weights).
-    pub upto_seq: u64,
-    /// Exactly the entries trained on: what the host deletes from a store that other tabs
-    /// of the same model may also write to.
+    /// Exactly the log entries trained on: what the host deletes from its persistent log in
+    /// the same transaction that stores the new weights (other tabs of the same model may
+    /// write to that log too).
     pub trained_seqs: Vec<u64>,
     head: Head,
     exposure_head: Option<Head>,
     personal: Option<Personal>,
     kind: ObjectiveKind,
-    n: usize,
 }
 
 impl TrainOutcome {
@@ -228,13 +223,13 @@ impl TrainOutcome {
 
     /// Observations the call trained on.
     pub fn examples(&self) -> usize {
-        self.n
+        self.trained_seqs.len()
     }
 }
 
 impl TrainJob {
     pub fn examples(&self) -> usize {
-        self.n
+        self.trained_seqs.len()
     }
 
     /// Runs the job; `progress` sees every epoch, `between_epochs` lets the host yield.
@@ -300,9 +295,7 @@ impl TrainJob {
                 exposure_head: self.exposure,
                 personal,
                 kind: self.objective.kind,
-                upto_seq: self.upto_seq,
                 trained_seqs: self.trained_seqs.clone(),
-                n: self.n,
             });
         }
         // The shared part with the personal residual as a fixed offset (`mix` keeps two
@@ -352,9 +345,7 @@ impl TrainJob {
             exposure_head: trained.exposure_head,
             personal,
             kind: self.objective.kind,
-            upto_seq: self.upto_seq,
             trained_seqs: self.trained_seqs.clone(),
-            n: self.n,
         })
     }
 }
@@ -585,9 +576,7 @@ impl RewardModel {
             train,
             val,
             config,
-            upto_seq: self.log.last().map_or(0, |e| e.seq),
             trained_seqs: self.log.iter().map(|e| e.seq).collect(),
-            n: self.log.len(),
         })
     }
 
@@ -634,7 +623,7 @@ impl RewardModel {
             trained_examples: self
                 .history
                 .trained_examples
-                .saturating_add(outcome.n as u64),
+                .saturating_add(outcome.examples() as u64),
             last_loss: last.map(|l| l.0),
             effective_sample_size: last.map(|l| l.1),
         }

@@ -8,17 +8,6 @@ use tacit_rm::store::{self, Weights};
 use tacit_rm::sync::protocol::{self, UpdateAccepted};
 use tacit_rm::{Head, HeadConfig};
 
-fn assert_error(r: &tacit_rm::sync::HttpResponse, status: u16, code: &str) {
-    assert_eq!(
-        r.status,
-        status,
-        "expected {status} {code}, got {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
-    assert_eq!(error_code(r), code);
-}
-
 fn every_error_code(backend: Backend) {
     let Some(db) = database(backend, "errors") else {
         return;

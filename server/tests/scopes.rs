@@ -9,17 +9,6 @@ use common::*;
 use tacit_rm::sync::protocol;
 use tacit_rm::Head;
 
-fn assert_refused(r: &tacit_rm::sync::HttpResponse, status: u16, code: &str) {
-    assert_eq!(
-        r.status,
-        status,
-        "expected {status} {code}, got {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
-    assert_eq!(error_code(r), code);
-}
-
 fn get(server: &Server, token: &str, path: &str) -> tacit_rm::sync::HttpResponse {
     request(
         server,
@@ -59,31 +48,31 @@ fn scoped_tokens_use_their_models_only(backend: Backend) {
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
         // Another model, existing or not: 403 model_forbidden for reads and pushes alike.
         for name in ["other", "ghost"] {
-            assert_refused(
+            assert_error(
                 &get(server, &alice, &protocol::meta_path(name)),
                 403,
                 "model_forbidden",
             );
-            assert_refused(
+            assert_error(
                 &get(server, &alice, &protocol::model_path(name)),
                 403,
                 "model_forbidden",
             );
-            assert_refused(
+            assert_error(
                 &push(server, &alice, name, &format!("{key}-{name}"), body(2)),
                 403,
                 "model_forbidden",
             );
         }
         // Scoped to its models, not an admin: creating a model of its own scope still needs one.
-        assert_refused(&put_model(server, &alice, "m", &head), 403, "forbidden");
+        assert_error(&put_model(server, &alice, "m", &head), 403, "forbidden");
         // A token scoped to several models uses each of them.
         for name in ["m", "other"] {
             assert_eq!(meta(server, &both, name).version, 1);
             let r = push(server, &both, name, &format!("bea-{round}"), body(3));
             assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
         }
-        assert_refused(
+        assert_error(
             &get(server, &both, &protocol::meta_path("third")),
             403,
             "model_forbidden",
@@ -91,7 +80,7 @@ fn scoped_tokens_use_their_models_only(backend: Backend) {
         // Unscoped client and admin tokens: every model, as before (404 for a missing one).
         for token in [&carl, &admin] {
             assert_eq!(meta(server, token, "other").version, 1);
-            assert_refused(
+            assert_error(
                 &get(server, token, &protocol::meta_path("ghost")),
                 404,
                 "not_found",
@@ -122,7 +111,7 @@ fn scoped_tokens_use_their_models_only(backend: Backend) {
     );
     // A revoked scoped token is unknown (401), not forbidden.
     revoke(&db.url, "alice");
-    assert_refused(
+    assert_error(
         &get(&server, &alice, &protocol::meta_path("other")),
         401,
         "unauthorized",
@@ -155,7 +144,7 @@ fn a_database_from_before_scopes_is_migrated(backend: Backend) {
     }
     let scoped = scoped_token(&db.url, "new", &["m"]);
     assert_eq!(meta(&server, &scoped, "m").version, 1);
-    assert_refused(
+    assert_error(
         &get(&server, &scoped, &protocol::meta_path("other")),
         403,
         "model_forbidden",

@@ -52,6 +52,19 @@ pub enum ServedBecause {
     DeviceLost,
 }
 
+impl ServedBecause {
+    /// The name apps see (`stats().lastScore.reason`); the serde form is the same.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServedBecause::OnlyDevice => "only-device",
+            ServedBecause::SmallBatch => "small-batch",
+            ServedBecause::LargeBatch => "large-batch",
+            ServedBecause::SoftwareAdapter => "software-adapter",
+            ServedBecause::DeviceLost => "device-lost",
+        }
+    }
+}
+
 /// What `stats()` reports of the last scoring call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -220,6 +233,20 @@ mod tests {
             ..c
         };
         assert_eq!(noisy.cpu_up_to_rows(), MAX_CPU_ROWS);
+    }
+
+    #[test]
+    fn reason_names_are_the_serde_names() {
+        use ServedBecause::*;
+        for r in [
+            OnlyDevice,
+            SmallBatch,
+            LargeBatch,
+            SoftwareAdapter,
+            DeviceLost,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name(), "{r:?}");
+        }
     }
 
     #[test]

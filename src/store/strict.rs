@@ -50,13 +50,13 @@ pub fn check_tensor_names<'a>(
         .into_iter()
         .filter(|n| !expected.contains(*n))
         .collect();
-    extra.sort_unstable();
-    match extra.first() {
-        None => Ok(()),
-        Some(_) => Err(Error::CorruptWeights(format!(
-            "tensors {extra:?} are not part of what the metadata describes"
-        ))),
+    if extra.is_empty() {
+        return Ok(());
     }
+    extra.sort_unstable();
+    Err(Error::CorruptWeights(format!(
+        "tensors {extra:?} are not part of what the metadata describes"
+    )))
 }
 
 /// Any JSON value, read only to find objects with a repeated key.

@@ -123,16 +123,12 @@ pub fn served_to_js(served: Option<Served>) -> JsValue {
         return JsValue::NULL;
     };
     let obj = js_sys::Object::new();
-    let reason = serde_json::to_value(s.reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
     let device = match s.device {
         ServedOn::Cpu => "cpu",
         ServedOn::Gpu => "webgpu",
     };
     let _ = js_sys::Reflect::set(&obj, &"device".into(), &device.into());
-    let _ = js_sys::Reflect::set(&obj, &"reason".into(), &reason.into());
+    let _ = js_sys::Reflect::set(&obj, &"reason".into(), &s.reason.name().into());
     let _ = js_sys::Reflect::set(&obj, &"rows".into(), &(s.rows as f64).into());
     obj.into()
 }

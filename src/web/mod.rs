@@ -496,11 +496,12 @@ impl RewardModel {
         let inner = &self.inner;
         inner
             .with(|m| {
-                let mut stats = result_to_js(&m.stats())?;
+                let core = m.stats();
+                let mut stats = result_to_js(&core)?;
                 let obj: &js_sys::Object = stats.unchecked_ref();
                 let set = |k: &str, v: JsValue| js_sys::Reflect::set(obj, &k.into(), &v);
                 let _ = set("backend", backend::name(m.device()).into());
-                let _ = set("lastScore", backend::served_to_js(m.stats().last_score));
+                let _ = set("lastScore", backend::served_to_js(core.last_score));
                 let _ = set("persistent", inner.storage.is_some().into());
                 stats = obj.clone().into();
                 Ok(stats)

@@ -504,6 +504,10 @@ pub async fn each_scoring_call_is_served_where_its_placement_says_with_the_same_
         let c = placement::calibrate(device, &head, &now_ms).await.unwrap();
         let all = [c.cpu_ms.0, c.cpu_ms.1, c.gpu_ms.0, c.gpu_ms.1];
         assert!(all.iter().all(|t| t.is_finite() && *t >= 0.0), "{c:?}");
-        assert!(c.cpu_up_to_rows() <= placement::MAX_CPU_ROWS, "{c:?}");
+        // More rows cost no less on either device (the calibration measured, not guessed).
+        assert!(
+            c.cpu_ms.1 >= c.cpu_ms.0 && c.gpu_ms.1 >= c.gpu_ms.0 * 0.5,
+            "{c:?}"
+        );
     }
 }

@@ -454,10 +454,8 @@ pub fn raw_exchange(server: &Server, request: &[u8], limit: Duration) -> String 
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// One scalar query on the test database (`SELECT CAST(… AS BIGINT)`), for checks of what
-/// is stored that the API does not show.
-pub fn query_i64(url: &str, sql: &str) -> i64 {
-    use sqlx::Row;
+/// Runs `f` on a fresh pool of the test database, blocking (the tests are synchronous).
+fn on_database<T>(url: &str, f: impl AsyncFnOnce(&sqlx::AnyPool) -> T) -> T {
     sqlx::any::install_default_drivers();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -467,28 +465,40 @@ pub fn query_i64(url: &str, sql: &str) -> i64 {
         let pool = sqlx::AnyPool::connect(url)
             .await
             .expect("open the test database");
-        let row = sqlx::query(sql).fetch_one(&pool).await.expect(sql);
-        let v: i64 = row.try_get(0).expect("an integer");
+        let out = f(&pool).await;
         pool.close().await;
-        v
+        out
+    })
+}
+
+/// One scalar query on the test database (`SELECT CAST(… AS BIGINT)`), for checks of what
+/// is stored that the API does not show.
+pub fn query_i64(url: &str, sql: &str) -> i64 {
+    use sqlx::Row;
+    on_database(url, async |pool| {
+        let row = sqlx::query(sql).fetch_one(pool).await.expect(sql);
+        row.try_get::<i64, _>(0).expect("an integer")
     })
 }
 
 /// One statement on the test database, for setting up states the API cannot make (an
 /// older schema, say).
 pub fn execute(url: &str, sql: &str) {
-    sqlx::any::install_default_drivers();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let pool = sqlx::AnyPool::connect(url)
-            .await
-            .expect("open the test database");
-        sqlx::query(sql).execute(&pool).await.expect(sql);
-        pool.close().await;
+    on_database(url, async |pool| {
+        sqlx::query(sql).execute(pool).await.expect(sql);
     })
+}
+
+/// A refusal: `status` with the JSON error `code`.
+pub fn assert_error(r: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "expected {status} {code}, got {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(error_code(r), code);
 }
 
 /// A raw HTTP answer: status, headers (names lowercase, in order, repeats kept) and body.
