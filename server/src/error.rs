@@ -32,6 +32,10 @@ pub enum ErrorCode {
     OriginNotAllowed,
     /// 431: more request headers, or more header bytes, than the server accepts.
     HeadersTooLarge,
+    /// 400: a request line or header that is not HTTP/1.1 ([`crate::parse_errors`]).
+    BadRequest,
+    /// 414: a request target longer than the server reads.
+    UriTooLong,
 }
 
 impl ErrorCode {
@@ -46,6 +50,8 @@ impl ErrorCode {
             ErrorCode::ModelForbidden => "model_forbidden",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UriTooLong => "uri_too_long",
         }
     }
 
@@ -59,6 +65,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ModelForbidden | ErrorCode::OriginNotAllowed => 403,
             ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::BadRequest => 400,
+            ErrorCode::UriTooLong => 414,
         }
     }
 }

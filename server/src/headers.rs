@@ -2,8 +2,8 @@
 //! hyper enforces its own limits while it parses (100 headers, ~400 KiB of buffer) and
 //! answers past them with an empty 431 of its own; so the accept loop raises hyper's limits
 //! ([`HYPER_MAX_HEADERS`], [`HYPER_MAX_BUF`]) and this layer enforces the documented ones
-//! ([`MAX_HEADERS`], [`MAX_HEADER_BYTES`]). Past hyper's raised limits (four times ours) its
-//! own empty answer remains: such a request is not a client of this protocol.
+//! ([`MAX_HEADERS`], [`MAX_HEADER_BYTES`]). Past hyper's raised limits (four times ours) hyper
+//! answers itself, and [`crate::parse_errors`] gives that answer the same JSON code.
 
 use axum::extract::Request;
 use axum::middleware::Next;

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod headers;
 pub mod limits;
 pub mod models;
+pub mod parse_errors;
 pub mod privacy;
 pub mod rounds;
 pub mod serve;

@@ -6,7 +6,8 @@
 //! The accept loop is hyper's HTTP/1 connection driver under a timer, because a request head
 //! must arrive within `header_read_timeout` (idle keep-alive connections included): without
 //! it one slow client holds a connection, and a shutdown waiting for it, forever. Bodies
-//! have their own deadline where they are read ([`crate::api`]).
+//! have their own deadline where they are read ([`crate::api`]). What hyper refuses to parse
+//! it answers itself; [`crate::parse_errors`] gives those answers a JSON body.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +88,7 @@ async fn serve_connections(
                         // answers with a JSON 431 (hyper's own answer has no body).
                         .max_headers(crate::headers::HYPER_MAX_HEADERS)
                         .max_buf_size(crate::headers::HYPER_MAX_BUF);
+                    let stream = crate::parse_errors::JsonParseErrors::new(stream);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(connection);
                     tokio::select! {

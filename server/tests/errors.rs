@@ -345,3 +345,80 @@ fn headers_over_the_limits_answer_json() {
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
 }
+
+/// What hyper refuses while it parses — a request line or header it cannot read, headers
+/// past its own (raised) limits, an over-long URI — is answered like every other refusal:
+/// a status and a JSON `{code, message}`, not hyper's empty body. The connection closes
+/// after it (hyper cannot tell where the next request would start).
+#[test]
+fn requests_hyper_cannot_parse_answer_json() {
+    let db = database(Backend::Sqlite, "errors_unparsable").unwrap();
+    let server = Server::start(&db.url, &[]);
+    let thousand: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let cases: [(&str, Vec<u8>, &str, &str); 5] = [
+        ("garbage", b"GARBAGE\r\n\r\n".to_vec(), "400", "bad_request"),
+        (
+            "a header name with a space",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n".to_vec(),
+            "400",
+            "bad_request",
+        ),
+        (
+            "an unknown HTTP version",
+            b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+            "400",
+            "bad_request",
+        ),
+        (
+            "1000 headers",
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{thousand}\r\n").into_bytes(),
+            "431",
+            "headers_too_large",
+        ),
+        (
+            "a 70 000-byte URI",
+            long_uri.into_bytes(),
+            "414",
+            "uri_too_long",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let answer = raw_exchange(&server, &request, std::time::Duration::from_secs(10));
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {answer:.300}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\ncontent-type: application/json\r\n"),
+            "{what}: {answer:.300}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .expect("a content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len(), "{what}: {answer:.300}");
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(json["code"], code, "{what}: {body}");
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    // The server still answers afterwards.
+    let answer = raw_exchange(
+        &server,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        std::time::Duration::from_secs(10),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+}
