@@ -154,15 +154,10 @@ fn errors_exit_2_with_a_code() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("error[invalid_config]"));
 }
 
-/// `tacit eval --protocol users` on the dev multi-user fixture writes exactly the documented
-/// JSON and a markdown table; the oracle (fitted to the true utilities) beats the crowd's
-/// model, as the fixture's construction (opposite tastes) implies.
-#[test]
-fn eval_protocol_users_writes_the_documented_json() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/users_dev.safetensors");
-    let json = tmp("users.json");
-    let md = tmp("users.md");
-    let out = tacit(&[
+/// A small `tacit eval --protocol users` run on the dev fixture (1 seed, 8 + 4 users, 40 turns
+/// in 2 rounds) writing its JSON to `json`.
+fn small_users_run(data: &std::path::Path, json: &std::path::Path) -> Vec<String> {
+    [
         "eval",
         "--protocol",
         "users",
@@ -184,9 +179,23 @@ fn eval_protocol_users_writes_the_documented_json() {
         "10",
         "--json",
         json.to_str().unwrap(),
-        "--markdown",
-        md.to_str().unwrap(),
-    ]);
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `tacit eval --protocol users` on the dev multi-user fixture writes exactly the documented
+/// JSON and a markdown table; the oracle (fitted to the true utilities) beats the crowd's
+/// model, as the fixture's construction (opposite tastes) implies.
+#[test]
+fn eval_protocol_users_writes_the_documented_json() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/users_dev.safetensors");
+    let json = tmp("users.json");
+    let md = tmp("users.md");
+    let args = small_users_run(&data, &json);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--markdown", md.to_str().unwrap()]);
+    let out = tacit(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -200,6 +209,7 @@ fn eval_protocol_users_writes_the_documented_json() {
     assert_eq!(
         sorted,
         [
+            "dp",
             "new_users",
             "new_users_curve",
             "protocol",
@@ -244,6 +254,67 @@ fn eval_protocol_users_writes_the_documented_json() {
         table.contains("| personal |") && table.contains("New users"),
         "{table}"
     );
+    assert!(v["dp"].is_null(), "{}", v["dp"]);
+
+    // The same run under DP-FedAvg at ε = 1: the noise multiplier the accountant gives for
+    // 2 rounds at q = 1 and the federated systems' shared parts noised. (Every system sees
+    // the turns in the order of the `personal` system's model, which is federated, so the
+    // feedback itself changes; only the oracle, fitted to the true utilities, is the same.)
+    let dp_json = tmp("users-dp.json");
+    let mut args = small_users_run(&data, &dp_json);
+    args.extend(["--dp-epsilon", "1", "--dp-delta", "1e-5"].map(String::from));
+    let out = tacit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dp_json).unwrap()).unwrap();
+    let z = tacit_rm::sync::privacy::noise_multiplier_for(1.0, 1.0, 2, 1e-5).unwrap();
+    assert_eq!(
+        (
+            &d["dp"]["epsilon"],
+            &d["dp"]["delta"],
+            &d["dp"]["rounds"],
+            &d["dp"]["sampling_rate"]
+        ),
+        (
+            &serde_json::json!(1.0),
+            &serde_json::json!(1e-5),
+            &serde_json::json!(2),
+            &serde_json::json!(1.0)
+        )
+    );
+    assert_eq!(d["dp"]["noise_multiplier"].as_f64().unwrap(), z);
+    // The exact Gaussian mechanism needs z = 5.276 for (1, 1e-5) over 2 rounds (μ = √2/z =
+    // 0.2681, the μ-GDP bisection quoted in src/sync/privacy.rs's test); RDP needs a little
+    // more.
+    assert!((5.276..5.276 * 1.25).contains(&z), "{z}");
+    assert_eq!(acc(&d["systems"], "oracle"), acc(&v["systems"], "oracle"));
+    assert_ne!(acc(&d["systems"], "global"), acc(&v["systems"], "global"));
+    // An ε that is not a positive number, or one no noise reaches, or a δ outside (0, 1):
+    // refused with its code before any training, nothing written.
+    for bad in [
+        ["--dp-epsilon", "0"],
+        ["--dp-epsilon", "1e-9"],
+        ["--dp-delta", "1.5"],
+    ] {
+        let refused = tmp("users-dp-refused.json");
+        let _ = std::fs::remove_file(&refused);
+        let mut args = small_users_run(&data, &refused);
+        args.extend(bad.map(String::from));
+        if bad[0] == "--dp-delta" {
+            args.extend(["--dp-epsilon", "1"].map(String::from));
+        }
+        let out = tacit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("error[invalid_config]"),
+            "{bad:?}: {err}"
+        );
+        assert!(!refused.exists(), "{bad:?}");
+    }
 
     // A labelled file without utilities is refused with its code, nothing written.
     let plain = common::fixture();

@@ -39,7 +39,7 @@ use crate::objective::{ObjectiveConfig, ObjectiveKind};
 use crate::personal::Personalization;
 use crate::rng::Rng;
 use crate::store::Weights;
-use crate::sync::aggregate::{combine, AggregationConfig, Aggregator, Contribution};
+use crate::sync::aggregate::{combine, AggregationConfig, Aggregator, Contribution, DpFedAvg};
 use crate::sync::delta;
 use crate::trainer::{self, TrainConfig, TrainRequest};
 
@@ -280,7 +280,29 @@ pub struct UsersConfig {
     pub train: TrainOptions,
     /// The sync client's and server's clip of a delta.
     pub clip_norm: f64,
+    /// Client-level DP-FedAvg on the federated systems' rounds (the server's, DESIGN §12):
+    /// `None` is no noise.
+    pub dp: Option<UsersDp>,
     pub systems: Vec<System>,
+}
+
+/// The privacy a run's rounds must stay within. Every federated user joins every round, so
+/// the sampling rate is 1 (cohort = population: no amplification by sampling, the worst
+/// case), and the noise multiplier is the smallest that keeps all the rounds within (ε, δ).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsersDp {
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+/// The DP of a run as it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AppliedDp {
+    pub epsilon: f64,
+    pub delta: f64,
+    pub noise_multiplier: f64,
+    pub sampling_rate: f64,
+    pub rounds: usize,
 }
 
 impl Default for UsersConfig {
@@ -303,6 +325,7 @@ impl Default for UsersConfig {
                 ..TrainOptions::default()
             },
             clip_norm: 10.0,
+            dp: None,
             systems: System::ALL.to_vec(),
         }
     }
@@ -332,6 +355,16 @@ impl UsersConfig {
         }
         if self.systems.is_empty() {
             return bad("no systems to evaluate".into());
+        }
+        if let Some(dp) = self.dp {
+            let valid =
+                dp.epsilon.is_finite() && dp.epsilon > 0.0 && dp.delta > 0.0 && dp.delta < 1.0;
+            if !valid {
+                return bad(format!(
+                    "DP needs epsilon > 0 and delta in (0, 1), got ({}, {})",
+                    dp.epsilon, dp.delta
+                ));
+            }
         }
         let u = data.users();
         if self.new_users >= u {
@@ -381,6 +414,8 @@ pub struct SystemResult {
 
 #[derive(Debug, Clone)]
 pub struct UsersResult {
+    /// The DP-FedAvg the federated systems' rounds ran under, if any.
+    pub dp: Option<AppliedDp>,
     pub seeds: usize,
     pub users: usize,
     pub new_users: usize,
@@ -549,12 +584,15 @@ fn train(m: &mut RewardModel, opts: &TrainOptions) -> Result<()> {
 }
 
 /// One round of a federated system: every user's clipped delta from the global, FedAvg by
-/// the server's code, and each user rebased on the new global keeping what clipping held back.
+/// the server's code (DP-FedAvg with noise multiplier `dp_noise` when given: the clipped
+/// deltas summed over the cohort plus Gaussian noise of `z·C`), and each user rebased on the
+/// new global keeping what clipping held back.
 fn federate(
     models: &mut [RewardModel],
     global: &mut Head,
     examples: &[u64],
     clip_norm: f64,
+    dp_noise: Option<f64>,
     seed: u64,
 ) -> Result<()> {
     let mut contributions = Vec::new();
@@ -579,7 +617,10 @@ fn federate(
         clip_norm,
         noise_std: 0.0,
         weight_cap: 10_000,
-        dp: None,
+        dp: dp_noise.map(|noise_multiplier| DpFedAvg {
+            noise_multiplier,
+            expected_cohort: models.len() as u64,
+        }),
     };
     let step = combine(&contributions, global.num_params(), &config, seed);
     *global = delta::apply(global, &step)?;
@@ -658,6 +699,27 @@ pub fn run_on(
 ) -> Result<UsersResult> {
     let federated = cfg.validate(data)?;
     let systems = &cfg.systems;
+    let dp = match cfg.dp {
+        Some(UsersDp { epsilon, delta }) => {
+            let rounds = cfg.rounds as u64;
+            Some(AppliedDp {
+                epsilon,
+                delta,
+                noise_multiplier: crate::sync::privacy::noise_multiplier_for(
+                    epsilon, 1.0, rounds, delta,
+                )?,
+                sampling_rate: 1.0,
+                rounds: cfg.rounds,
+            })
+        }
+        None => None,
+    };
+    if let Some(dp) = dp {
+        log(&format!(
+            "DP-FedAvg: noise multiplier {:.3} for (ε = {}, δ = {}) over {} rounds at q = 1",
+            dp.noise_multiplier, dp.epsilon, dp.delta, dp.rounds
+        ));
+    }
     let mut fed_acc: Vec<Vec<Vec<f64>>> = vec![Vec::new(); systems.len()];
     let mut new_acc: Vec<Vec<Vec<Vec<f64>>>> =
         vec![vec![Vec::new(); systems.len()]; cfg.new_user_turns.len()];
@@ -754,6 +816,7 @@ pub fn run_on(
                         g,
                         &examples,
                         cfg.clip_norm,
+                        dp.map(|d| d.noise_multiplier),
                         seed + round as u64,
                     )?;
                 }
@@ -884,6 +947,7 @@ pub fn run_on(
         }
     }
     Ok(UsersResult {
+        dp,
         seeds: cfg.seeds,
         users: federated,
         new_users: cfg.new_users,
@@ -929,6 +993,7 @@ impl UsersResult {
         }
         serde_json::to_string_pretty(&serde_json::json!({
             "protocol": "users",
+            "dp": self.dp,
             "seeds": self.seeds,
             "users": self.users,
             "new_users": self.new_users,
@@ -964,7 +1029,14 @@ impl UsersResult {
                 None => "—".into(),
             }
         };
-        let mut out = String::from(
+        let mut out = String::new();
+        if let Some(dp) = self.dp {
+            out.push_str(&format!(
+                "DP-FedAvg on the federated systems' rounds: (ε = {}, δ = {}) over {} rounds at q = {}, noise multiplier {:.3}.\n\n",
+                dp.epsilon, dp.delta, dp.rounds, dp.sampling_rate, dp.noise_multiplier
+            ));
+        }
+        out.push_str(
             "| system | pairwise accuracy (users × seeds) | seed spread of the mean | personal − system (per seed) |\n|---|---|---|---|\n",
         );
         for (s, r) in &self.systems {

@@ -226,6 +226,14 @@ struct EvalArgs {
     /// `--protocol users`: pull of the personal part toward the shared model.
     #[arg(long = "personal-pull", default_value_t = tacit_rm::personal::DEFAULT_PULL)]
     personal_pull: f64,
+    /// `--protocol users`: client-level DP-FedAvg on the federated rounds, the ε that all the
+    /// rounds together must stay within (every user joins every round: q = 1); the noise
+    /// multiplier is the smallest that does. Absent: no noise.
+    #[arg(long = "dp-epsilon")]
+    dp_epsilon: Option<f64>,
+    /// `--protocol users`: δ of the (ε, δ) guarantee with `--dp-epsilon`.
+    #[arg(long = "dp-delta", default_value_t = 1e-5)]
+    dp_delta: f64,
 }
 
 #[derive(Args)]
@@ -400,6 +408,10 @@ fn run_users_eval(a: EvalArgs) -> Result<()> {
             ..Default::default()
         },
         systems: System::parse_list(&a.systems)?,
+        dp: a.dp_epsilon.map(|epsilon| users::UsersDp {
+            epsilon,
+            delta: a.dp_delta,
+        }),
         ..UsersConfig::default()
     };
     eprintln!(
