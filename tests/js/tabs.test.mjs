@@ -65,7 +65,9 @@ function observe(page, name, tag, n) {
 /** `{ ok: value }` or `{ code, message }`: what a call of the model did, across the page boundary. */
 function call(page, name, method, ...args) {
   return page.evaluate(async ({ name, method, args }) => {
-    const revive = (a) => (a && a.floats ? new Float32Array(a.floats) : a);
+    // Typed arrays travel as { floats }: as an argument, or as an observation's embedding.
+    const floats = (a) => (a && a.floats ? new Float32Array(a.floats) : a);
+    const revive = (a) => (a && a.embedding ? { ...a, embedding: floats(a.embedding) } : floats(a));
     try {
       const value = await window.models[name][method](...args.map(revive));
       return { ok: value instanceof Float32Array ? Array.from(value) : value ?? null };
@@ -211,16 +213,8 @@ test("a model deleted in one tab is closed in the others, and their next call le
     [a, "score", [x]],
     [a, "importWeights", [new Uint8Array(4)]],
   ]) {
-    const got = await page.evaluate(async ({ method, args }) => {
-      const revive = (v) => (v && v.floats ? new Float32Array(v.floats) : v && v.embedding ? { ...v, embedding: new Float32Array(v.embedding.floats) } : v);
-      try {
-        await window.models.doomed[method](...args.map(revive));
-        return "resolved";
-      } catch (e) {
-        return e.code;
-      }
-    }, { method, args });
-    assert.equal(got, "closed", `${method} of a deleted model`);
+    const got = await call(page, "doomed", method, ...args);
+    assert.equal(got.code, "closed", `${method} of a deleted model: ${JSON.stringify(got)}`);
   }
   // The synchronous calls say so too.
   assert.equal(await b.evaluate(() => { try { window.models.doomed.stats(); return "ok"; } catch (e) { return e.code; } }), "closed");
