@@ -46,7 +46,8 @@ fn deferred() -> (Promise, Function, Function) {
     let mut settle = None;
     let promise = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
     // `Promise::new` runs its executor before returning.
-    let (resolve, reject) = settle.unwrap_or_else(|| (Function::new_no_args(""), Function::new_no_args("")));
+    let (resolve, reject) =
+        settle.unwrap_or_else(|| (Function::new_no_args(""), Function::new_no_args("")));
     (promise, resolve, reject)
 }
 
@@ -73,7 +74,9 @@ pub async fn acquire(model: &str) -> Result<Option<Held>> {
     let on_refused: JsValue = Closure::once_into_js(move |e: JsValue| {
         let _ = refuse.call1(&JsValue::NULL, &e);
     });
-    if let Ok(catch) = Reflect::get(&asked, &"catch".into()).and_then(|f| f.dyn_into::<Function>().map_err(JsValue::from)) {
+    if let Ok(catch) = Reflect::get(&asked, &"catch".into())
+        .and_then(|f| f.dyn_into::<Function>().map_err(JsValue::from))
+    {
         let _ = catch.call1(&asked, &on_refused);
     }
     JsFuture::from(granted)

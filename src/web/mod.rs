@@ -181,7 +181,11 @@ impl Inner {
         if self.writing.get() > 0 {
             return Ok(());
         }
-        match s.incarnation(&self.name).await.map_err(|e| self.closing(e))? {
+        match s
+            .incarnation(&self.name)
+            .await
+            .map_err(|e| self.closing(e))?
+        {
             Some(now) if now == held => Ok(()),
             Some(now) if now.id == held.id => self.reload().await,
             _ => Err(self.closing(Error::Closed(storage::DELETED))),
@@ -195,11 +199,9 @@ impl Inner {
             return self.with(|_| Ok(()));
         };
         let stored = s.load(&self.name).await.map_err(|e| self.closing(e))?;
-        let Some(mut stored) = stored.filter(|st| {
-            st.incarnation
-                .as_ref()
-                .is_some_and(|i| i.id == held.id)
-        }) else {
+        let Some(mut stored) =
+            stored.filter(|st| st.incarnation.as_ref().is_some_and(|i| i.id == held.id))
+        else {
             return Err(self.closing(Error::Closed(storage::DELETED)));
         };
         let incarnation = stored.incarnation.clone();
@@ -247,10 +249,7 @@ impl Inner {
             .commit(&self.name, guard, commit)
             .await
             .map_err(|e| self.closing(e))?;
-        *self.stored_as.borrow_mut() = Some(Incarnation {
-            generation,
-            ..held
-        });
+        *self.stored_as.borrow_mut() = Some(Incarnation { generation, ..held });
         Ok(())
     }
 
@@ -738,14 +737,21 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             ))
         }
     };
-    // Made or adopted under the model's lock: two tabs opening a new name make one model.
-    let _lock = match &storage {
-        Some(_) => lock::acquire(&name).await?,
-        None => None,
-    };
-    let stored = match &storage {
+    let mut stored = match &storage {
         Some(s) => s.load(&name).await?,
         None => None,
+    };
+    // A model to make, or one stored before `meta` records to adopt: under the model's lock
+    // (read again there), so that two tabs opening a new name make one model. A model that
+    // is stored opens without waiting for another tab's writing call.
+    let needs_record = stored.as_ref().is_none_or(|s| s.incarnation.is_none());
+    let _lock = match &storage {
+        Some(s) if needs_record => {
+            let held = lock::acquire(&name).await?;
+            stored = s.load(&name).await?;
+            held
+        }
+        _ => None,
     };
     let spec = opts.spec(stored.as_ref().map(|s| &s.spec))?;
     let device = backend::choose(opts.backend).await?;

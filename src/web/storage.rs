@@ -57,11 +57,13 @@ const SYNC: &str = "sync";
 const META: &str = "meta";
 const STORES: [&str; 4] = [MODELS, OBSERVATIONS, SYNC, META];
 /// Why a model is closed when its stored records are gone.
-pub const DELETED: &str = "it was deleted (RewardModel.delete, in this tab or another); open it again to start afresh";
+pub const DELETED: &str =
+    "it was deleted (RewardModel.delete, in this tab or another); open it again to start afresh";
 /// Why, when the whole database is gone.
 pub const DATABASE_DELETED: &str = "the database was deleted (RewardModel.deleteAll in this tab or another, or the site's data cleared); open it again to start afresh";
 /// Why, when another tab upgraded the database to a newer version of the package.
-pub const UPGRADED: &str = "another tab opened the database with a newer version of the package; reload the page";
+pub const UPGRADED: &str =
+    "another tab opened the database with a newer version of the package; reload the page";
 const CLOSED: &str = "close() was called";
 /// What a commit's error says when its model was created meanwhile by another tab.
 pub const MODEL_EXISTS: &str = "another tab stored a model under this name meanwhile";
@@ -330,8 +332,12 @@ pub fn new_id() -> String {
 
 /// `(id, generation)` of a `meta` record.
 fn meta_fields(record: &JsValue) -> Option<Incarnation> {
-    let id = js_sys::Reflect::get(record, &"id".into()).ok()?.as_string()?;
-    let generation = js_sys::Reflect::get(record, &"generation".into()).ok()?.as_f64()?;
+    let id = js_sys::Reflect::get(record, &"id".into())
+        .ok()?
+        .as_string()?;
+    let generation = js_sys::Reflect::get(record, &"generation".into())
+        .ok()?
+        .as_f64()?;
     (generation.is_finite() && generation >= 0.0).then_some(Incarnation {
         id,
         generation: generation as u64,
@@ -420,8 +426,8 @@ impl Storage {
             .unchecked_into();
         let closed = Rc::new(Cell::new(None));
         let (db_c, closed_c) = (db.clone(), closed.clone());
-        let on_versionchange =
-            Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(move |event: web_sys::IdbVersionChangeEvent| {
+        let on_versionchange = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
+            move |event: web_sys::IdbVersionChangeEvent| {
                 // Closing now is what lets the other tab's deletion (or upgrade) go ahead;
                 // from here on this connection refuses every call.
                 db_c.close();
@@ -430,7 +436,8 @@ impl Storage {
                     Some(_) => UPGRADED,
                 };
                 closed_c.set(Some(reason));
-            });
+            },
+        );
         db.set_onversionchange(Some(on_versionchange.as_ref().unchecked_ref()));
         Ok(Storage {
             db,
@@ -576,8 +583,12 @@ impl Storage {
         let meta_keys = store(META)?.get_all_keys().map_err(js)?;
         let metas = store(META)?.get_all().map_err(js)?;
         let logged = store(OBSERVATIONS)?.get_all_keys().map_err(js)?;
-        let (names, meta_keys, metas, logged) =
-            (settle(&names), settle(&meta_keys), settle(&metas), settle(&logged));
+        let (names, meta_keys, metas, logged) = (
+            settle(&names),
+            settle(&meta_keys),
+            settle(&metas),
+            settle(&logged),
+        );
         let names = names.await.map_err(js)?;
         let meta_keys = meta_keys.await.map_err(js)?;
         let metas = metas.await.map_err(js)?;
@@ -682,8 +693,12 @@ impl Storage {
             .map_err(|e| storage_err("reading the model's meta record", &e))?;
         let refusal: Rc<RefCell<Option<Refusal>>> = Rc::new(RefCell::new(None));
         let generation = Rc::new(Cell::new(0u64));
-        let (tx_c, read_c, refusal_c, generation_c) =
-            (tx.clone(), read.clone(), refusal.clone(), generation.clone());
+        let (tx_c, read_c, refusal_c, generation_c) = (
+            tx.clone(),
+            read.clone(),
+            refusal.clone(),
+            generation.clone(),
+        );
         let name_js = JsValue::from(name);
         let on_read = Closure::once_into_js(move || {
             let issue = || -> std::result::Result<(), Refusal> {
@@ -713,10 +728,14 @@ impl Storage {
                         (None, None) => String::new(),
                     };
                     let record = meta_value(&want_id, next, &spec).map_err(Refusal::Failed)?;
-                    store(META)?.put_with_key(&record, &name_js).map_err(failed)?;
+                    store(META)?
+                        .put_with_key(&record, &name_js)
+                        .map_err(failed)?;
                 }
                 if let Some(model) = &model {
-                    store(MODELS)?.put_with_key(model, &name_js).map_err(failed)?;
+                    store(MODELS)?
+                        .put_with_key(model, &name_js)
+                        .map_err(failed)?;
                 }
                 if let Some(sync) = &sync {
                     store(SYNC)?.put_with_key(sync, &name_js).map_err(failed)?;
@@ -834,10 +853,7 @@ impl SyncStore for SyncStorage<'_> {
                 generation: Some(held.generation),
             };
             let generation = s.commit(self.name, guard, commit).await?;
-            *self.stored_as.borrow_mut() = Some(Incarnation {
-                generation,
-                ..held
-            });
+            *self.stored_as.borrow_mut() = Some(Incarnation { generation, ..held });
         }
         *self.state.borrow_mut() = state.clone();
         Ok(())
