@@ -64,7 +64,7 @@ pub async fn acquire(model: &str) -> Result<Option<Held>> {
         held_until
     });
     let request: Function = Reflect::get(&locks, &"request".into())
-        .and_then(|f| f.dyn_into().map_err(JsValue::from))
+        .and_then(|f| f.dyn_into())
         .map_err(|e| Error::Storage(format!("navigator.locks.request: {}", describe(&e))))?;
     let asked = request
         .call2(&locks, &name(model).into(), &callback)
@@ -74,8 +74,7 @@ pub async fn acquire(model: &str) -> Result<Option<Held>> {
     let on_refused: JsValue = Closure::once_into_js(move |e: JsValue| {
         let _ = refuse.call1(&JsValue::NULL, &e);
     });
-    if let Ok(catch) = Reflect::get(&asked, &"catch".into())
-        .and_then(|f| f.dyn_into::<Function>().map_err(JsValue::from))
+    if let Ok(catch) = Reflect::get(&asked, &"catch".into()).and_then(|f| f.dyn_into::<Function>())
     {
         let _ = catch.call1(&asked, &on_refused);
     }

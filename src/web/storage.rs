@@ -372,7 +372,7 @@ pub async fn exists(factory: &IdbFactory) -> Result<Option<bool>> {
     };
     let promise: Promise = list
         .call0(factory)
-        .and_then(|p| p.dyn_into().map_err(JsValue::from))
+        .and_then(|p| p.dyn_into())
         .map_err(|e| storage_err("listing the databases", &e))?;
     let names = JsFuture::from(promise)
         .await
