@@ -271,10 +271,15 @@ test("RewardModel.list() names exactly the stored models of the origin", async (
   );
   assert.ok(alpha.updatedAt > Date.now() - 600_000 && alpha.updatedAt <= Date.now(), `${alpha.updatedAt}`);
 
+  // The worker entry's statics run the same calls in a worker of their own.
+  const worker = (op) => b.evaluate(async (op) => (await import("/pkg/worker-client.js")).WorkerRewardModel[op](), op);
+  assert.deepEqual(await worker("list"), listed);
+
   await b.evaluate(() => tacit.RewardModel.delete("alpha"));
   assert.deepEqual((await list(a)).map((m) => m.name), ["beta"]);
-  await b.evaluate(() => tacit.RewardModel.deleteAll());
+  assert.equal(await worker("deleteAll"), undefined);
   assert.deepEqual(await list(a), []);
+  assert.equal(await databaseExists(a), false);
   assert.deepEqual([...a.errors, ...b.errors], []);
   await context.close();
 });
