@@ -69,12 +69,12 @@ struct State {
     /// `None` once closed, with the reason in `closed`.
     model: Option<Model>,
     closed: &'static str,
-    /// A `train`, `sync`, `importWeights` or `forget` call is running (each moves the
-    /// weights; one at a time).
+    /// A `train`, `sync`, `importWeights`, `reset` or `forget` call is running (each moves
+    /// the weights; one at a time in a tab, and across tabs under the model's lock).
     busy: Option<&'static str>,
 }
 
-/// Clears the busy flag however a `train` or `sync` call ends.
+/// Clears the busy flag however a weight-moving call ends.
 struct BusyGuard<'a>(&'a Inner);
 
 impl Drop for BusyGuard<'_> {
