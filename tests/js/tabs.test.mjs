@@ -283,3 +283,41 @@ test("RewardModel.list() names exactly the stored models of the origin", async (
   assert.deepEqual([...a.errors, ...b.errors], []);
   await context.close();
 });
+
+test("without Web Locks, a training call computed from weights another tab replaced is not stored", async () => {
+  // Browsers before 2022 have no navigator.locks: the two tabs' writes are not queued, and
+  // the stored generation is what keeps the slower one from overwriting the faster one.
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    Object.defineProperty(Navigator.prototype, "locks", { get: () => undefined, configurable: true });
+  });
+  const [a, b] = [await tab(context), await tab(context)];
+  assert.equal(await a.evaluate(() => navigator.locks), undefined);
+  const name = "unlocked";
+  await open(a, name);
+  await open(b, name);
+  await observe(a, name, "a", 150);
+  await observe(b, name, "b", 150);
+  const both = await Promise.all([
+    call(a, name, "train", { epochs: 4, validationFraction: 0 }),
+    call(b, name, "train", { epochs: 4, validationFraction: 0 }),
+  ]);
+  // One stores its result. The other either trained at the same time on the same weights
+  // and is refused (`busy`: the stored generation moved), or started after the first had
+  // stored and found nothing left (`empty_input`); it never stores over the first.
+  const trained = both.filter((r) => r.ok);
+  assert.equal(trained.length, 1, JSON.stringify(both.map((r) => r.code ?? r.ok.examples)));
+  assert.equal(trained[0].ok.examples, 300);
+  const refused = both.find((r) => !r.ok);
+  assert.ok(["busy", "empty_input"].includes(refused.code), JSON.stringify(refused));
+  console.log(`the second training call: ${refused.code}`);
+  const x = randomFloats(3 * DIM, 9);
+  const stored = await dump(a, name);
+  const end = { a: await scores(a, name, x), b: await scores(b, name, x) };
+  assert.deepEqual(end.a, end.b);
+  assertScoresMatch(end.a, storedScores(stored, x), "the stored model");
+  assert.equal((await stats(a, name)).trainedExamples, 300, "trained once");
+  assert.equal((await stats(b, name)).trainedExamples, 300);
+  assert.deepEqual([...a.errors, ...b.errors], []);
+  await context.close();
+});
