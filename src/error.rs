@@ -71,9 +71,10 @@ pub enum Error {
     #[error("busy: {0}")]
     Busy(String),
 
-    /// The model was closed; open it again.
-    #[error("the model is closed")]
-    Closed,
+    /// The model was closed (by `close()`, or deleted in this tab or another); open it
+    /// again. The reason says which.
+    #[error("the model is closed: {0}")]
+    Closed(&'static str),
 
     /// Persistent storage (IndexedDB) failed or is unavailable.
     #[error("storage error: {0}")]
@@ -183,7 +184,7 @@ impl Error {
             Error::UnknownOption(_) => ErrorCode::UnknownOption,
             Error::NoWebGpu(_) => ErrorCode::NoWebGpu,
             Error::Busy(_) => ErrorCode::Busy,
-            Error::Closed => ErrorCode::Closed,
+            Error::Closed(_) => ErrorCode::Closed,
             Error::Storage(_) => ErrorCode::Storage,
             Error::Network(_) => ErrorCode::Network,
             Error::SyncConflict(_) => ErrorCode::SyncConflict,

@@ -9,12 +9,15 @@
 
 mod backend;
 mod error;
+mod lock;
 mod options;
+mod origin;
 mod storage;
 mod sync;
 mod types;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 
@@ -34,7 +37,7 @@ use options::{
     float_array, parse_observation, parse_train, to_js as result_to_js, OpenOptions, ScoreOptions,
     TrainResult,
 };
-use storage::{Commit, Storage, SyncStorage};
+use storage::{Commit, Guard, Incarnation, Storage, Stored, SyncStorage};
 use sync::{BrowserClock, FetchTransport, SyncOptions, SyncResult};
 
 /// A reward model in the page (or worker): see the package README.
@@ -50,17 +53,28 @@ struct Inner {
     state: RefCell<State>,
     /// The sync client's state, as last stored.
     sync: RefCell<SyncState>,
+    /// Which stored model this tab holds and the generation of what it holds in memory
+    /// (`Some` exactly when `storage` is; see `storage.rs`).
+    stored_as: RefCell<Option<Incarnation>>,
+    /// Writing calls of this tab holding the model's lock now. While one runs, no other tab
+    /// writes the model, so scoring calls meanwhile skip the staleness check (and must not
+    /// reload the model under the writer).
+    writing: Cell<u32>,
+    /// Sequence numbers of observations this tab is storing (in memory, not yet committed):
+    /// a reload from IndexedDB keeps them.
+    in_flight: RefCell<BTreeSet<u64>>,
 }
 
 struct State {
-    /// `None` once closed.
+    /// `None` once closed, with the reason in `closed`.
     model: Option<Model>,
-    /// A `train`, `sync` or `importWeights` call is running (each moves the weights; one at
-    /// a time).
+    closed: &'static str,
+    /// A `train`, `sync`, `importWeights`, `reset` or `forget` call is running (each moves
+    /// the weights; one at a time in a tab, and across tabs under the model's lock).
     busy: Option<&'static str>,
 }
 
-/// Clears the busy flag however a `train` or `sync` call ends.
+/// Clears the busy flag however a weight-moving call ends.
 struct BusyGuard<'a>(&'a Inner);
 
 impl Drop for BusyGuard<'_> {
@@ -71,23 +85,63 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
+/// A writing call's hold on the model across tabs: the Web Lock (where there are Web Locks)
+/// and this tab's `writing` count, both released when it drops.
+struct Writing<'a> {
+    inner: &'a Inner,
+    _lock: Option<lock::Held>,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .writing
+            .set(self.inner.writing.get().saturating_sub(1));
+    }
+}
+
 impl Inner {
-    /// Runs `f` on the open model, without holding the borrow beyond it.
+    /// Runs `f` on the open model, without holding the borrow beyond it. A model whose
+    /// database another tab deleted is closed here, so that the synchronous calls say so too.
     fn with<T>(&self, f: impl FnOnce(&mut Model) -> Result<T>) -> Result<T> {
+        if let Some(reason) = self.storage.as_ref().and_then(Storage::closed) {
+            self.close_model(reason);
+        }
         let mut st = self
             .state
             .try_borrow_mut()
             .map_err(|_| Error::Busy("the model is in use by another call".into()))?;
-        f(st.model.as_mut().ok_or(Error::Closed)?)
+        let closed = st.closed;
+        f(st.model.as_mut().ok_or(Error::Closed(closed))?)
     }
 
-    /// Starts a `train` or `sync` call (one at a time: both move the weights): snapshots what
-    /// the call needs with `f` and marks the model busy until the guard drops.
-    fn begin<T>(
-        &self,
-        call: &'static str,
-        f: impl FnOnce(&Model) -> Result<T>,
-    ) -> Result<(T, BusyGuard<'_>)> {
+    /// Drops the model from memory and closes the database handle: every later call is
+    /// `closed` with `reason`.
+    fn close_model(&self, reason: &'static str) {
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            if st.model.take().is_some() {
+                st.closed = reason;
+            }
+        }
+        if let Some(s) = &self.storage {
+            if s.closed().is_none() {
+                s.close();
+            }
+        }
+    }
+
+    /// `e`, after closing the model if it says the model is gone.
+    fn closing(&self, e: Error) -> Error {
+        if let Error::Closed(reason) = e {
+            self.close_model(reason);
+        }
+        e
+    }
+
+    /// Marks the model busy with `call` (one weight-moving call at a time in a tab) until the
+    /// guard drops.
+    fn begin(&self, call: &'static str) -> Result<BusyGuard<'_>> {
+        self.with(|_| Ok(()))?;
         let mut st = self
             .state
             .try_borrow_mut()
@@ -95,14 +149,114 @@ impl Inner {
         if let Some(running) = st.busy {
             return Err(Error::Busy(format!("a {running} call is already running")));
         }
-        let snapshot = f(st.model.as_ref().ok_or(Error::Closed)?)?;
         st.busy = Some(call);
-        Ok((snapshot, BusyGuard(self)))
+        Ok(BusyGuard(self))
+    }
+
+    /// Takes the model's lock across tabs (waiting for another tab's writing call to end),
+    /// then brings the model up to what is stored: a writing call starts from the stored
+    /// weights, sync state and every pending observation of every tab.
+    async fn write(&self) -> Result<Writing<'_>> {
+        let lock = match &self.storage {
+            Some(_) => lock::acquire(&self.name).await?,
+            None => None,
+        };
+        self.writing.set(self.writing.get() + 1);
+        let writing = Writing {
+            inner: self,
+            _lock: lock,
+        };
+        self.reload().await?;
+        Ok(writing)
+    }
+
+    /// Before a reading call: reloads the model if another tab stored a newer generation,
+    /// and fails with `closed` if it was deleted. One small IndexedDB read; nothing while
+    /// this tab itself is writing (no other tab can be).
+    async fn refresh(&self) -> Result<()> {
+        self.with(|_| Ok(()))?;
+        let (Some(s), Some(held)) = (&self.storage, self.stored_as.borrow().clone()) else {
+            return Ok(());
+        };
+        if self.writing.get() > 0 {
+            return Ok(());
+        }
+        match s
+            .incarnation(&self.name)
+            .await
+            .map_err(|e| self.closing(e))?
+        {
+            Some(now) if now == held => Ok(()),
+            Some(now) if now.id == held.id => self.reload().await,
+            _ => Err(self.closing(Error::Closed(storage::DELETED))),
+        }
+    }
+
+    /// Replaces the model in memory with the stored one (weights, history, sync state,
+    /// pending log, plus the observations this tab is storing), keeping its device.
+    async fn reload(&self) -> Result<()> {
+        let (Some(s), Some(held)) = (&self.storage, self.stored_as.borrow().clone()) else {
+            return self.with(|_| Ok(()));
+        };
+        let stored = s.load(&self.name).await.map_err(|e| self.closing(e))?;
+        let Some(mut stored) =
+            stored.filter(|st| st.incarnation.as_ref().is_some_and(|i| i.id == held.id))
+        else {
+            return Err(self.closing(Error::Closed(storage::DELETED)));
+        };
+        let incarnation = stored.incarnation.clone();
+        let (device, placement, served) = self.with(|m| {
+            let in_flight = self.in_flight.borrow();
+            let stored_seqs: BTreeSet<u64> = stored.log.iter().map(|e| e.seq).collect();
+            stored.log.extend(
+                m.pending()
+                    .iter()
+                    .filter(|e| in_flight.contains(&e.seq) && !stored_seqs.contains(&e.seq))
+                    .cloned(),
+            );
+            Ok((m.device().clone(), m.placement(), m.stats().last_score))
+        })?;
+        let (mut model, sync) = restore(&self.spec, stored, device)?;
+        model.set_placement(placement);
+        if let Some(served) = served {
+            model.note_served(served);
+        }
+        self.with(|m| {
+            *m = model;
+            Ok(())
+        })?;
+        *self.sync.borrow_mut() = sync;
+        *self.stored_as.borrow_mut() = incarnation;
+        Ok(())
+    }
+
+    /// Stores `commit` if the model is still the one this tab holds, at the generation it
+    /// holds, and moves this tab to the generation written (a persistent model only).
+    async fn store(&self, commit: Commit<'_>) -> Result<()> {
+        let Some(s) = &self.storage else {
+            return Ok(());
+        };
+        let held = self
+            .stored_as
+            .borrow()
+            .clone()
+            .ok_or(Error::Closed(storage::DELETED))?;
+        let guard = Guard::Same {
+            id: &held.id,
+            generation: Some(held.generation),
+        };
+        let generation = s
+            .commit(&self.name, guard, commit)
+            .await
+            .map_err(|e| self.closing(e))?;
+        *self.stored_as.borrow_mut() = Some(Incarnation { generation, ..held });
+        Ok(())
     }
 
     async fn score(&self, embeddings: &JsValue, options: JsValue) -> Result<Vec<f32>> {
         let options = ScoreOptions::parse(options)?;
         let flat = float_array(embeddings, "embeddings")?;
+        self.refresh().await?;
         let (device, placement, head, personal) = self.with(|m| {
             let w = m.weights();
             Ok((
@@ -140,8 +294,14 @@ impl Inner {
     async fn observe(&self, observation: JsValue) -> Result<u64> {
         let parsed = parse_observation(observation)?;
         let mut entry = self.with(|m| m.observe(parsed.clone()))?;
-        let Some(s) = &self.storage else {
+        let (Some(s), Some(held)) = (&self.storage, self.stored_as.borrow().clone()) else {
             return Ok(entry.seq);
+        };
+        // Stored only while the model is still the one this tab holds (not deleted by
+        // another tab); another tab's weight writes do not matter to an observation.
+        let guard = || Guard::Same {
+            id: &held.id,
+            generation: None,
         };
         // Another tab of the same model stores its observations in the same log: when it
         // took this sequence number first, move past every stored one and store again
@@ -151,7 +311,10 @@ impl Inner {
                 add: Some(&entry),
                 ..Commit::default()
             };
-            let Err(e) = s.commit(&self.name, commit).await else {
+            self.in_flight.borrow_mut().insert(entry.seq);
+            let stored = s.commit(&self.name, guard(), commit).await;
+            self.in_flight.borrow_mut().remove(&entry.seq);
+            let Err(e) = stored else {
                 return Ok(entry.seq);
             };
             // Not stored, so not acknowledged: take it back out of the pending log.
@@ -161,9 +324,9 @@ impl Inner {
             });
             let taken = matches!(&e, Error::Storage(m) if m.contains(storage::SEQ_TAKEN));
             if !taken || attempt == 3 {
-                return Err(e);
+                return Err(self.closing(e));
             }
-            let last = s.last_seq(&self.name).await?;
+            let last = s.last_seq(&self.name).await.map_err(|e| self.closing(e))?;
             entry = self.with(|m| {
                 if let Some(last) = last {
                     m.skip_seq_past(last);
@@ -179,7 +342,11 @@ impl Inner {
 
     async fn train(&self, options: JsValue) -> Result<TrainResult> {
         let (opts, on_progress) = parse_train(options)?;
-        let (job, _guard) = self.begin("train", |m| m.prepare_training(&opts))?;
+        let _busy = self.begin("train")?;
+        // One tab trains the model at a time; this one starts from what is stored (another
+        // tab's weights, and every tab's pending observations).
+        let _writing = self.write().await?;
+        let job = self.with(|m| m.prepare_training(&opts))?;
         let mut thrown: Option<JsValue> = None;
         let mut progress = |r: &trainer::EpochReport| {
             let Some(f) = &on_progress else {
@@ -209,15 +376,13 @@ impl Inner {
             self.with(|m| Ok((m.trained_bytes(&outcome)?, m.history_after(&outcome))))?;
         let mut sync = self.sync.borrow().clone();
         sync.unsynced_examples += outcome.examples() as u64;
-        if let Some(s) = &self.storage {
-            let commit = Commit {
-                model: Some((&self.spec, &bytes, history)),
-                drop: Some(&outcome.trained_seqs),
-                sync: Some(&sync),
-                ..Commit::default()
-            };
-            s.commit(&self.name, commit).await?;
-        }
+        self.store(Commit {
+            model: Some((&self.spec, &bytes, history)),
+            drop: Some(&outcome.trained_seqs),
+            sync: Some(&sync),
+            ..Commit::default()
+        })
+        .await?;
         *self.sync.borrow_mut() = sync;
         self.with(|m| {
             m.apply(&outcome);
@@ -240,18 +405,16 @@ impl Inner {
             .dyn_ref::<Uint8Array>()
             .ok_or_else(|| Error::CorruptWeights("weights must be a Uint8Array".into()))?
             .to_vec();
+        let _busy = self.begin("importWeights")?;
+        let _writing = self.write().await?;
         // What is stored is what will be installed (the user's personal part kept).
-        let ((weights, history), _guard) = self.begin("importWeights", |m| {
-            Ok((m.importable(&bytes)?, m.history()))
-        })?;
-        if let Some(s) = &self.storage {
-            let bytes = store::to_bytes(&weights)?;
-            let commit = Commit {
-                model: Some((&self.spec, &bytes, history)),
-                ..Commit::default()
-            };
-            s.commit(&self.name, commit).await?;
-        }
+        let (weights, history) = self.with(|m| Ok((m.importable(&bytes)?, m.history())))?;
+        let bytes = store::to_bytes(&weights)?;
+        self.store(Commit {
+            model: Some((&self.spec, &bytes, history)),
+            ..Commit::default()
+        })
+        .await?;
         self.with(|m| m.replace_weights(weights))
     }
 
@@ -259,7 +422,9 @@ impl Inner {
     async fn sync(&self, options: JsValue) -> Result<SyncResult> {
         let opts: SyncOptions = options::strict(options, "sync options")?;
         let config = opts.config(&self.name)?;
-        let (weights, _guard) = self.begin("sync", |m| Ok(m.weights().clone()))?;
+        let _busy = self.begin("sync")?;
+        let _writing = self.write().await?;
+        let weights = self.with(|m| Ok(m.weights().clone()))?;
         let mut transport = FetchTransport {
             base_url: opts.url.clone(),
             timeout_ms: opts.timeout_ms.unwrap_or(15_000),
@@ -270,6 +435,7 @@ impl Inner {
             spec: &self.spec,
             history: self.with(|m| Ok(m.history()))?,
             state: &self.sync,
+            stored_as: &self.stored_as,
         };
         let pass = PassOptions {
             retry_budget_ms: u64::from(opts.retry_budget_ms.unwrap_or(3_000)),
@@ -283,7 +449,8 @@ impl Inner {
             &BrowserClock,
             &mut store,
         )
-        .await?;
+        .await
+        .map_err(|e| self.closing(e))?;
         if let Some(rebased) = report.rebased.clone() {
             self.with(|m| m.replace_weights(rebased))?;
         }
@@ -291,6 +458,8 @@ impl Inner {
     }
 
     async fn reset(&self) -> Result<()> {
+        let _busy = self.begin("reset")?;
+        let _writing = self.write().await?;
         let fresh = Model::new(&self.spec, Device::Cpu)?;
         let bytes = fresh.export_weights()?;
         // Starting over starts sync over too: the fresh weights are the new reference.
@@ -308,17 +477,14 @@ impl Inner {
     /// Stores new weights and sync state and drops every pending observation, in one
     /// transaction (`reset` and `forget`).
     async fn store_replacing(&self, weights: &[u8], sync: &SyncState) -> Result<()> {
-        if let Some(s) = &self.storage {
-            // Starting over (reset) or forgetting the user ends the training history too.
-            let commit = Commit {
-                model: Some((&self.spec, weights, TrainingHistory::default())),
-                drop_all: true,
-                sync: Some(sync),
-                ..Commit::default()
-            };
-            s.commit(&self.name, commit).await?;
-        }
-        Ok(())
+        // Starting over (reset) or forgetting the user ends the training history too.
+        self.store(Commit {
+            model: Some((&self.spec, weights, TrainingHistory::default())),
+            drop_all: true,
+            sync: Some(sync),
+            ..Commit::default()
+        })
+        .await
     }
 
     /// Forgets the user in one IndexedDB transaction: a zero personal part, no pending
@@ -326,7 +492,9 @@ impl Inner {
     /// head, which returns to the last pulled global). What a sync already delivered is part
     /// of the global model and stays there.
     async fn forget(&self) -> Result<()> {
-        let ((weights, sync), _guard) = self.begin("forget", |m| {
+        let _busy = self.begin("forget")?;
+        let _writing = self.write().await?;
+        let (weights, sync) = self.with(|m| {
             let mut sync = self
                 .sync
                 .try_borrow()
@@ -365,14 +533,29 @@ impl RewardModel {
         open(options).await.map_err(to_js)
     }
 
-    /// Deletes a stored model and its pending log (a model that is open stays usable in
-    /// memory until closed).
+    /// Deletes a stored model: its weights, pending observations and sync state (queued
+    /// updates included). Waits for a writing call of another tab to end; every open
+    /// instance of the model, in any tab, is closed by it (its next call is `closed`).
     #[wasm_bindgen(js_name = delete, unchecked_return_type = "Promise<void>")]
     pub fn delete_stored(name: String) -> Promise {
         promise(async move {
-            if let Some(f) = storage::factory() {
-                Storage::open(&f).await?.delete(&name).await?;
-            }
+            origin::delete(&name).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// The models stored by this origin (name order): what `open({ name })` would restore.
+    #[wasm_bindgen(unchecked_return_type = "Promise<ModelInfo[]>")]
+    pub fn list() -> Promise {
+        promise(async move { result_to_js(&origin::list().await?) })
+    }
+
+    /// Deletes everything the package stores for this origin (every model, its observations,
+    /// its queued updates: the whole database). Every open model, in every tab, is closed.
+    #[wasm_bindgen(js_name = deleteAll, unchecked_return_type = "Promise<void>")]
+    pub fn delete_all() -> Promise {
+        promise(async move {
+            origin::delete_all().await?;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -536,12 +719,7 @@ impl RewardModel {
     pub fn close(&self) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
-            if let Ok(mut st) = inner.state.try_borrow_mut() {
-                st.model = None;
-            }
-            if let Some(s) = &inner.storage {
-                s.close();
-            }
+            inner.close_model("close() was called");
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -559,41 +737,67 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             ))
         }
     };
-    let stored = match &storage {
+    let mut stored = match &storage {
         Some(s) => s.load(&name).await?,
         None => None,
+    };
+    // A model to make, or one stored before `meta` records to adopt: under the model's lock
+    // (read again there), so that two tabs opening a new name make one model. A model that
+    // is stored opens without waiting for another tab's writing call.
+    let needs_record = stored.as_ref().is_none_or(|s| s.incarnation.is_none());
+    let _lock = match &storage {
+        Some(s) if needs_record => {
+            let held = lock::acquire(&name).await?;
+            stored = s.load(&name).await?;
+            held
+        }
+        _ => None,
     };
     let spec = opts.spec(stored.as_ref().map(|s| &s.spec))?;
     let device = backend::choose(opts.backend).await?;
     let placement = backend::placement(opts.backend, &device, &spec.head_config()).await;
-    let (mut model, sync) = match stored {
-        Some(s) => {
-            let mut weights = store::from_bytes_expecting(&s.weights, &spec.head_config())?;
-            weights.personal = personal_part(&spec, weights.personal.take(), &weights.head)?;
-            let sync = match s.sync {
-                Some(state) => state,
-                None => SyncState::fresh(weights.clone()),
+    let (mut model, sync, stored_as) = match (stored, &storage) {
+        (Some(mut stored), Some(s)) => {
+            let incarnation = match stored.incarnation.take() {
+                Some(i) => i,
+                // Stored before `meta` records: this tab gives it one.
+                None => {
+                    let id = storage::new_id();
+                    let guard = Guard::Create {
+                        id: &id,
+                        spec: &spec,
+                    };
+                    let generation = s.commit(&name, guard, Commit::default()).await?;
+                    Incarnation { id, generation }
+                }
             };
-            let mut m = Model::restore(weights, spec.objective, s.log, device)?;
-            m.set_auto_objective(spec.auto_objective);
-            m.restore_history(s.history);
-            (m, sync)
+            let (m, sync) = restore(&spec, stored, device)?;
+            (m, sync, Some(incarnation))
         }
-        None => {
+        (_, storage) => {
             let m = Model::new(&spec, device)?;
             // The starting weights are the sync reference: training before the first sync
             // is then pushed as a change, even across reloads.
             let sync = SyncState::fresh(m.weights().clone());
-            if let Some(s) = &storage {
-                let bytes = m.export_weights()?;
-                let commit = Commit {
-                    model: Some((&spec, &bytes, TrainingHistory::default())),
-                    sync: Some(&sync),
-                    ..Commit::default()
-                };
-                s.commit(&name, commit).await?;
-            }
-            (m, sync)
+            let stored_as = match storage {
+                Some(s) => {
+                    let bytes = m.export_weights()?;
+                    let commit = Commit {
+                        model: Some((&spec, &bytes, TrainingHistory::default())),
+                        sync: Some(&sync),
+                        ..Commit::default()
+                    };
+                    let id = storage::new_id();
+                    let guard = Guard::Create {
+                        id: &id,
+                        spec: &spec,
+                    };
+                    let generation = s.commit(&name, guard, commit).await?;
+                    Some(Incarnation { id, generation })
+                }
+                None => None,
+            };
+            (m, sync, stored_as)
         }
     };
     model.set_placement(placement);
@@ -604,11 +808,30 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             storage,
             state: RefCell::new(State {
                 model: Some(model),
+                closed: "close() was called",
                 busy: None,
             }),
             sync: RefCell::new(sync),
+            stored_as: RefCell::new(stored_as),
+            writing: Cell::new(0),
+            in_flight: RefCell::new(BTreeSet::new()),
         }),
     })
+}
+
+/// The model and sync state of a stored record (`open`, and a reload after another tab
+/// wrote).
+fn restore(spec: &ModelSpec, stored: Stored, device: Device) -> Result<(Model, SyncState)> {
+    let mut weights = store::from_bytes_expecting(&stored.weights, &spec.head_config())?;
+    weights.personal = personal_part(spec, weights.personal.take(), &weights.head)?;
+    let sync = match stored.sync {
+        Some(state) => state,
+        None => SyncState::fresh(weights.clone()),
+    };
+    let mut m = Model::restore(weights, spec.objective, stored.log, device)?;
+    m.set_auto_objective(spec.auto_objective);
+    m.restore_history(stored.history);
+    Ok((m, sync))
 }
 
 /// The personal part a stored model opens with: its own, or a zero one of the spec's kind

@@ -1,10 +1,20 @@
-//! Persistence in IndexedDB: one database `tacit-rm` with two object stores.
+//! Persistence in IndexedDB: one database `tacit-rm` with four object stores.
 //!
 //! - `models`, keyed by model name: `{ spec: string (JSON), weights: Uint8Array (safetensors),
 //!   history: string (JSON of the training history `stats()` reports; absent in older records) }`.
 //! - `observations`, keyed by `[name, seq]`: `{ entry: string (JSON of a logged observation) }`.
 //! - `sync`, keyed by model name: the sync client's [`SyncState`] as its record
 //!   `{ state: string (JSON), reference: Uint8Array, bodies: Uint8Array[] }`.
+//! - `meta`, keyed by model name: `{ id: string, generation: number, spec: string (JSON),
+//!   updatedAt: number (ms since the epoch) }`. `id` is drawn when the model is made, so a
+//!   model deleted and made again under the same name is another model; `generation` counts
+//!   the writes of the model and sync records. Every commit first reads this record in its
+//!   own transaction and writes only if it is still the model the tab holds (else the model
+//!   was deleted: [`Error::Closed`]) and, for a weight write, still the generation the tab
+//!   read (else another tab wrote meanwhile); so a tab never re-creates a deleted model, stores
+//!   an observation of one, or overwrites newer weights with a result computed from older ones.
+//!   A tab checks the generation before it scores and reloads when another tab stored newer
+//!   weights (`mod.rs`); `list()` reads these small records, not the weights.
 //!
 //! Every commit is one transaction, and a call resolves only after its transaction's
 //! `complete` event: an acknowledged observation is on disk, and "new weights + drop the
@@ -12,7 +22,12 @@
 //! training therefore finds the last committed weights and every acknowledged observation.
 //!
 //! Requests of a transaction are all issued before anything is awaited, so no transaction
-//! can auto-commit half-way on browsers that end it at the next task.
+//! can auto-commit half-way on browsers that end it at the next task (a commit's writes are
+//! issued from the success callback of its `meta` read, which keeps the transaction alive).
+//!
+//! Deleting the database (`RewardModel.deleteAll`, or the browser clearing the site's data)
+//! fires `versionchange` at every open connection: each closes at once, so the deletion is
+//! not blocked, and the models using it answer [`Error::Closed`] from then on.
 
 use js_sys::{Array, Promise, Uint8Array};
 use wasm_bindgen::closure::Closure;
@@ -22,7 +37,8 @@ use web_sys::{
     IdbDatabase, IdbFactory, IdbKeyRange, IdbRequest, IdbTransaction, IdbTransactionMode,
 };
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use super::error::describe;
 use crate::error::{Error, Result};
@@ -32,12 +48,25 @@ use crate::store::{self, Weights};
 use crate::sync::{SyncRecord, SyncState, SyncStore};
 
 const DB_NAME: &str = "tacit-rm";
-/// 2 added the `sync` store; the upgrade only creates stores that are missing.
-const DB_VERSION: u32 = 2;
+/// 2 added the `sync` store, 3 the `meta` store; the upgrade only creates stores that are
+/// missing (a model stored before `meta` gets its record when it is next opened).
+const DB_VERSION: u32 = 3;
 const MODELS: &str = "models";
 const OBSERVATIONS: &str = "observations";
 const SYNC: &str = "sync";
-const STORES: [&str; 3] = [MODELS, OBSERVATIONS, SYNC];
+const META: &str = "meta";
+const STORES: [&str; 4] = [MODELS, OBSERVATIONS, SYNC, META];
+/// Why a model is closed when its stored records are gone.
+pub const DELETED: &str =
+    "it was deleted (RewardModel.delete, in this tab or another); open it again to start afresh";
+/// Why, when the whole database is gone.
+pub const DATABASE_DELETED: &str = "the database was deleted (RewardModel.deleteAll in this tab or another, or the site's data cleared); open it again to start afresh";
+/// Why, when another tab upgraded the database to a newer version of the package.
+pub const UPGRADED: &str =
+    "another tab opened the database with a newer version of the package; reload the page";
+const CLOSED: &str = "close() was called";
+/// What a commit's error says when its model was created meanwhile by another tab.
+pub const MODEL_EXISTS: &str = "another tab stored a model under this name meanwhile";
 /// What a commit's error says when its observation's sequence number was already stored
 /// (by another tab of the same model).
 pub const SEQ_TAKEN: &str = "the observation's sequence number is already stored";
@@ -51,6 +80,46 @@ pub struct Stored {
     pub log: Vec<LoggedObservation>,
     /// The sync state, if the model has one.
     pub sync: Option<SyncState>,
+    /// Its `meta` record; none for a model stored before there was one.
+    pub incarnation: Option<Incarnation>,
+}
+
+/// Which stored model a tab holds, and the generation of the records it last read or wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incarnation {
+    pub id: String,
+    pub generation: u64,
+}
+
+/// What a commit requires of the stored `meta` record before it writes anything.
+pub enum Guard<'a> {
+    /// No model of that name (a new model; or adopting a record stored before `meta`):
+    /// written as generation 1 with this id and spec.
+    Create { id: &'a str, spec: &'a ModelSpec },
+    /// Still the model the tab holds (`id`; else it was deleted), and, when `generation` is
+    /// given, not written since the tab read it.
+    Same {
+        id: &'a str,
+        generation: Option<u64>,
+    },
+}
+
+/// Why a guarded commit wrote nothing.
+enum Refusal {
+    Deleted,
+    Exists,
+    Stale,
+    Failed(Error),
+}
+
+/// One stored model, as `list()` reports it.
+pub struct Listed {
+    pub name: String,
+    pub spec: ModelSpec,
+    pub pending: usize,
+    /// When its weights (or sync state) were last stored; none for a model stored before
+    /// `meta` and not opened since.
+    pub updated_at: Option<f64>,
 }
 
 /// What one transaction writes (everything absent is left as it is).
@@ -71,6 +140,10 @@ pub struct Commit<'a> {
 
 pub struct Storage {
     db: IdbDatabase,
+    /// Set (with the reason) once the connection is closed: by `close`, or on `versionchange`.
+    closed: Rc<Cell<Option<&'static str>>>,
+    /// Kept alive as long as the connection: the `versionchange` handler.
+    _on_versionchange: Closure<dyn FnMut(web_sys::IdbVersionChangeEvent)>,
 }
 
 fn storage_err(what: &str, e: &JsValue) -> Error {
@@ -242,6 +315,90 @@ fn model_value(spec: &ModelSpec, weights: &[u8], history: &TrainingHistory) -> R
     Ok(obj.into())
 }
 
+/// A fresh random id for a new model (`crypto.randomUUID` where there is one).
+pub fn new_id() -> String {
+    let uuid = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
+        .ok()
+        .and_then(|c| {
+            let f = js_sys::Reflect::get(&c, &"randomUUID".into()).ok()?;
+            f.dyn_into::<js_sys::Function>().ok()?.call0(&c).ok()
+        })
+        .and_then(|v| v.as_string());
+    uuid.unwrap_or_else(|| {
+        let r = || (js_sys::Math::random() * 2f64.powi(52)) as u64;
+        format!("{:x}-{:x}-{:x}", js_sys::Date::now() as u64, r(), r())
+    })
+}
+
+/// `(id, generation)` of a `meta` record.
+fn meta_fields(record: &JsValue) -> Option<Incarnation> {
+    let id = js_sys::Reflect::get(record, &"id".into())
+        .ok()?
+        .as_string()?;
+    let generation = js_sys::Reflect::get(record, &"generation".into())
+        .ok()?
+        .as_f64()?;
+    (generation.is_finite() && generation >= 0.0).then_some(Incarnation {
+        id,
+        generation: generation as u64,
+    })
+}
+
+fn meta_value(id: &str, generation: u64, spec_json: &str) -> Result<JsValue> {
+    let obj = js_sys::Object::new();
+    for (k, v) in [
+        ("id", JsValue::from(id)),
+        ("generation", JsValue::from_f64(generation as f64)),
+        ("spec", JsValue::from(spec_json)),
+        ("updatedAt", JsValue::from_f64(js_sys::Date::now())),
+    ] {
+        js_sys::Reflect::set(&obj, &k.into(), &v).map_err(|e| storage_err("meta record", &e))?;
+    }
+    Ok(obj.into())
+}
+
+fn spec_json(spec: &ModelSpec) -> Result<String> {
+    serde_json::to_string(spec).map_err(|e| Error::Storage(format!("encoding the model spec: {e}")))
+}
+
+/// Whether the package's database exists, without opening it (an open creates it); `None`
+/// where the browser cannot say (no `indexedDB.databases()`).
+pub async fn exists(factory: &IdbFactory) -> Result<Option<bool>> {
+    let Some(list) = js_sys::Reflect::get(factory, &"databases".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+    else {
+        return Ok(None);
+    };
+    let promise: Promise = list
+        .call0(factory)
+        .and_then(|p| p.dyn_into())
+        .map_err(|e| storage_err("listing the databases", &e))?;
+    let names = JsFuture::from(promise)
+        .await
+        .map_err(|e| storage_err("listing the databases", &e))?;
+    Ok(Some(Array::from(&names).iter().any(|d| {
+        js_sys::Reflect::get(&d, &"name".into())
+            .ok()
+            .and_then(|n| n.as_string())
+            .is_some_and(|n| n == DB_NAME)
+    })))
+}
+
+/// Deletes the whole database. Every open connection (of every tab) closes on the
+/// `versionchange` this fires, so it is not blocked by this package's own connections; one of
+/// an older version of the package (before it closed on `versionchange`) delays it until that
+/// tab closes.
+pub async fn delete_database(factory: &IdbFactory) -> Result<()> {
+    let request = factory
+        .delete_database(DB_NAME)
+        .map_err(|e| storage_err("deleting the database", &e))?;
+    settle(&request)
+        .await
+        .map(|_| ())
+        .map_err(|e| storage_err("deleting the database", &e))
+}
+
 impl Storage {
     /// Opens (creating or upgrading) the database.
     pub async fn open(factory: &IdbFactory) -> Result<Storage> {
@@ -267,10 +424,42 @@ impl Storage {
         let db: IdbDatabase = result
             .map_err(|e| storage_err("opening IndexedDB", &e))?
             .unchecked_into();
-        Ok(Storage { db })
+        let closed = Rc::new(Cell::new(None));
+        let (db_c, closed_c) = (db.clone(), closed.clone());
+        let on_versionchange = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new(
+            move |event: web_sys::IdbVersionChangeEvent| {
+                // Closing now is what lets the other tab's deletion (or upgrade) go ahead;
+                // from here on this connection refuses every call.
+                db_c.close();
+                let reason = match event.new_version() {
+                    None => DATABASE_DELETED,
+                    Some(_) => UPGRADED,
+                };
+                closed_c.set(Some(reason));
+            },
+        );
+        db.set_onversionchange(Some(on_versionchange.as_ref().unchecked_ref()));
+        Ok(Storage {
+            db,
+            closed,
+            _on_versionchange: on_versionchange,
+        })
+    }
+
+    /// Why the connection is closed, if it is.
+    pub fn closed(&self) -> Option<&'static str> {
+        self.closed.get()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match self.closed.get() {
+            Some(reason) => Err(Error::Closed(reason)),
+            None => Ok(()),
+        }
     }
 
     fn transaction(&self, stores: &[&str], mode: IdbTransactionMode) -> Result<IdbTransaction> {
+        self.check_open()?;
         let names = Array::new();
         for s in stores {
             names.push(&(*s).into());
@@ -296,8 +485,15 @@ impl Storage {
         let sync_req = store(SYNC)?
             .get(&name.into())
             .map_err(|e| storage_err("reading the sync state", &e))?;
-        let (model_req, log_req, sync_req) =
-            (settle(&model_req), settle(&log_req), settle(&sync_req));
+        let meta_req = store(META)?
+            .get(&name.into())
+            .map_err(|e| storage_err("reading the model's meta record", &e))?;
+        let (model_req, log_req, sync_req, meta_req) = (
+            settle(&model_req),
+            settle(&log_req),
+            settle(&sync_req),
+            settle(&meta_req),
+        );
         let model = model_req
             .await
             .map_err(|e| storage_err("reading the model", &e))?;
@@ -307,6 +503,9 @@ impl Storage {
         let log = log_req
             .await
             .map_err(|e| storage_err("reading the log", &e))?;
+        let meta = meta_req
+            .await
+            .map_err(|e| storage_err("reading the model's meta record", &e))?;
         if model.is_undefined() {
             return Ok(None);
         }
@@ -354,15 +553,90 @@ impl Storage {
             } else {
                 Some(sync_from_value(&sync)?)
             },
+            incarnation: meta_fields(&meta),
         }))
     }
 
-    /// Removes a model and its log.
+    /// The `meta` record of `name`: which model is stored under it, at which generation.
+    pub async fn incarnation(&self, name: &str) -> Result<Option<Incarnation>> {
+        let tx = self.transaction(&[META], IdbTransactionMode::Readonly)?;
+        let req = tx
+            .object_store(META)
+            .and_then(|s| s.get(&name.into()))
+            .map_err(|e| storage_err("reading the model's meta record", &e))?;
+        let record = settle(&req)
+            .await
+            .map_err(|e| storage_err("reading the model's meta record", &e))?;
+        Ok(meta_fields(&record))
+    }
+
+    /// Every stored model: its spec (from `meta`, or from the model record of one stored
+    /// before `meta`), its pending observations and when it was last written.
+    pub async fn list(&self) -> Result<Vec<Listed>> {
+        let tx = self.transaction(&STORES, IdbTransactionMode::Readonly)?;
+        let store = |s| {
+            tx.object_store(s)
+                .map_err(|e| storage_err("object store", &e))
+        };
+        let js = |e: JsValue| storage_err("listing the models", &e);
+        let names = store(MODELS)?.get_all_keys().map_err(js)?;
+        let meta_keys = store(META)?.get_all_keys().map_err(js)?;
+        let metas = store(META)?.get_all().map_err(js)?;
+        let logged = store(OBSERVATIONS)?.get_all_keys().map_err(js)?;
+        let (names, meta_keys, metas, logged) = (
+            settle(&names),
+            settle(&meta_keys),
+            settle(&metas),
+            settle(&logged),
+        );
+        let names = names.await.map_err(js)?;
+        let meta_keys = meta_keys.await.map_err(js)?;
+        let metas = metas.await.map_err(js)?;
+        let logged = logged.await.map_err(js)?;
+        let mut pending = std::collections::HashMap::<String, usize>::new();
+        for key in Array::from(&logged).iter() {
+            if let Some(n) = Array::from(&key).get(0).as_string() {
+                *pending.entry(n).or_default() += 1;
+            }
+        }
+        let meta: std::collections::HashMap<String, JsValue> = Array::from(&meta_keys)
+            .iter()
+            .zip(Array::from(&metas).iter())
+            .filter_map(|(k, v)| Some((k.as_string()?, v)))
+            .collect();
+        let mut out = Vec::new();
+        for name in Array::from(&names).iter().filter_map(|n| n.as_string()) {
+            let record = meta.get(&name);
+            let field = |k: &str| record.and_then(|r| js_sys::Reflect::get(r, &k.into()).ok());
+            let spec = match field("spec").and_then(|s| s.as_string()) {
+                Some(json) => serde_json::from_str(&json).ok(),
+                None => None,
+            };
+            let spec = match spec {
+                Some(spec) => spec,
+                // Stored before `meta`: the spec is in the model record.
+                None => match self.load(&name).await? {
+                    Some(stored) => stored.spec,
+                    None => continue,
+                },
+            };
+            out.push(Listed {
+                pending: pending.get(&name).copied().unwrap_or(0),
+                updated_at: field("updatedAt").and_then(|v| v.as_f64()),
+                name,
+                spec,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a model: its record, log, sync state and `meta` record, in one transaction.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
         let run = || -> std::result::Result<(), JsValue> {
             tx.object_store(MODELS)?.delete(&name.into())?;
             tx.object_store(SYNC)?.delete(&name.into())?;
+            tx.object_store(META)?.delete(&name.into())?;
             tx.object_store(OBSERVATIONS)?
                 .delete(&range(name, None).map_err(|e| JsValue::from(e.to_string()))?)?;
             Ok(())
@@ -374,49 +648,129 @@ impl Storage {
             .map_err(|e| storage_err("deleting the model", &e))
     }
 
-    /// One read-write transaction over every store: what `commit` says, all or nothing.
-    pub async fn commit(&self, name: &str, commit: Commit<'_>) -> Result<()> {
-        let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
-        let issue = || -> Result<()> {
-            let js = |e: JsValue| storage_err("writing", &e);
-            if let Some((spec, weights, history)) = commit.model {
-                tx.object_store(MODELS)
-                    .map_err(js)?
-                    .put_with_key(&model_value(spec, weights, &history)?, &name.into())
-                    .map_err(js)?;
-            }
-            if let Some(sync) = commit.sync {
-                tx.object_store(SYNC)
-                    .map_err(js)?
-                    .put_with_key(&sync_value(sync)?, &name.into())
-                    .map_err(js)?;
-            }
-            let observations = tx.object_store(OBSERVATIONS).map_err(js)?;
-            if commit.drop_all {
-                observations.delete(&range(name, None)?).map_err(js)?;
-            } else if let Some(seqs) = commit.drop {
-                // One request per run of consecutive numbers (one run, in a single tab): a
-                // run holds only the numbers it names, so another tab's entries stay.
-                for (lo, hi) in runs(seqs) {
-                    let run = IdbKeyRange::bound(&key(name, lo), &key(name, hi))
-                        .map_err(|e| storage_err("key range", &e))?;
-                    observations.delete(&run).map_err(js)?;
-                }
-            }
-            if let Some(entry) = commit.add {
-                // `add`, not `put`: a key another tab stored is a ConstraintError, not an
-                // overwrite.
-                observations
-                    .add_with_key(&entry_value(entry)?, &key(name, entry.seq))
-                    .map_err(js)?;
-            }
-            Ok(())
+    /// One read-write transaction over every store: what `commit` says, all or nothing, and
+    /// only if the stored `meta` record passes `guard` (read in the same transaction, so no
+    /// other tab's commit can come between the check and the writes). Resolves with the
+    /// generation the model is at afterwards.
+    pub async fn commit(&self, name: &str, guard: Guard<'_>, commit: Commit<'_>) -> Result<u64> {
+        // Every value is made before the transaction starts: the writes are issued from the
+        // `meta` read's success callback, where nothing can fail half-way to encode.
+        let model = commit
+            .model
+            .map(|(spec, weights, history)| model_value(spec, weights, &history))
+            .transpose()?;
+        let sync = commit.sync.map(sync_value).transpose()?;
+        let add = match commit.add {
+            Some(entry) => Some((key(name, entry.seq), entry_value(entry)?)),
+            None => None,
         };
-        if let Err(e) = issue() {
-            let _ = tx.abort();
-            return Err(e);
+        let mut drops = Vec::new();
+        if commit.drop_all {
+            drops.push(range(name, None)?);
+        } else if let Some(seqs) = commit.drop {
+            // One request per run of consecutive numbers (one run, in a single tab): a run
+            // holds only the numbers it names, so another tab's entries stay.
+            for (lo, hi) in runs(seqs) {
+                drops.push(
+                    IdbKeyRange::bound(&key(name, lo), &key(name, hi))
+                        .map(JsValue::from)
+                        .map_err(|e| storage_err("key range", &e))?,
+                );
+            }
         }
-        committed(&tx).await.map(|_| ()).map_err(|e| {
+        let (want_id, want_generation, created_spec) = match guard {
+            Guard::Create { id, spec } => (id.to_string(), None, Some(spec_json(spec)?)),
+            Guard::Same { id, generation } => (id.to_string(), generation, None),
+        };
+        // The model and sync records are what other tabs reload: writing either is a new
+        // generation. Observations are not (each tab's are its own records).
+        let bumps = created_spec.is_some() || model.is_some() || sync.is_some();
+
+        let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
+        let read = tx
+            .object_store(META)
+            .and_then(|s| s.get(&name.into()))
+            .map_err(|e| storage_err("reading the model's meta record", &e))?;
+        let refusal: Rc<RefCell<Option<Refusal>>> = Rc::new(RefCell::new(None));
+        let generation = Rc::new(Cell::new(0u64));
+        let (tx_c, read_c, refusal_c, generation_c) = (
+            tx.clone(),
+            read.clone(),
+            refusal.clone(),
+            generation.clone(),
+        );
+        let name_js = JsValue::from(name);
+        let on_read = Closure::once_into_js(move || {
+            let issue = || -> std::result::Result<(), Refusal> {
+                let current = read_c.result().ok().filter(|v| !v.is_undefined());
+                let stored = current.as_ref().and_then(meta_fields);
+                let next = match (&created_spec, &stored) {
+                    (Some(_), Some(_)) => return Err(Refusal::Exists),
+                    (Some(_), None) => 1,
+                    (None, None) => return Err(Refusal::Deleted),
+                    (None, Some(s)) if s.id != want_id => return Err(Refusal::Deleted),
+                    (None, Some(s)) if want_generation.is_some_and(|g| g != s.generation) => {
+                        return Err(Refusal::Stale)
+                    }
+                    (None, Some(s)) if bumps => s.generation + 1,
+                    (None, Some(s)) => s.generation,
+                };
+                generation_c.set(next);
+                let failed = |e: JsValue| Refusal::Failed(storage_err("writing", &e));
+                let store = |s: &str| tx_c.object_store(s).map_err(failed);
+                if bumps {
+                    let spec = match (&created_spec, &current) {
+                        (Some(json), _) => json.clone(),
+                        (None, Some(record)) => js_sys::Reflect::get(record, &"spec".into())
+                            .ok()
+                            .and_then(|v| v.as_string())
+                            .unwrap_or_default(),
+                        (None, None) => String::new(),
+                    };
+                    let record = meta_value(&want_id, next, &spec).map_err(Refusal::Failed)?;
+                    store(META)?
+                        .put_with_key(&record, &name_js)
+                        .map_err(failed)?;
+                }
+                if let Some(model) = &model {
+                    store(MODELS)?
+                        .put_with_key(model, &name_js)
+                        .map_err(failed)?;
+                }
+                if let Some(sync) = &sync {
+                    store(SYNC)?.put_with_key(sync, &name_js).map_err(failed)?;
+                }
+                let observations = store(OBSERVATIONS)?;
+                for range in &drops {
+                    observations.delete(range).map_err(failed)?;
+                }
+                if let Some((key, value)) = &add {
+                    // `add`, not `put`: a key another tab stored is a ConstraintError, not an
+                    // overwrite.
+                    observations.add_with_key(value, key).map_err(failed)?;
+                }
+                Ok(())
+            };
+            if let Err(r) = issue() {
+                *refusal_c.borrow_mut() = Some(r);
+                let _ = tx_c.abort();
+            }
+        });
+        read.set_onsuccess(Some(on_read.unchecked_ref()));
+        let done = committed(&tx).await;
+        if let Some(r) = refusal.borrow_mut().take() {
+            return Err(match r {
+                Refusal::Deleted => Error::Closed(DELETED),
+                Refusal::Exists => Error::Storage(format!("committing: {MODEL_EXISTS}")),
+                Refusal::Stale => Error::Busy(
+                    "another tab stored this model since this tab read it: nothing was stored \
+                     (the next call starts from what that tab stored)"
+                        .into(),
+                ),
+                Refusal::Failed(e) => e,
+            });
+        }
+        done.map(|_| generation.get()).map_err(|e| {
             let taken = commit.add.is_some()
                 && js_sys::Reflect::get(&e, &"name".into())
                     .ok()
@@ -424,6 +778,10 @@ impl Storage {
                     .is_some_and(|n| n == "ConstraintError");
             if taken {
                 Error::Storage(format!("committing: {SEQ_TAKEN}"))
+            } else if let Some(reason) = self.closed.get() {
+                // The connection closed under the transaction (another tab deleted the
+                // database): that, not the abort, is what the caller must hear.
+                Error::Closed(reason)
             } else {
                 storage_err("committing", &e)
             }
@@ -450,7 +808,11 @@ impl Storage {
     }
 
     pub fn close(&self) {
+        self.db.set_onversionchange(None);
         self.db.close();
+        if self.closed.get().is_none() {
+            self.closed.set(Some(CLOSED));
+        }
     }
 }
 
@@ -464,6 +826,9 @@ pub struct SyncStorage<'a> {
     /// Stored with rebased weights (a sync does not train; it keeps what `stats()` says).
     pub history: TrainingHistory,
     pub state: &'a RefCell<SyncState>,
+    /// The stored model the tab holds (`Some` when `storage` is): each write is guarded by
+    /// it and moves it to the generation written.
+    pub stored_as: &'a RefCell<Option<Incarnation>>,
 }
 
 impl SyncStore for SyncStorage<'_> {
@@ -479,7 +844,16 @@ impl SyncStore for SyncStorage<'_> {
                 sync: Some(state),
                 ..Commit::default()
             };
-            s.commit(self.name, commit).await?;
+            let held = self.stored_as.borrow().clone();
+            let Some(held) = held else {
+                return Err(Error::Closed(DELETED));
+            };
+            let guard = Guard::Same {
+                id: &held.id,
+                generation: Some(held.generation),
+            };
+            let generation = s.commit(self.name, guard, commit).await?;
+            *self.stored_as.borrow_mut() = Some(Incarnation { generation, ..held });
         }
         *self.state.borrow_mut() = state.clone();
         Ok(())

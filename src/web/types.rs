@@ -217,6 +217,27 @@ export interface ServedStats {
   rows: number;
 }
 
+/**
+ * One model stored by this origin (`RewardModel.list()`): what `open({ name })` restores.
+ * Read from small records, not the weights.
+ */
+export interface ModelInfo {
+  name: string;
+  dim: number;
+  hidden: number[];
+  activation: "relu" | "tanh";
+  /** "auto" or the objective the model was made with (`OpenOptions.objective`). */
+  objective: Objective | "auto";
+  personalization: Personalization;
+  /** Observations stored and not yet trained on, by any tab. */
+  pending: number;
+  /**
+   * When its weights or sync state were last stored (ms since the epoch); null for a model
+   * stored by an earlier version of the package and not opened since.
+   */
+  updatedAt: number | null;
+}
+
 export interface PersonalStats {
   kind: Personalization;
   /** The weight of the shared score in `blend·shared + personal`. */

@@ -182,61 +182,6 @@ test("forget leaves nothing of the user in IndexedDB, in one call", async () => 
   await page.close();
 });
 
-test("two tabs of one model keep every observation of both; a training call drops only its own", async () => {
-  // Two pages of one browser context share one IndexedDB, as two tabs of one origin do.
-  const context = await browser.newContext();
-  const tab = async () => {
-    const page = await context.newPage();
-    page.errors = [];
-    page.on("console", (m) => { if (m.type() === "error") page.errors.push(m.text()); });
-    page.on("pageerror", (e) => page.errors.push(String(e)));
-    await page.goto(`${server.url}/tests/js/pages/harness.html`);
-    await page.waitForFunction(() => window.ready === true);
-    return page;
-  };
-  const name = `tabs-${Date.now()}`;
-  const [a, b] = [await tab(), await tab()];
-  for (const p of [a, b]) {
-    // Both open the model before either observes: each starts from the same (empty) log.
-    await p.evaluate(async (name) => {
-      window.rm = await tacit.RewardModel.open({ name, backend: "cpu", dim: 8, hidden: [4] });
-    }, name);
-  }
-  const observe = (p, tag, n) => p.evaluate(async ({ tag, n }) => {
-    const seqs = [];
-    for (let i = 0; i < n; i++) {
-      seqs.push(await window.rm.observe({
-        id: `${tag}${i}`, turn: `${tag}${i >> 1}`,
-        embedding: Float32Array.from({ length: 8 }, (_, j) => Math.sin(i * 5 + j + tag.length)),
-        shown: { position: i % 2, candidates: 2 }, events: i % 2 ? [] : ["copy"],
-      }));
-    }
-    return seqs;
-  }, { tag, n });
-  const seqs = [...await observe(a, "a", 4), ...await observe(b, "b", 4), ...await observe(a, "aa", 2)];
-  assert.equal(new Set(seqs).size, 10, `every acknowledged observation has its own number: ${seqs}`);
-  const pending = async () => {
-    const p = await tab();
-    const n = await p.evaluate(async (name) => {
-      const rm = await tacit.RewardModel.open({ name });
-      const n = rm.stats().pending;
-      await rm.close();
-      return n;
-    }, name);
-    assert.deepEqual(p.errors, []);
-    await p.close();
-    return n;
-  };
-  assert.equal(await pending(), 10, "a third tab finds both tabs' observations");
-  // Tab a trains on the six it holds; b's four stay stored for b (or a later tab).
-  const trained = await a.evaluate(() => window.rm.train({ epochs: 1, validationFraction: 0 }));
-  assert.equal(trained.examples, 6);
-  assert.equal(await pending(), 4, "the training call dropped its own observations only");
-  assert.equal(await b.evaluate(() => window.rm.stats().pending), 4);
-  assert.deepEqual([...a.errors, ...b.errors], []);
-  await context.close();
-});
-
 test("a reload in the middle of training keeps the last stored weights and every observation", async () => {
   const page = await harness();
   const name = `midtrain-${Date.now()}`;

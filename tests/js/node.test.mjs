@@ -57,6 +57,11 @@ test("the probe falls back to the CPU in node and persistence is off", async () 
   assert.equal(rm.persistent, false);
   await rejectsWith(RewardModel.open({ dim: DIM, backend: "webgpu" }), "no_webgpu");
   await rejectsWith(RewardModel.open({ dim: DIM, persist: true }), "storage");
+  // Nothing is stored in node, so nothing is listed, and deleting finds nothing to delete.
+  assert.deepEqual(await RewardModel.list(), []);
+  await RewardModel.delete("default");
+  await RewardModel.deleteAll();
+  assert.equal(rm.backend, "cpu", "a model in memory is not closed by deleteAll");
 });
 
 test("scores equal an independent reference of the exported weights", async () => {

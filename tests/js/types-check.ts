@@ -15,6 +15,7 @@ import init, {
   type Personalization,
   type PersonalStats,
   type ScoreOptions,
+  type ModelInfo,
 } from "../../pkg/index.js";
 
 export async function usage(): Promise<number> {
@@ -65,6 +66,16 @@ export async function usage(): Promise<number> {
   const bad5: TrainOptions = { parts: "all" };
   // @ts-expect-error: a number is not a personal part's stats
   const bad6: number = mine.stats().personal;
+  // The origin's models: listed, one deleted, everything deleted.
+  const stored: ModelInfo[] = await RewardModel.list();
+  const when: number | null = stored[0]?.updatedAt ?? null;
+  const shape: number[] = stored[0]?.hidden ?? [];
+  await RewardModel.delete(stored[0]?.name ?? "default");
+  await RewardModel.deleteAll();
+  // @ts-expect-error: list takes no options
+  await RewardModel.list({ prefix: "a" });
+  // @ts-expect-error: a listed model's name is a string
+  const badName: number = stored[0].name;
   const bytes: Uint8Array = rm.exportWeights();
   await rm.importWeights(bytes);
   await rm.close();

@@ -138,10 +138,25 @@ export class WorkerRewardModel {
   }
 
   /** `RewardModel.delete(name)` in a short-lived worker. */
-  static async delete(name, init) {
+  static delete(name, init) {
+    return WorkerRewardModel.#once({ op: "delete", name }, init);
+  }
+
+  /** `RewardModel.list()` in a short-lived worker. */
+  static list(init) {
+    return WorkerRewardModel.#once({ op: "list" }, init);
+  }
+
+  /** `RewardModel.deleteAll()` in a short-lived worker. */
+  static deleteAll(init) {
+    return WorkerRewardModel.#once({ op: "deleteAll" }, init);
+  }
+
+  /** One call of the package's static methods, in a worker started for it. */
+  static async #once(message, init) {
     const channel = new Channel();
     try {
-      await channel.request({ op: "delete", name, init: initData(init) });
+      return (await channel.request({ ...message, init: initData(init) })).value;
     } finally {
       channel.fail(closedError());
     }

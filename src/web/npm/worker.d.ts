@@ -1,5 +1,6 @@
 // The "tacit-rm/worker" entry (worker-client.js): a RewardModel in a module worker.
 import type {
+  ModelInfo,
   Observation,
   OpenOptions,
   ScoreOptions,
@@ -39,6 +40,10 @@ export class WorkerRewardModel implements AsyncDisposable {
   static open(options?: OpenOptions, init?: WorkerInitOptions): Promise<WorkerRewardModel>;
   /** `RewardModel.delete(name)`, in a worker started for it. */
   static delete(name: string, init?: WorkerInitOptions): Promise<void>;
+  /** `RewardModel.list()`, in a worker started for it. */
+  static list(init?: WorkerInitOptions): Promise<ModelInfo[]>;
+  /** `RewardModel.deleteAll()`, in a worker started for it. */
+  static deleteAll(init?: WorkerInitOptions): Promise<void>;
   readonly name: string;
   readonly dim: number;
   readonly persistent: boolean;

@@ -6,6 +6,8 @@
 // The protocol (both sides are in this package, so it is free to change between versions):
 //   client → worker  { id, op: "open", options, init }   init() with `init`, then RewardModel.open
 //                    { id, op: "delete", name, init }    RewardModel.delete(name)
+//                    { id, op: "list", init }            RewardModel.list()
+//                    { id, op: "deleteAll", init }       RewardModel.deleteAll()
 //                    { id, op: "call", method, args, progress }   a method of the open model
 //                    { id, op: "cancel", error }         stop the train call `id` at its next epoch
 //   worker → client  { id, value, backend }              the call resolved (typed arrays transferred)
@@ -89,6 +91,12 @@ async function handle(data) {
     case "delete":
       await load(data.init);
       return RewardModel.delete(data.name);
+    case "list":
+      await load(data.init);
+      return RewardModel.list();
+    case "deleteAll":
+      await load(data.init);
+      return RewardModel.deleteAll();
     case "call":
       return call(data.id, data.method, data.args, data.progress);
     default:
