@@ -58,7 +58,11 @@ export async function scoreExample(browser, url, flavour) {
   const requests = [];
   page.on("request", (r) => requests.push(new URL(r.url()).pathname));
   await page.goto(url);
-  await page.waitForFunction(() => window.example !== undefined, null, { timeout: 60_000 });
+  await page.waitForFunction(() => window.example !== undefined, null, { timeout: 60_000 }).catch(async (e) => {
+    // Say what the page showed and logged, not only that it timed out.
+    const status = await page.textContent("#status").catch(() => null);
+    throw new Error(`${url} (${flavour}): no window.example: ${e.message}; #status ${JSON.stringify(status)}; errors ${JSON.stringify(page.errors)}`);
+  });
   const shown = await page.evaluate(() => {
     const { error, flavour, rm, embeddings, scores } = window.example;
     if (error) return { error };
