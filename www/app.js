@@ -306,7 +306,8 @@ async function main() {
     name: params.get("model") ?? "demo",
     dim: DIM,
     // A linear head: with hashed n-gram features and a few hundred observations it
-    // generalises to unseen prompts better than a hidden layer does.
+    // generalises to unseen prompts better than a hidden layer does (MiniLM's vectors, unit
+    // length and 384-d too, use the same head: the README compares the two).
     hidden: [],
     backend: params.get("backend") ?? "auto",
   });
