@@ -20,11 +20,12 @@ let dbDir;
 // The page's encoder: MiniLM where its files are installed, the featurizer otherwise.
 const MINILM = existsSync(join(MODELS_DIR, "all-MiniLM-L6-v2/onnx/model_quantized.onnx"));
 const EMBEDDER = MINILM ? "minilm" : "featurizer";
-// How much training must raise the simulated user's agreement (24 eval turns: a step is 4
+// How much training must raise the simulated user's agreement (24 eval turns: a step is 4.2
 // points). Measured here: the featurizer 21% -> 67-75% (terse coder) and 33% -> 88% (friendly
-// explainer); MiniLM 54% -> 71-75% and 29% -> 67%: its untrained head starts the terse coder
-// higher, so its bound is lower.
-const RISE = { minilm: 0.15, featurizer: 0.2 };
+// explainer); MiniLM 54% -> 71-75% and 29% -> 67%. Its untrained head starts the terse coder
+// higher, so its bound is lower: three steps, one below the least rise measured (the end-to-end
+// flow's extra observations are random, so its figure can move by a step).
+const RISE = { minilm: 0.125, featurizer: 0.2 };
 const LABELS = { minilm: "MiniLM-L6 int8 (transformers.js)", featurizer: "hashing featurizer" };
 
 before(async () => {
