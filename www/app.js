@@ -3,11 +3,11 @@
 // reading) goes through `observe`; Train, Sync and a simulated user with a known taste show the
 // model learning. Everything the page knows about the user stays in this browser, except the
 // model's weights when it syncs.
-import init, { RewardModel, featurize } from "/pkg/index.js";
+import init, { RewardModel } from "/pkg/index.js";
 import { CORPUS, TRAIN_TOPICS, EVAL_TOPICS } from "./corpus.js";
+import { DIM, loadEncoder } from "./embeddings.js";
 import { USERS, rng, pick as pickWith, simulateTurns as simulateUser, agreement as agreementOf } from "./users.js";
 
-const DIM = 384;
 const SHOWN = 4;
 const SIMULATED_TURNS = 96;
 const params = new URLSearchParams(location.search);
@@ -17,6 +17,7 @@ const syncToken = new URLSearchParams(location.hash.slice(1)).get("token");
 const $ = (id) => document.getElementById(id);
 const random = rng(Date.now() >>> 0);
 let rm;
+let encoder;
 let turn;
 let turnCounter = 0;
 let curve = [];
@@ -46,7 +47,7 @@ async function guarded(action) {
   }
 }
 
-const embed = (answers) => featurize(answers.map((a) => a.text), DIM);
+const embed = (answers) => encoder.embed(answers);
 
 const pick = (list, n) => pickWith(list, n, random);
 
@@ -289,11 +290,24 @@ async function simulateBoth() {
 
 async function main() {
   await init();
+  // MiniLM when its files are served, else the hashing featurizer; `?embed=featurizer` forces it.
+  encoder = await loadEncoder({ prefer: params.get("embed") ?? "minilm" });
+  $("embedder").textContent = encoder.label;
+  $("embedder").title = encoder.reason;
+  document.body.dataset.embedder = encoder.kind;
+  $("prompt").textContent = "Embedding the answers…";
+  const started = performance.now();
+  await encoder.prepare(
+    CORPUS.flatMap((topic) => topic.answers),
+    (done, total) => ($("prompt").textContent = `Embedding the answers with ${encoder.label}: ${done}/${total}`),
+  );
+  document.body.dataset.embedMs = String(Math.round(performance.now() - started));
   rm = await RewardModel.open({
     name: params.get("model") ?? "demo",
     dim: DIM,
     // A linear head: with hashed n-gram features and a few hundred observations it
-    // generalises to unseen prompts better than a hidden layer does.
+    // generalises to unseen prompts better than a hidden layer does (MiniLM's vectors, unit
+    // length and 384-d too, use the same head: the README compares the two).
     hidden: [],
     backend: params.get("backend") ?? "auto",
   });

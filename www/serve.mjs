@@ -1,13 +1,15 @@
 // The demo's launcher (what `cargo xtask demo` runs): starts the sync server on an embedded
 // SQLite file, makes tokens with its CLI, creates the demo model on it if missing, and serves
-// the page on one origin — www/ at /, the npm package at /pkg/, and the sync API (/v1/…,
-// /healthz) proxied to the sync server — so the page syncs without cross-origin requests.
+// the page on one origin — www/ at /, the npm package at /pkg/, the sync API (/v1/…,
+// /healthz) proxied to the sync server, so the page syncs without cross-origin requests; and
+// for the page's MiniLM embeddings, transformers.js and onnxruntime-web's files from www's
+// node_modules at /vendor/ and the model files (target/demo/models/) at /models/.
 // Ctrl-C or SIGTERM stops both.
 //
 //   node www/serve.mjs --server target/debug/tacit-server --db sqlite://target/demo/demo.db [--port 8080]
 import { spawn, execFileSync } from "node:child_process";
 import { createServer, request as httpRequest } from "node:http";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -29,6 +31,15 @@ const TYPES = {
   ".json": "application/json",
   ".ts": "text/plain; charset=utf-8",
 };
+/** Where the demo keeps the MiniLM files `cargo xtask demo` installs. */
+export const MODELS_DIR = join(ROOT, "target/demo/models");
+// URL prefixes served from folders other than www/.
+const mounts = (models) => [
+  ["/pkg/", join(ROOT, "pkg")],
+  ["/vendor/transformers/", join(ROOT, "www/node_modules/@huggingface/transformers/dist")],
+  ["/vendor/ort/", join(ROOT, "www/node_modules/onnxruntime-web/dist")],
+  ["/models/", models],
+];
 
 function lastLine(buffer) {
   return buffer.toString().trim().split("\n").at(-1);
@@ -94,17 +105,25 @@ function proxy(req, res, syncUrl) {
   req.pipe(upstream);
 }
 
-async function serveFile(req, res) {
+async function serveFile(req, res, models) {
   let path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
   if (path.includes("..")) {
     res.writeHead(400).end();
     return;
   }
-  // /pkg/… is the built npm package; everything else is the page.
-  const file = path.startsWith("/pkg/") ? join(ROOT, path) : join(ROOT, "www", path === "/" ? "index.html" : path);
+  const mount = mounts(models).find(([prefix]) => path.startsWith(prefix));
+  const file = mount ? join(mount[1], path.slice(mount[0].length)) : join(ROOT, "www", path === "/" ? "index.html" : path);
   try {
+    const headers = { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "cache-control": "no-cache" };
+    // The page asks with HEAD whether the model is there: no need to read 23 MB for that.
+    if (req.method === "HEAD") {
+      const info = await stat(file);
+      if (!info.isFile()) throw new Error("not a file");
+      res.writeHead(200, { ...headers, "content-length": info.size }).end();
+      return;
+    }
     const body = await readFile(file);
-    res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "cache-control": "no-cache" });
+    res.writeHead(200, headers);
     res.end(body);
   } catch {
     res.writeHead(404, { "content-type": "text/plain" }).end("not found");
@@ -112,10 +131,11 @@ async function serveFile(req, res) {
 }
 
 /**
- * Starts the demo: the sync server on `db`, the page on `port` (0 = any free port).
+ * Starts the demo: the sync server on `db`, the page on `port` (0 = any free port), the MiniLM
+ * files from `models` (a folder without them leaves the page on the hashing featurizer).
  * Resolves to { url, pageUrl (with the client token), syncUrl, adminToken, close }.
  */
-export async function startDemo({ server, db, port = 0 }) {
+export async function startDemo({ server, db, port = 0, models = MODELS_DIR }) {
   if (db.startsWith("sqlite://")) mkdirSync(dirname(db.slice("sqlite://".length)), { recursive: true });
   const adminToken = createToken(server, db, "demo-admin", true);
   const clientToken = createToken(server, db, "demo-page");
@@ -130,7 +150,7 @@ export async function startDemo({ server, db, port = 0 }) {
   }
   const http = createServer((req, res) => {
     if (req.url.startsWith("/v1/") || req.url === "/healthz") proxy(req, res, sync.url);
-    else serveFile(req, res);
+    else serveFile(req, res, models);
   });
   await new Promise((resolve) => http.listen(port, "127.0.0.1", resolve));
   const url = `http://127.0.0.1:${http.address().port}/`;

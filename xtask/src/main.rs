@@ -2,7 +2,8 @@
 //!
 //! - `setup`: installs what a fresh machine needs, skipping what is already there.
 //! - `test`:  setup, then formatting, clippy (native and wasm32) and the whole test suite.
-//! - `demo [--port N]`: setup, the npm package and the sync server, then the demo chat page
+//! - `demo [--port N]`: setup, the npm package, the page's MiniLM files (`demo_files.rs`) and the
+//!   sync server, then the demo chat page
 //!   on http://127.0.0.1:N/ (default 8080) with the sync server behind it (`www/serve.mjs`).
 //! - `results`: regenerates the README's results tables (all three protocols) into `results/`.
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
@@ -12,6 +13,7 @@
 //!   (`fuzz.rs`), into `results/fuzz.{json,md}`.
 
 mod bench_web;
+mod demo_files;
 mod fuzz;
 mod postgres;
 mod readme;
@@ -344,6 +346,10 @@ fn demo(extra: &[String]) -> Result {
     };
     setup()?;
     web::build_pkg()?;
+    // Without them the page still runs, on the hashing featurizer (and says so).
+    if let Err(e) = demo_files::install() {
+        eprintln!("xtask demo: no MiniLM embeddings ({e}); the page uses the hashing featurizer");
+    }
     run(cargo().args(["build", "-p", "tacit-server"]))?;
     let db = format!("sqlite://{}", root().join("target/demo/demo.db").display());
     let mut node = Command::new("node");

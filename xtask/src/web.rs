@@ -53,17 +53,22 @@ pub fn setup() -> Result {
     if output(Command::new("node").arg("--version")).is_none() {
         return Err("node is required for the package's tests (node 20 or newer)".into());
     }
-    let js = root().join("tests/js");
-    let lock = js.join("package-lock.json");
-    let installed = js.join("node_modules/.package-lock.json");
-    // Skip `npm ci` when node_modules was installed after the lockfile last changed (npm
-    // writes node_modules/.package-lock.json at the end of every install).
+    npm_ci(&root().join("tests/js"), &[])
+}
+
+/// `npm ci` in `dir` (with `extra` flags), skipped when its node_modules was installed after
+/// the lockfile last changed (npm writes node_modules/.package-lock.json at the end of every
+/// install).
+pub fn npm_ci(dir: &Path, extra: &[&str]) -> Result {
+    let lock = dir.join("package-lock.json");
+    let installed = dir.join("node_modules/.package-lock.json");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let fresh = matches!((modified(&lock), modified(&installed)), (Some(l), Some(i)) if i >= l);
     if !fresh {
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&js))?;
+            .args(extra)
+            .current_dir(dir))?;
     }
     Ok(())
 }
@@ -251,6 +256,8 @@ fn browser_suite() -> Result {
 /// npm pack).
 fn js_suites() -> Result {
     build_pkg()?;
+    // The demo's end-to-end test runs on MiniLM embeddings: its files are part of the run.
+    crate::demo_files::install()?;
     let js = root().join("tests/js");
     run(Command::new("npx")
         .args(["tsc", "-p", "tsconfig.json"])
