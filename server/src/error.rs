@@ -32,6 +32,13 @@ pub enum ErrorCode {
     OriginNotAllowed,
     /// 431: more request headers, or more header bytes, than the server accepts.
     HeadersTooLarge,
+    /// 409: a plain push to a model under secure aggregation (it would store an unmasked
+    /// delta).
+    SecureAggregationRequired,
+    /// 409: a secure-aggregation route of a model in plain mode.
+    SecureAggregationOff,
+    /// A secure-aggregation refusal: `tacit_rm::sync::secagg::SecAggError`'s code and status.
+    SecAgg { code: &'static str, status: u16 },
 }
 
 impl ErrorCode {
@@ -46,6 +53,9 @@ impl ErrorCode {
             ErrorCode::ModelForbidden => "model_forbidden",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::SecureAggregationRequired => "secure_aggregation_required",
+            ErrorCode::SecureAggregationOff => "secure_aggregation_off",
+            ErrorCode::SecAgg { code, .. } => code,
         }
     }
 
@@ -59,6 +69,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ModelForbidden | ErrorCode::OriginNotAllowed => 403,
             ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::SecureAggregationRequired | ErrorCode::SecureAggregationOff => 409,
+            ErrorCode::SecAgg { status, .. } => status,
         }
     }
 }
@@ -101,6 +113,18 @@ impl ApiError {
             _ => ApiErrorCode::Malformed,
         };
         ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<tacit_rm::sync::secagg::SecAggError> for ApiError {
+    fn from(e: tacit_rm::sync::secagg::SecAggError) -> Self {
+        ApiError::new(
+            ErrorCode::SecAgg {
+                code: e.code(),
+                status: e.status(),
+            },
+            e.to_string(),
+        )
     }
 }
 
