@@ -802,3 +802,183 @@ on_both_backends!(
     malformed_replayed_and_wrong_round_messages_are_refused,
     bad_settings_stop_the_server,
 );
+
+/// A transport that goes offline for good after a POST to a path ending in `cut_after`
+/// (a page closed mid-round).
+struct LeavesAfter {
+    inner: tacit_rm::sync::http::UreqTransport,
+    cut_after: &'static str,
+    gone: bool,
+}
+
+impl tacit_rm::sync::http::Transport for LeavesAfter {
+    fn send(
+        &mut self,
+        request: &tacit_rm::sync::client::HttpRequest,
+    ) -> Result<tacit_rm::sync::client::HttpResponse, String> {
+        if self.gone {
+            return Err("offline".into());
+        }
+        let answer = self.inner.send(request);
+        if request.method == "POST" && request.path.ends_with(self.cut_after) {
+            self.gone = true;
+        }
+        answer
+    }
+}
+
+/// A sync client (the library's, with its offline queue) holding one committed delta.
+fn queued_client(server: &Server, token: &str, values: &[f32]) -> tacit_rm::sync::SyncClient {
+    use tacit_rm::sync::{delta, SyncClient, SyncConfig};
+    let global = pull(server, token, MODEL);
+    let mut config = SyncConfig::new(MODEL, token);
+    config.clip_norm = CLIP;
+    let local = delta::apply(&global.head, values).unwrap();
+    let mut client = SyncClient::new(config, global, vec![], "q", 0).unwrap();
+    let objective = tacit_rm::ObjectiveKind::parse("ips").unwrap();
+    client.commit_local(&local, 5, objective, 0).unwrap();
+    client
+}
+
+fn commit_more(client: &mut tacit_rm::sync::SyncClient, values: &[f32]) {
+    let local = tacit_rm::sync::delta::apply(&client.reference().head, values).unwrap();
+    let objective = tacit_rm::ObjectiveKind::parse("ips").unwrap();
+    client.commit_local(&local, 5, objective, 0).unwrap();
+}
+
+/// The offline queue under secure aggregation, through `secagg::session` with real sync
+/// clients: a member that leaves after its input is counted in that round and, when it comes
+/// back, drops its push instead of offering it again; a round that fails keeps the pushes
+/// queued, and they are counted in the next one — each push once.
+fn the_offline_queue_is_counted_once_across_secure_rounds(backend: Backend) {
+    use tacit_rm::sync::http::{secure_once, UreqTransport};
+    use tacit_rm::sync::secagg::session::{SecureOutcome, SessionOptions};
+    let Some((db, admin, base)) = setup(backend, "secagg_queue") else {
+        return;
+    };
+    let server = Server::start(
+        &db.url,
+        &[
+            "--secure-aggregation",
+            MODEL,
+            "--round-updates",
+            "3",
+            "--secagg-threshold",
+            "2",
+            "--round-seconds",
+            "3",
+            "--secagg-phase-seconds",
+            "2",
+            "--clip-norm",
+            "1",
+        ],
+    );
+    assert_eq!(put_model(&server, &admin, MODEL, &base).status, 200);
+    let len = base.num_params();
+    let tokens: Vec<String> = (0..3)
+        .map(|i| token(&db.url, &format!("q{i}"), false))
+        .collect();
+    let d: Vec<Vec<f32>> = (0..6).map(|i| values(len, 300 + i, 0.05)).collect();
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| queued_client(&server, &tokens[i], &d[i]))
+        .collect();
+    let options = SessionOptions {
+        poll_ms: 50,
+        give_up_ms: 30_000,
+    };
+    let leaving = SessionOptions {
+        poll_ms: 50,
+        give_up_ms: 1_500,
+    };
+    let transport = || UreqTransport::new(&server.url, std::time::Duration::from_secs(30));
+    let run = |clients: &mut [tacit_rm::sync::SyncClient], cut: &[Option<&'static str>]| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = clients
+                .iter_mut()
+                .zip(cut)
+                .map(|(c, cut)| {
+                    let mut t = LeavesAfter {
+                        inner: transport(),
+                        cut_after: cut.unwrap_or("never"),
+                        gone: false,
+                    };
+                    let o = if cut.is_some() { leaving } else { options };
+                    s.spawn(move || secure_once(c, &mut t, o))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    // Round 1: member 2 leaves after its input; the round is done with all three inputs.
+    let out = run(&mut clients, &[None, None, Some("/input")]);
+    assert!(
+        matches!(
+            out[0],
+            SecureOutcome::Counted {
+                pushes: 1,
+                version: Some(2),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[1], SecureOutcome::Counted { pushes: 1, .. }),
+        "{out:?}"
+    );
+    assert!(matches!(out[2], SecureOutcome::Left { .. }), "{out:?}");
+    assert_eq!(clients[2].queue().len(), 1);
+    assert!(clients[2].state().secure_round.is_some());
+    let v2 = pull(&server, &admin, MODEL);
+    assert_eq!(v2.version, 2);
+    let mean = |base: &Head, ds: &[&Vec<f32>]| -> Vec<f64> {
+        base.to_flat()
+            .iter()
+            .enumerate()
+            .map(|(j, b)| {
+                f64::from(*b) + ds.iter().map(|d| f64::from(d[j])).sum::<f64>() / ds.len() as f64
+            })
+            .collect()
+    };
+    let q = Quantizer::new(CLIP, 3).unwrap();
+    assert_within(&v2.head, &mean(&base, &[&d[0], &d[1], &d[2]]), &q);
+    // Member 2 comes back: its round counted it, so its push leaves the queue unsent.
+    let back = secure_once(&mut clients[2], &mut transport(), options).unwrap();
+    assert!(
+        matches!(back, SecureOutcome::Counted { pushes: 1, .. }),
+        "{back:?}"
+    );
+    assert!(clients[2].queue().is_empty() && clients[2].state().secure_round.is_none());
+    assert_eq!(
+        secure_once(&mut clients[2], &mut transport(), options).unwrap(),
+        SecureOutcome::Nothing
+    );
+
+    // Round 2: members 0 and 1 with new pushes; 1 leaves after joining, so one member shares
+    // (below t = 2) and the round fails: both pushes stay queued.
+    commit_more(&mut clients[0], &d[3]);
+    commit_more(&mut clients[1], &d[4]);
+    let out = run(&mut clients[..2], &[None, Some("/advertise")]);
+    assert!(
+        matches!(&out[0], SecureOutcome::NotCounted { reason, .. } if reason.contains("below the threshold")),
+        "{out:?}"
+    );
+    assert!(matches!(out[1], SecureOutcome::Left { .. }), "{out:?}");
+    assert_eq!((clients[0].queue().len(), clients[1].queue().len()), (1, 1));
+    assert_eq!(pull(&server, &admin, MODEL).version, 2);
+    // Round 3: they join again (the cohort closes on time with t = 2) and are counted once.
+    let out = run(&mut clients[..2], &[None, None]);
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, SecureOutcome::Counted { pushes: 1, .. })),
+        "{out:?}"
+    );
+    let v3 = pull(&server, &admin, MODEL);
+    assert_eq!(v3.version, 3);
+    assert_within(&v3.head, &mean(&v2.head, &[&d[3], &d[4]]), &q);
+}
+
+on_both_backends!(the_offline_queue_is_counted_once_across_secure_rounds);

@@ -140,6 +140,7 @@ impl SyncClient {
                 key_prefix: key_prefix.to_string(),
                 next_seq,
                 unsynced_examples: 0,
+                secure_round: None,
             },
         )
     }

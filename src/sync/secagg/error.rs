@@ -57,13 +57,26 @@ pub enum SecAggError {
     /// privacy budget): contributions return to their clients' queues.
     #[error("round failed: {0}")]
     RoundFailed(String),
+    /// The server refused a request of the round (its status and error code).
+    #[error("the server refused: {status} {code}: {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No answer from the server (offline, timed out).
+    #[error("network: {0}")]
+    Network(String),
+    /// The sync state could not be read or stored.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 pub type SecAggResult<T> = std::result::Result<T, SecAggError>;
 
 impl SecAggError {
     /// Every code, in declaration order.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 17] = [
         "secagg_malformed",
         "secagg_wrong_round",
         "secagg_wrong_phase",
@@ -78,6 +91,9 @@ impl SecAggError {
         "secagg_out_of_range",
         "secagg_randomness",
         "secagg_round_failed",
+        "secagg_rejected",
+        "secagg_network",
+        "secagg_storage",
     ];
 
     /// The stable code (what the server's error body carries).
@@ -97,6 +113,9 @@ impl SecAggError {
             SecAggError::OutOfRange(_) => 11,
             SecAggError::Randomness(_) => 12,
             SecAggError::RoundFailed(_) => 13,
+            SecAggError::Rejected { .. } => 14,
+            SecAggError::Network(_) => 15,
+            SecAggError::Storage(_) => 16,
         };
         Self::CODES[i]
     }
@@ -117,7 +136,9 @@ impl SecAggError {
             SecAggError::BelowThreshold { .. }
             | SecAggError::Reconstruction(_)
             | SecAggError::RoundFailed(_) => 422,
-            SecAggError::Randomness(_) => 500,
+            SecAggError::Randomness(_) | SecAggError::Storage(_) => 500,
+            SecAggError::Rejected { status, .. } => *status,
+            SecAggError::Network(_) => 503,
         }
     }
 }

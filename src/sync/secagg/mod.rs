@@ -17,7 +17,7 @@
 //! Files: [`error`] (one error type, stable codes), [`quantize`] (fixed point and its error
 //! bound), [`crypto`] (primitives from maintained crates), [`shamir`] (sharing, via
 //! `blahaj`), [`masks`] (the mask algebra), [`messages`] (wire), [`participant`],
-//! [`aggregator`].
+//! [`aggregator`], [`session`] (a client's round over the sync ports and its offline queue).
 
 pub mod aggregator;
 pub mod crypto;
@@ -26,6 +26,7 @@ pub mod masks;
 pub mod messages;
 pub mod participant;
 pub mod quantize;
+pub mod session;
 pub mod shamir;
 
 #[cfg(test)]
