@@ -9,7 +9,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tacit_rm::sync::protocol::{ApiErrorCode, ErrorBody};
+use tacit_rm::sync::protocol::{self, ApiErrorCode, ErrorBody};
 
 /// Every code the server answers. Stable: never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl ErrorCode {
             ErrorCode::ModelForbidden => "model_forbidden",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HeadersTooLarge => "headers_too_large",
-            ErrorCode::SecureAggregationRequired => "secure_aggregation_required",
+            ErrorCode::SecureAggregationRequired => protocol::SECURE_AGGREGATION_REQUIRED,
             ErrorCode::SecureAggregationOff => "secure_aggregation_off",
             ErrorCode::SecAgg { code, .. } => code,
         }

@@ -327,19 +327,7 @@ async fn finish(
             );
         }
     }
-    let record = RoundRecord {
-        model,
-        params: &r.params,
-        members: &roster,
-        shared: &shared,
-        survivors: &survivors,
-        inputs: &inputs,
-        responses: &responses,
-    };
-    let sum = match aggregator::unmask_sum(&record) {
-        Ok(sum) => sum,
-        Err(e) => return fail(conn, model, r, format!("unmasking failed: {e}")).await,
-    };
+    // The budget first: a round it refuses is not even unmasked.
     let stored_privacy = match policy.dp_noise_multiplier {
         Some(_) => crate::privacy::load(conn, model).await?,
         None => None,
@@ -355,6 +343,19 @@ async fn finish(
             return fail(conn, model, r, why).await;
         }
     }
+    let record = RoundRecord {
+        model,
+        params: &r.params,
+        members: &roster,
+        shared: &shared,
+        survivors: &survivors,
+        inputs: &inputs,
+        responses: &responses,
+    };
+    let sum = match aggregator::unmask_sum(&record) {
+        Ok(sum) => sum,
+        Err(e) => return fail(conn, model, r, format!("unmasking failed: {e}")).await,
+    };
     let row = sqlx::query("SELECT version, weights, rounds FROM models WHERE name = $1")
         .bind(model)
         .fetch_one(&mut *conn)

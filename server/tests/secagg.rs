@@ -912,6 +912,19 @@ fn the_offline_queue_is_counted_once_across_secure_rounds(backend: Backend) {
                 .collect::<Vec<_>>()
         })
     };
+    // The plain pass against a secure model: refused, and the push stays queued for a round.
+    let mut head = clients[0].reference().head.clone();
+    let plain = tacit_rm::sync::http::sync_once(
+        &mut clients[0],
+        &mut transport(),
+        &mut head,
+        std::time::Duration::ZERO,
+    );
+    assert!(
+        matches!(&plain, Err(tacit_rm::Error::SyncConflict(m)) if m.contains("secure_aggregation_required")),
+        "{plain:?}"
+    );
+    assert_eq!(clients[0].queue().len(), 1);
     // Round 1: member 2 leaves after its input; the round is done with all three inputs.
     let out = run(&mut clients, &[None, None, Some("/input")]);
     assert!(
@@ -982,3 +995,74 @@ fn the_offline_queue_is_counted_once_across_secure_rounds(backend: Backend) {
 }
 
 on_both_backends!(the_offline_queue_is_counted_once_across_secure_rounds);
+
+/// DP-FedAvg on top: the noise is added after unmasking (the released global is the mean
+/// plus noise of std z·C/cohort, visibly off the noiseless mean), `/privacy` counts the
+/// round, and the round that would exceed the budget fails and releases nothing.
+fn dp_noise_is_added_after_unmasking_within_the_budget(backend: Backend) {
+    use tacit_rm::sync::privacy::PrivacyBudget;
+    let Some((db, admin, base)) = setup(backend, "secagg_dp") else {
+        return;
+    };
+    // q = 1 (cohort = population = 3), z = 4: a budget between ε after one and two rounds.
+    let accountant = PrivacyBudget::new(4.0, 1.0, 1e-5, 100.0).unwrap();
+    let (e1, e2) = (
+        accountant.epsilon_after(1).unwrap().epsilon,
+        accountant.epsilon_after(2).unwrap().epsilon,
+    );
+    let budget = format!("{}", (e1 + e2) / 2.0);
+    let server = Server::start(
+        &db.url,
+        &[
+            "--secure-aggregation",
+            MODEL,
+            "--round-updates",
+            "3",
+            "--secagg-phase-seconds",
+            "60",
+            "--clip-norm",
+            "1",
+            "--dp-noise-multiplier",
+            "4",
+            "--population",
+            "3",
+            "--dp-budget-epsilon",
+            &budget,
+        ],
+    );
+    assert_eq!(put_model(&server, &admin, MODEL, &base).status, 200);
+    let mut cs = clients(&db.url, 3, base.num_params());
+    let (v, _) = run_round(&server, &mut cs, &[Stop::Never; 3], |_| {});
+    assert_eq!(v.phase, Phase::Done, "{v:?}");
+    let global = pull(&server, &admin, MODEL);
+    let noiseless = reference(&base, &cs, &[0, 1, 2]);
+    let off = global
+        .head
+        .to_flat()
+        .iter()
+        .zip(&noiseless)
+        .map(|(g, w)| (f64::from(*g) - w).abs())
+        .fold(0.0, f64::max);
+    // std 4/3 per coordinate over 41 coordinates: the largest deviation is far above 0.1
+    // (P(all below) < 1e-30), and a noiseless release would be within 1e-6.
+    assert!(off > 0.1, "no noise was added: {off}");
+    let r = request(
+        &server,
+        "GET",
+        &format!("/v1/models/{MODEL}/privacy"),
+        &[("Authorization", &bearer(&admin))],
+        vec![],
+    );
+    let privacy: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(privacy["rounds"], 1, "{privacy}");
+    assert!((privacy["epsilon"].as_f64().unwrap() - e1).abs() < 1e-9 * e1.max(1.0));
+    let (v, _) = run_round(&server, &mut cs, &[Stop::Never; 3], |_| {});
+    assert_eq!(v.phase, Phase::Failed, "{v:?}");
+    assert!(
+        v.failure.as_deref().unwrap().contains("privacy budget"),
+        "{v:?}"
+    );
+    assert_eq!(pull(&server, &admin, MODEL).version, 2);
+}
+
+on_both_backends!(dp_noise_is_added_after_unmasking_within_the_budget);

@@ -46,7 +46,7 @@ pub fn recover(t: usize, shares: &[(u32, &[u8])]) -> SecAggResult<Zeroizing<[u8;
                 bytes.len()
             )));
         }
-        if u32::from(bytes[0]) != member + 1 || member >= 255 {
+        if member >= 255 || u32::from(bytes[0]) != member + 1 {
             return Err(SecAggError::Malformed(format!(
                 "member {member}'s share is at x = {}",
                 bytes[0]
