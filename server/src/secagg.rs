@@ -876,6 +876,11 @@ pub async fn advance_due(db: &Db, policy: &Policy) {
         ) else {
             continue;
         };
+        // A model taken out of secure aggregation keeps its open round as it was (its routes
+        // answer `secure_aggregation_off`): nothing to advance.
+        if !policy.secure_aggregation(&model) {
+            continue;
+        }
         if let Err(e) = advanced(db, policy, &model, round as u64).await {
             tracing::warn!(model, round, error = %e.message, "cannot advance a secure-aggregation round");
         }
