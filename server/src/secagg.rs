@@ -485,6 +485,20 @@ pub async fn current(
     let r = match latest {
         Some(r) if !matches!(r.phase, Phase::Done | Phase::Failed) => r,
         last => {
+            // A budget that refuses the next release refuses the round before any client
+            // works for it (`finish` checks again, under the same lock, before unmasking).
+            if policy.dp_noise_multiplier.is_some() {
+                let stored = crate::privacy::load(&mut tx, model).await?;
+                if let Some(budget) = crate::privacy::budget(policy, stored.as_ref())? {
+                    if !budget.can_release_another_round() {
+                        return Err(SecAggError::RoundFailed(format!(
+                            "the privacy budget ε = {} allows no further round",
+                            budget.budget_epsilon()
+                        ))
+                        .into());
+                    }
+                }
+            }
             let round = last.map_or(1, |r| r.round.saturating_add(1));
             let (cohort, threshold) = policy.secagg_cohort();
             let params = RoundParams {
