@@ -225,6 +225,8 @@ fn refusals_map_to_stable_codes_and_the_queue_policy() {
         (409, "dims_mismatch", "sync_conflict", 0),
         (422, "norm_over_bound", "sync_rejected", 0),
         (400, "malformed", "sync_rejected", 0),
+        // A model under secure aggregation: kept, for a secure round to take.
+        (409, "secure_aggregation_required", "sync_conflict", 1),
     ];
     for (status, server_code, code, left) in cases {
         let mut c = client(&g);
@@ -375,4 +377,37 @@ fn forget_takes_back_exactly_the_queued_deltas_the_reference_holds() {
     // The flag is stored with the queue: a restored state forgets the same way.
     let mut restored = SyncState::from_record(c.state().to_record().unwrap()).unwrap();
     assert_eq!(restored.forget().unwrap().head.to_flat(), g5.head.to_flat());
+}
+
+/// The secure round a queue is in flight in is part of the stored state: a restart learns it
+/// (and so asks its outcome before offering those pushes again); a record without one (every
+/// record written before secure aggregation) reads as none, and none is not written.
+#[test]
+fn a_secure_round_in_flight_survives_a_restart() {
+    use tacit_rm::sync::secagg::session::InFlight;
+    let g = global(1, 1);
+    let mut c = client(&g);
+    let key = c
+        .commit_local(&trained(&g.head, 2), 1, ips(), 0)
+        .unwrap()
+        .unwrap();
+    let plain = c.state().to_record().unwrap();
+    assert!(!plain.state.contains("secureRound"), "{}", plain.state);
+    assert_eq!(SyncState::from_record(plain).unwrap().secure_round, None);
+    c.state_mut().secure_round = Some(InFlight {
+        round: 7,
+        index: 3,
+        keys: vec![key.clone()],
+    });
+    let record = c.state().to_record().unwrap();
+    assert!(
+        record
+            .state
+            .contains(r#""secureRound":{"round":7,"index":3,"keys":["#),
+        "{}",
+        record.state
+    );
+    let restored = SyncState::from_record(record).unwrap();
+    assert_eq!(&restored, c.state());
+    assert_eq!(restored.secure_round.unwrap().keys, vec![key]);
 }

@@ -15,7 +15,7 @@ use crate::config::{Policy, Timeouts};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::ModelRequest;
-use crate::{limits, models, privacy, rounds, updates};
+use crate::{limits, models, privacy, rounds, secagg, updates};
 
 pub struct AppState {
     pub db: Db,
@@ -30,6 +30,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{name}/meta", get(get_meta))
         .route("/v1/models/{name}/privacy", get(get_privacy))
         .route("/v1/models/{name}/updates", post(post_update))
+        .route("/v1/models/{name}/secagg", get(secagg_current))
+        .route("/v1/models/{name}/secagg/{round}", get(secagg_view))
+        .route(
+            "/v1/models/{name}/secagg/{round}/advertise",
+            post(secagg_advertise),
+        )
+        .route(
+            "/v1/models/{name}/secagg/{round}/shares",
+            post(secagg_upload_shares).get(secagg_shares_for),
+        )
+        .route("/v1/models/{name}/secagg/{round}/input", post(secagg_input))
+        .route(
+            "/v1/models/{name}/secagg/{round}/unmask",
+            post(secagg_unmask),
+        )
         .fallback(|| async { ApiError::new(ApiErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -179,6 +194,16 @@ async fn post_update(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    if state.policy.secure_aggregation(&name) {
+        return Err(ApiError::new(
+            ErrorCode::SecureAggregationRequired,
+            format!(
+                "model '{name}' is aggregated securely: a plain push would store an unmasked \
+                 delta; take part in a round under {}",
+                tacit_rm::sync::secagg::messages::current_path(&name)
+            ),
+        ));
+    }
     let key = headers
         .get(protocol::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
@@ -222,4 +247,106 @@ async fn post_update(
         Json(stored.answer),
     )
         .into_response())
+}
+
+/// The round id of a secure-aggregation path (`…/secagg/{round}/…`).
+fn round_param(params: &[(String, String)]) -> ApiResult<u64> {
+    params
+        .iter()
+        .find(|(k, _)| k == "round")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| ApiError::new(ApiErrorCode::NotFound, "no such round"))
+}
+
+/// A round message's JSON body (400 `secagg_malformed` when it is not one).
+async fn secagg_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    let bytes = read_body(state, headers, body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        tacit_rm::sync::secagg::SecAggError::Malformed(format!("unreadable round message: {e}"))
+            .into()
+    })
+}
+
+type RoundPath = axum::extract::Path<Vec<(String, String)>>;
+
+async fn secagg_current(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { who, name }: ModelRequest,
+) -> ApiResult<Response> {
+    Ok(Json(secagg::current(&state.db, &state.policy, &name, &who).await?).into_response())
+}
+
+async fn secagg_view(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { who, name }: ModelRequest,
+    axum::extract::Path(params): RoundPath,
+) -> ApiResult<Response> {
+    let round = round_param(&params)?;
+    Ok(Json(secagg::view(&state.db, &state.policy, &name, &who, round).await?).into_response())
+}
+
+async fn secagg_advertise(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { who, name }: ModelRequest,
+    axum::extract::Path(params): RoundPath,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let round = round_param(&params)?;
+    let ad = secagg_body(&state, &headers, body).await?;
+    let view = secagg::advertise(&state.db, &state.policy, &name, &who, round, &ad).await?;
+    Ok(Json(view).into_response())
+}
+
+async fn secagg_upload_shares(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { who, name }: ModelRequest,
+    axum::extract::Path(params): RoundPath,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let round = round_param(&params)?;
+    let upload = secagg_body(&state, &headers, body).await?;
+    let view = secagg::upload_shares(&state.db, &state.policy, &name, &who, round, &upload).await?;
+    Ok(Json(view).into_response())
+}
+
+async fn secagg_shares_for(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { who, name }: ModelRequest,
+    axum::extract::Path(params): RoundPath,
+) -> ApiResult<Response> {
+    let round = round_param(&params)?;
+    let shares = secagg::shares_for(&state.db, &state.policy, &name, &who, round).await?;
+    Ok(Json(shares).into_response())
+}
+
+async fn secagg_input(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { who, name }: ModelRequest,
+    axum::extract::Path(params): RoundPath,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let round = round_param(&params)?;
+    let input = secagg_body(&state, &headers, body).await?;
+    let view = secagg::input(&state.db, &state.policy, &name, &who, round, &input).await?;
+    Ok(Json(view).into_response())
+}
+
+async fn secagg_unmask(
+    State(state): State<Arc<AppState>>,
+    ModelRequest { who, name }: ModelRequest,
+    axum::extract::Path(params): RoundPath,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let round = round_param(&params)?;
+    let response = secagg_body(&state, &headers, body).await?;
+    let view = secagg::unmask(&state.db, &state.policy, &name, &who, round, &response).await?;
+    Ok(Json(view).into_response())
 }

@@ -182,6 +182,26 @@ pub struct Policy {
     /// q = min(round-updates / population, 1).
     #[arg(long, env = "TACIT_POPULATION", value_name = "N")]
     pub population: Option<u64>,
+    /// Secure aggregation (SecAgg, `crate::secagg`) for these models (comma-separated), or
+    /// every model when given without a value (or `*`): the server learns only each round's
+    /// sum, plain pushes to them are refused (409 `secure_aggregation_required`), and a round's
+    /// cohort is `--round-updates` clients. Other models stay in plain mode.
+    #[arg(
+        long,
+        env = "TACIT_SECURE_AGGREGATION",
+        value_name = "MODELS",
+        num_args = 0..=1,
+        default_missing_value = "*"
+    )]
+    pub secure_aggregation: Option<String>,
+    /// Shamir threshold t of a secure-aggregation round: every phase needs t survivors, and
+    /// t must be a strict majority of the cohort. Default ⌊2n/3⌋ + 1 for a cohort of n.
+    #[arg(long, env = "TACIT_SECAGG_THRESHOLD", value_name = "T")]
+    pub secagg_threshold: Option<u32>,
+    /// How long each phase after the first waits for the members that have not answered
+    /// (seconds); they are dropouts after it. The first (joining) waits `--round-seconds`.
+    #[arg(long, env = "TACIT_SECAGG_PHASE_SECONDS", default_value_t = 30.0)]
+    pub secagg_phase_seconds: f64,
     /// Deltas based on a global more than this many versions old are refused (409).
     #[arg(long, env = "TACIT_MAX_STALENESS", default_value_t = 10)]
     pub max_staleness: u64,
@@ -262,7 +282,63 @@ impl Policy {
         if self.body_limit < 1024 {
             return Err("--body-limit must be at least 1024 bytes".into());
         }
-        self.validate_dp()
+        self.validate_dp()?;
+        self.validate_secagg()
+    }
+
+    /// Whether `model` is aggregated securely.
+    pub fn secure_aggregation(&self, model: &str) -> bool {
+        self.secure_aggregation.as_deref().is_some_and(|list| {
+            list.split(',')
+                .map(str::trim)
+                .any(|m| m == "*" || m == model)
+        })
+    }
+
+    /// The cohort n and threshold t of a secure-aggregation round.
+    pub fn secagg_cohort(&self) -> (u32, u32) {
+        let n = u32::try_from(self.round_updates).unwrap_or(u32::MAX);
+        (n, self.secagg_threshold.unwrap_or(n * 2 / 3 + 1).min(n))
+    }
+
+    fn validate_secagg(&self) -> Result<(), String> {
+        let Some(list) = &self.secure_aggregation else {
+            return Ok(());
+        };
+        if list
+            .split(',')
+            .map(str::trim)
+            .any(|m| m != "*" && !tacit_rm::sync::protocol::valid_model_name(m))
+        {
+            return Err(format!(
+                "--secure-aggregation takes model names or * (got '{list}')"
+            ));
+        }
+        if !(self.secagg_phase_seconds.is_finite()
+            && self.secagg_phase_seconds > 0.0
+            && self.secagg_phase_seconds <= 86_400.0)
+        {
+            return Err("--secagg-phase-seconds must be in (0, 86400]".into());
+        }
+        if self.aggregator != AggregatorName::Mean {
+            return Err(
+                "--secure-aggregation needs --aggregator mean: the server never sees one \
+                 update, only the sum"
+                    .into(),
+            );
+        }
+        if !(1..=255).contains(&self.round_updates) {
+            return Err(
+                "--secure-aggregation needs --round-updates (the cohort) in [1, 255]".into(),
+            );
+        }
+        let (n, t) = self.secagg_cohort();
+        if t > n || 2 * t <= n {
+            return Err(format!(
+                "--secagg-threshold {t} must be a strict majority of the cohort {n} and at most it"
+            ));
+        }
+        Ok(())
     }
 
     /// The DP settings: all or nothing, and sound together.

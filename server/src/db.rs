@@ -113,6 +113,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, SCHEMA_V2),
     (3, SCHEMA_V3),
     (4, SCHEMA_V4),
+    (5, SCHEMA_V5),
 ];
 
 /// Placeholders of the schema text: a binary column and an auto-increment primary key.
@@ -221,6 +222,49 @@ CREATE TABLE model_privacy (
     rounds BIGINT NOT NULL,
     exhausted_at BIGINT,
     updated_at BIGINT NOT NULL
+)
+";
+
+/// Secure-aggregation rounds (`crate::secagg`): a round's parameters (JSON of
+/// `RoundParams`), phase and outcome; its members' public keys, whether each shared and sent
+/// its input (U2, U3), the masked input and the unmask answer (both emptied when the round
+/// ends); and the encrypted shares relayed between members (deleted when it ends). Nothing
+/// here is an unmasked delta.
+const SCHEMA_V5: &str = "
+CREATE TABLE secagg_rounds (
+    model TEXT NOT NULL,
+    round BIGINT NOT NULL,
+    phase TEXT NOT NULL,
+    params TEXT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    phase_started_at BIGINT NOT NULL,
+    failure TEXT,
+    released_version BIGINT,
+    PRIMARY KEY (model, round)
+);
+CREATE TABLE secagg_members (
+    model TEXT NOT NULL,
+    round BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    client TEXT NOT NULL,
+    cipher_pk TEXT NOT NULL,
+    mask_pk TEXT NOT NULL,
+    seed_commitment TEXT NOT NULL,
+    shared BIGINT NOT NULL,
+    survivor BIGINT NOT NULL,
+    masked_input {blob},
+    unmask TEXT,
+    joined_at BIGINT NOT NULL,
+    PRIMARY KEY (model, round, idx),
+    UNIQUE (model, round, client)
+);
+CREATE TABLE secagg_shares (
+    model TEXT NOT NULL,
+    round BIGINT NOT NULL,
+    from_idx BIGINT NOT NULL,
+    to_idx BIGINT NOT NULL,
+    ciphertext TEXT NOT NULL,
+    PRIMARY KEY (model, round, from_idx, to_idx)
 )
 ";
 

@@ -9,7 +9,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tacit_rm::sync::protocol::{ApiErrorCode, ErrorBody};
+use tacit_rm::sync::protocol::{self, ApiErrorCode, ErrorBody};
 
 /// Every code the server answers. Stable: never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,13 @@ pub enum ErrorCode {
     BadRequest,
     /// 414: a request target longer than the server reads.
     UriTooLong,
+    /// 409: a plain push to a model under secure aggregation (it would store an unmasked
+    /// delta).
+    SecureAggregationRequired,
+    /// 409: a secure-aggregation route of a model in plain mode.
+    SecureAggregationOff,
+    /// A secure-aggregation refusal: `tacit_rm::sync::secagg::SecAggError`'s code and status.
+    SecAgg { code: &'static str, status: u16 },
 }
 
 impl ErrorCode {
@@ -52,6 +59,9 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::SecureAggregationRequired => protocol::SECURE_AGGREGATION_REQUIRED,
+            ErrorCode::SecureAggregationOff => "secure_aggregation_off",
+            ErrorCode::SecAgg { code, .. } => code,
         }
     }
 
@@ -67,6 +77,8 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::BadRequest => 400,
             ErrorCode::UriTooLong => 414,
+            ErrorCode::SecureAggregationRequired | ErrorCode::SecureAggregationOff => 409,
+            ErrorCode::SecAgg { status, .. } => status,
         }
     }
 }
@@ -109,6 +121,18 @@ impl ApiError {
             _ => ApiErrorCode::Malformed,
         };
         ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<tacit_rm::sync::secagg::SecAggError> for ApiError {
+    fn from(e: tacit_rm::sync::secagg::SecAggError) -> Self {
+        ApiError::new(
+            ErrorCode::SecAgg {
+                code: e.code(),
+                status: e.status(),
+            },
+            e.to_string(),
+        )
     }
 }
 

@@ -27,9 +27,15 @@ impl FromRequestParts<Arc<AppState>> for ModelRequest {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let who = authenticate(state, &parts.headers).await?;
-        let Path(name) = Path::<String>::from_request_parts(parts, state)
+        // By name: the secure-aggregation routes carry a round id after the model's name.
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::new(ApiErrorCode::NotFound, e.body_text()))?;
+        let name = params
+            .into_iter()
+            .find(|(k, _)| k == "name")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
         if !protocol::valid_model_name(&name) {
             return Err(ApiError::new(
                 ApiErrorCode::NotFound,

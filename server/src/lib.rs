@@ -4,7 +4,7 @@
 //! [`extract`] (token and model name) → [`updates`] / [`models`] (validation, [`limits`],
 //! and storage in one transaction each) → [`rounds`] (aggregation under a row lock) using the
 //! pure math of [`aggregate`] (`tacit_rm::sync::aggregate`, which `tacit eval --protocol users` runs too). [`db`] owns connections and migrations, [`tokens`] the
-//! credentials, [`privacy`] the DP accountant of each model. Everything a client can get wrong is an [`error::ApiError`] with a stable code.
+//! credentials, [`privacy`] the DP accountant of each model, [`secagg`] the secure-aggregation rounds. Everything a client can get wrong is an [`error::ApiError`] with a stable code.
 
 pub use tacit_rm::sync::aggregate;
 pub mod api;
@@ -20,6 +20,7 @@ pub mod models;
 pub mod parse_errors;
 pub mod privacy;
 pub mod rounds;
+pub mod secagg;
 pub mod serve;
 pub mod tokens;
 pub mod updates;

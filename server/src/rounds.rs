@@ -164,11 +164,71 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
         .collect();
     let aggregation = policy.aggregation();
     let step = combine(&contributions, len, &aggregation, noise_seed());
+    let (new_version, round) =
+        write_global(&mut tx, model, &global, version, rounds, &step).await?;
+    // Ids are integers from the database itself: safe to inline, and one statement instead
+    // of one per update.
+    let id_list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    sqlx::query(&format!(
+        "UPDATE updates SET status = 'aggregated', round = $1 WHERE id IN ({id_list})"
+    ))
+    .bind(round)
+    .execute(&mut *tx)
+    .await?;
+    purge_deltas(&mut tx, policy, model, round, purged_through).await?;
+    record_round(
+        &mut tx,
+        model,
+        round,
+        new_version,
+        ids.len(),
+        n_examples,
+        &aggregation.aggregator.name(),
+    )
+    .await?;
+    let mut epsilon = None;
+    if let Some(budget) = &mut privacy {
+        match budget.record_round() {
+            RoundDecision::Released(e) => epsilon = Some(e.epsilon),
+            // Checked above, under the same lock: unreachable, but never release it.
+            RoundDecision::Refused { .. } => {
+                return Err(decode("the privacy budget refused a checked round".into()))
+            }
+        }
+        crate::privacy::store(&mut tx, model, &budget.record(), None).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        model,
+        round,
+        version = new_version,
+        updates = ids.len(),
+        clients = contributions.len(),
+        n_examples,
+        dp_epsilon = epsilon,
+        "round closed"
+    );
+    Ok(Closed::Round {
+        version: new_version as u64,
+        n_updates: ids.len(),
+    })
+}
+
+/// Adds `step` to the stored global `global` (at `version`, after `rounds` rounds) and writes
+/// it as version + 1 with the round count + 1; returns both. Plain and secure rounds alike.
+pub(crate) async fn write_global(
+    tx: &mut sqlx::AnyConnection,
+    model: &str,
+    global: &Weights,
+    version: i64,
+    rounds: i64,
+    step: &[f32],
+) -> Result<(i64, i64), sqlx::Error> {
     let flat: Vec<f32> = global
         .head
         .to_flat()
         .iter()
-        .zip(&step)
+        .zip(step)
         .map(|(g, s)| g + s)
         .collect();
     let mut head = global.head.clone();
@@ -197,55 +257,33 @@ pub async fn close_if_due(db: &Db, policy: &Policy, model: &str) -> Result<Close
     .bind(model)
     .execute(&mut *tx)
     .await?;
-    // Ids are integers from the database itself: safe to inline, and one statement instead
-    // of one per update.
-    let id_list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    sqlx::query(&format!(
-        "UPDATE updates SET status = 'aggregated', round = $1 WHERE id IN ({id_list})"
-    ))
-    .bind(round)
-    .execute(&mut *tx)
-    .await?;
-    purge_deltas(&mut tx, policy, model, round, purged_through).await?;
+    Ok((new_version, round))
+}
+
+/// The row of a closed round in `rounds`.
+pub(crate) async fn record_round(
+    tx: &mut sqlx::AnyConnection,
+    model: &str,
+    round: i64,
+    version: i64,
+    n_updates: usize,
+    n_examples: u64,
+    aggregator: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO rounds (model, round, version, n_updates, n_examples, aggregator, closed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(model)
     .bind(round)
-    .bind(new_version)
-    .bind(ids.len() as i64)
+    .bind(version)
+    .bind(n_updates as i64)
     .bind(i64::try_from(n_examples).unwrap_or(i64::MAX))
-    .bind(aggregation.aggregator.name())
+    .bind(aggregator)
     .bind(crate::now_ms())
     .execute(&mut *tx)
     .await?;
-    let mut epsilon = None;
-    if let Some(budget) = &mut privacy {
-        match budget.record_round() {
-            RoundDecision::Released(e) => epsilon = Some(e.epsilon),
-            // Checked above, under the same lock: unreachable, but never release it.
-            RoundDecision::Refused { .. } => {
-                return Err(decode("the privacy budget refused a checked round".into()))
-            }
-        }
-        crate::privacy::store(&mut tx, model, &budget.record(), None).await?;
-    }
-    tx.commit().await?;
-    tracing::info!(
-        model,
-        round,
-        version = new_version,
-        updates = ids.len(),
-        clients = contributions.len(),
-        n_examples,
-        dp_epsilon = epsilon,
-        "round closed"
-    );
-    Ok(Closed::Round {
-        version: new_version as u64,
-        n_updates: ids.len(),
-    })
+    Ok(())
 }
 
 /// Empties the deltas of the rounds that left the retention window (those after
@@ -280,12 +318,12 @@ async fn purge_deltas(
 
 /// A stored row that cannot be decoded is corruption, reported as a database error so that
 /// the transaction rolls back and nothing is written.
-fn decode(message: String) -> sqlx::Error {
+pub(crate) fn decode(message: String) -> sqlx::Error {
     sqlx::Error::Protocol(message)
 }
 
 /// Fresh OS randomness for each round's noise: predictable noise protects nothing.
-fn noise_seed() -> u64 {
+pub(crate) fn noise_seed() -> u64 {
     let mut seed = [0u8; 8];
     // Without OS randomness fall back to the clock rather than refuse to aggregate.
     if getrandom::fill(&mut seed).is_err() {
@@ -323,6 +361,9 @@ pub async fn timer(db: Db, policy: Policy, mut shutdown: tokio::sync::watch::Rec
         for model in models {
             close_isolated(&db, &policy, model).await;
         }
+        // Secure-aggregation rounds whose phase ran out of time move on (or fail) even when
+        // no member asks.
+        crate::secagg::advance_due(&db, &policy).await;
     }
 }
 

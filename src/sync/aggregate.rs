@@ -111,7 +111,7 @@ pub fn combine(
             (values, c.n_examples.min(config.weight_cap) as f64)
         })
         .collect();
-    let mut step = match (config.dp, config.aggregator) {
+    let step = match (config.dp, config.aggregator) {
         (Some(dp), _) => {
             let mut sum = vec![0.0f64; len];
             for (values, _) in &clipped {
@@ -157,6 +157,32 @@ pub fn combine(
             }
         }),
     };
+    finish(step, config, noise_seed)
+}
+
+/// The step of a round under secure aggregation, from the unmasked sum of `count` clipped
+/// deltas (the server never sees one, so only the mean applies): `sum / count`, or under DP
+/// the same fixed-denominator estimator as [`combine`], `sum / expected cohort`; then the
+/// same clip of the step and the same noise, added after unmasking.
+pub fn secure_step(
+    sum: &[f64],
+    count: usize,
+    config: &AggregationConfig,
+    noise_seed: u64,
+) -> Vec<f32> {
+    let denominator = match config.dp {
+        Some(dp) => dp.expected_cohort.max(1) as f64,
+        None => count.max(1) as f64,
+    };
+    finish(
+        sum.iter().map(|s| s / denominator).collect(),
+        config,
+        noise_seed,
+    )
+}
+
+/// Steps 3 and 4: the step's clip, then the Gaussian noise.
+fn finish(mut step: Vec<f64>, config: &AggregationConfig, noise_seed: u64) -> Vec<f32> {
     clip_f64(&mut step, config.clip_norm);
     // Independent Gaussians add in variance: one draw of the combined spread.
     let std = config.noise_std.hypot(config.dp_noise_std());

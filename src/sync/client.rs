@@ -140,6 +140,7 @@ impl SyncClient {
                 key_prefix: key_prefix.to_string(),
                 next_seq,
                 unsynced_examples: 0,
+                secure_round: None,
             },
         )
     }
@@ -287,6 +288,8 @@ impl SyncClient {
     /// - 200–202: stored; removed from the queue.
     /// - 409 `stale_base_version`: kept and relabelled onto the next pulled global.
     /// - 401/403: kept, and an error (`sync_unauthorized`): fix the token, then sync again.
+    /// - 409 `secure_aggregation_required`: kept, and an error (`sync_conflict`): the model
+    ///   is aggregated securely; `secagg::session` takes the queue into a round.
     /// - 400 (`malformed`), 413 (`too_large`), 422 (`non_finite`, `norm_over_bound`) and any
     ///   other 409 (`dims_mismatch`, `idempotency_key_reused`): those bytes can never be
     ///   accepted; dropped, and an error (`sync_rejected`, `sync_conflict`) says so.
@@ -326,6 +329,11 @@ impl SyncClient {
                 Ok(PushOutcome::NeedsRebase)
             }
             (401 | 403, _) => Err(Error::SyncUnauthorized(body.message)),
+            // The model takes secure rounds only: the push is kept for one
+            // (`secagg::session`), never dropped as a conflict.
+            (409, None) if body.code == protocol::SECURE_AGGREGATION_REQUIRED => Err(
+                Error::SyncConflict(format!("{}: {}", body.code, body.message)),
+            ),
             (409, _) => {
                 self.state.queue.remove(0);
                 Err(Error::SyncConflict(format!(

@@ -11,6 +11,7 @@ use crate::store::Weights;
 use super::client::{HttpRequest, HttpResponse, SyncClient};
 use super::pass::{self, PassOptions, SyncReport};
 use super::ports::{self, Clock, MemoryStore};
+use super::secagg::session;
 
 pub use super::ports::now_ms;
 pub use super::state::random_key_prefix;
@@ -133,4 +134,21 @@ pub fn sync_once(
         *local = rebased.head.clone();
     }
     Ok(report)
+}
+
+/// One blocking secure-aggregation round for `client`'s queued pushes (nothing persisted: the
+/// caller keeps the client, whose state holds the in-flight round): [`session::take_part`]
+/// with the wall clock.
+pub fn secure_once(
+    client: &mut SyncClient,
+    transport: &mut dyn Transport,
+    options: session::SessionOptions,
+) -> std::result::Result<session::SecureOutcome, crate::sync::secagg::SecAggError> {
+    pollster::block_on(session::take_part(
+        client,
+        options,
+        &mut Blocking(transport),
+        &SystemClock,
+        &mut MemoryStore::default(),
+    ))
 }

@@ -14,6 +14,7 @@ pub mod pass;
 pub mod ports;
 pub mod privacy;
 pub mod protocol;
+pub mod secagg;
 pub mod state;
 
 pub use client::{

@@ -73,6 +73,10 @@ pub fn parse_etag(value: &str) -> Option<u64> {
         .ok()
 }
 
+/// The code of a push refused because the model is aggregated securely (the server's own
+/// code, not an [`ApiErrorCode`]): the push is kept, for a secure round to take.
+pub const SECURE_AGGREGATION_REQUIRED: &str = "secure_aggregation_required";
+
 /// Every error answer's JSON body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

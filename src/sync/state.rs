@@ -28,6 +28,9 @@ pub struct SyncState {
     pub next_seq: u64,
     /// Examples trained on since the last commit to the queue (the next push's weight).
     pub unsynced_examples: u64,
+    /// The secure-aggregation round whose masked input holds queued pushes, until its outcome
+    /// is known (`secagg::session`): those pushes are then dropped (counted) or offered again.
+    pub secure_round: Option<crate::sync::secagg::session::InFlight>,
 }
 
 /// The stored form of a [`SyncState`].
@@ -52,6 +55,8 @@ struct Meta {
     #[serde(default)]
     unsynced_examples: u64,
     queue: Vec<PendingPush>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secure_round: Option<crate::sync::secagg::session::InFlight>,
 }
 
 impl SyncState {
@@ -65,6 +70,7 @@ impl SyncState {
             key_prefix: random_key_prefix(),
             next_seq: 0,
             unsynced_examples: 0,
+            secure_round: None,
         }
     }
 
@@ -82,6 +88,9 @@ impl SyncState {
         self.reference.head = head;
         self.queue.clear();
         self.unsynced_examples = 0;
+        // Nothing left to drop when its round's outcome comes (a masked input already sent
+        // cannot be taken back).
+        self.secure_round = None;
         Ok(self.reference.clone())
     }
 
@@ -91,6 +100,7 @@ impl SyncState {
             next_seq: self.next_seq,
             unsynced_examples: self.unsynced_examples,
             queue: self.queue.clone(),
+            secure_round: self.secure_round.clone(),
         };
         let state = serde_json::to_string(&meta)
             .map_err(|e| Error::Storage(format!("encoding the sync state: {e}")))?;
@@ -125,6 +135,7 @@ impl SyncState {
             key_prefix: meta.key_prefix,
             next_seq: meta.next_seq,
             unsynced_examples: meta.unsynced_examples,
+            secure_round: meta.secure_round,
         })
     }
 }

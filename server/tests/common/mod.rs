@@ -622,3 +622,34 @@ pub fn raw_header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
         k.eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
+
+/// Column 0 of every row of `sql` as bytes (a BLOB/BYTEA or NULL column; NULL is empty),
+/// for the checks that read what is stored.
+pub fn query_bytes(url: &str, sql: &str) -> Vec<Vec<u8>> {
+    use sqlx::Row;
+    on_database(url, async |pool| {
+        let rows = sqlx::query(sql).fetch_all(pool).await.expect(sql);
+        rows.iter()
+            .map(|r| {
+                r.try_get::<Option<Vec<u8>>, _>(0)
+                    .expect("bytes")
+                    .unwrap_or_default()
+            })
+            .collect()
+    })
+}
+
+/// Column 0 of every row of `sql` as text (NULL is empty).
+pub fn query_strings(url: &str, sql: &str) -> Vec<String> {
+    use sqlx::Row;
+    on_database(url, async |pool| {
+        let rows = sqlx::query(sql).fetch_all(pool).await.expect(sql);
+        rows.iter()
+            .map(|r| {
+                r.try_get::<Option<String>, _>(0)
+                    .expect("text")
+                    .unwrap_or_default()
+            })
+            .collect()
+    })
+}
