@@ -494,9 +494,21 @@ test("latency of scoring 4 candidates: persistent against persist: false (printe
   await open(b, "latency", shape);
   await open(a, "latency-memory", { ...shape, persist: false });
   const fmt = (r) => `p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, mean ${r.mean.toFixed(3)} ms`;
-  const persistent = await latency(a, "latency");
-  const memory = await latency(a, "latency-memory");
-  console.log(`persistent: ${fmt(persistent)}; persist: false: ${fmt(memory)}`);
-  assert.deepEqual([...a.errors, ...b.errors], []);
+  // Alternately, twice: a contended machine's tail falls on either.
+  for (const round of [1, 2]) {
+    const persistent = await latency(a, "latency");
+    const memory = await latency(a, "latency-memory");
+    console.log(`round ${round}: persistent: ${fmt(persistent)}; persist: false: ${fmt(memory)}`);
+  }
+  // Where there is no BroadcastChannel: the meta record read before every score.
+  const unannounced = await browser.newContext();
+  await unannounced.addInitScript(() => {
+    delete globalThis.BroadcastChannel;
+  });
+  const c = await tab(unannounced);
+  await open(c, "latency", shape);
+  console.log(`without BroadcastChannel: persistent: ${fmt(await latency(c, "latency"))}`);
+  assert.deepEqual([...a.errors, ...b.errors, ...c.errors], []);
+  await unannounced.close();
   await context.close();
 });
