@@ -8,6 +8,7 @@
 //! `await` or a call into JS, so re-entrant calls from callbacks cannot trip it.
 
 mod backend;
+mod channel;
 mod error;
 mod lock;
 mod options;
@@ -63,6 +64,9 @@ struct Inner {
     /// Sequence numbers of observations this tab is storing (in memory, not yet committed):
     /// a reload from IndexedDB keeps them.
     in_flight: RefCell<BTreeSet<u64>>,
+    /// What the other instances of the model announce (a persistent model where there is a
+    /// `BroadcastChannel`): the scoring calls read the `meta` record only after a message.
+    channel: Option<channel::Channel>,
 }
 
 struct State {
@@ -107,12 +111,28 @@ impl Inner {
         if let Some(reason) = self.storage.as_ref().and_then(Storage::closed) {
             self.close_model(reason);
         }
+        if self.deleted_elsewhere() {
+            self.close_model(storage::DELETED);
+        }
         let mut st = self
             .state
             .try_borrow_mut()
             .map_err(|_| Error::Busy("the model is in use by another call".into()))?;
         let closed = st.closed;
         f(st.model.as_mut().ok_or(Error::Closed(closed))?)
+    }
+
+    /// Whether a delete message named the stored model this instance holds (one borrow and a
+    /// look at a list that is empty unless a delete was announced: cheap enough for every call).
+    fn deleted_elsewhere(&self) -> bool {
+        let Some(c) = &self.channel else {
+            return false;
+        };
+        self.stored_as
+            .try_borrow()
+            .ok()
+            .and_then(|held| held.as_ref().map(|h| c.deleted(&h.id)))
+            .unwrap_or(false)
     }
 
     /// Drops the model from memory and closes the database handle: every later call is
@@ -136,6 +156,15 @@ impl Inner {
             self.close_model(reason);
         }
         e
+    }
+
+    /// `e` of a write that stored nothing: perhaps refused because another tab stored newer
+    /// weights, so the next scoring call reads what is stored without waiting to hear of it.
+    fn failed_write(&self, e: Error) -> Error {
+        if let Some(c) = &self.channel {
+            c.recheck();
+        }
+        self.closing(e)
     }
 
     /// Marks the model busy with `call` (one weight-moving call at a time in a tab) until the
@@ -166,21 +195,48 @@ impl Inner {
             inner: self,
             _lock: lock,
         };
-        self.reload().await?;
+        // The reload reads everything stored: what was announced until now is accounted for.
+        if let Some(c) = &self.channel {
+            c.checking();
+        }
+        if let Err(e) = self.reload().await {
+            if let Some(c) = &self.channel {
+                c.recheck();
+            }
+            return Err(e);
+        }
         Ok(writing)
     }
 
     /// Before a reading call: reloads the model if another tab stored a newer generation,
-    /// and fails with `closed` if it was deleted. One small IndexedDB read; nothing while
-    /// this tab itself is writing (no other tab can be).
+    /// and fails with `closed` if it was deleted. With a channel (`channel.rs`), only after
+    /// another instance announced a commit or a delete since the last read: in the steady
+    /// state a score touches no IndexedDB. Without one, one small IndexedDB read every call.
+    /// Nothing while this tab itself is writing (no other tab can be).
     async fn refresh(&self) -> Result<()> {
         self.with(|_| Ok(()))?;
+        if self.storage.is_none() || self.writing.get() > 0 {
+            return Ok(());
+        }
+        if let Some(c) = &self.channel {
+            if !c.stale() {
+                return Ok(());
+            }
+            // Before the read: a message that arrives during it makes the next call read again.
+            c.checking();
+        }
+        let checked = self.check_stored().await;
+        if let (Err(_), Some(c)) = (&checked, &self.channel) {
+            c.recheck();
+        }
+        checked
+    }
+
+    /// Reads the `meta` record; reloads if another tab stored a newer generation.
+    async fn check_stored(&self) -> Result<()> {
         let (Some(s), Some(held)) = (&self.storage, self.stored_as.borrow().clone()) else {
             return Ok(());
         };
-        if self.writing.get() > 0 {
-            return Ok(());
-        }
         match s
             .incarnation(&self.name)
             .await
@@ -248,7 +304,8 @@ impl Inner {
         let generation = s
             .commit(&self.name, guard, commit)
             .await
-            .map_err(|e| self.closing(e))?;
+            .map_err(|e| self.failed_write(e))?;
+        announce(self.channel.as_ref(), &held, generation);
         *self.stored_as.borrow_mut() = Some(Incarnation { generation, ..held });
         Ok(())
     }
@@ -436,6 +493,7 @@ impl Inner {
             history: self.with(|m| Ok(m.history()))?,
             state: &self.sync,
             stored_as: &self.stored_as,
+            channel: self.channel.as_ref(),
         };
         let pass = PassOptions {
             retry_budget_ms: u64::from(opts.retry_budget_ms.unwrap_or(3_000)),
@@ -450,7 +508,7 @@ impl Inner {
             &mut store,
         )
         .await
-        .map_err(|e| self.closing(e))?;
+        .map_err(|e| self.failed_write(e))?;
         if let Some(rebased) = report.rebased.clone() {
             self.with(|m| m.replace_weights(rebased))?;
         }
@@ -507,6 +565,16 @@ impl Inner {
             .await?;
         *self.sync.borrow_mut() = sync;
         self.with(|m| m.install_forgotten(weights))
+    }
+}
+
+/// After a commit of `held`'s model that moved it to `generation`: tells the other instances
+/// (a commit of observations only leaves the generation, and the others need not hear of it).
+fn announce(channel: Option<&channel::Channel>, held: &Incarnation, generation: u64) {
+    if let Some(c) = channel {
+        if generation != held.generation {
+            c.announce_commit(&held.id, generation);
+        }
     }
 }
 
@@ -737,6 +805,9 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             ))
         }
     };
+    // Listening before the first read: a commit of another tab is either in what this tab
+    // reads or announced to it afterwards, never missed in between.
+    let channel = storage.as_ref().and_then(|_| channel::Channel::open(&name));
     let mut stored = match &storage {
         Some(s) => s.load(&name).await?,
         None => None,
@@ -768,6 +839,9 @@ async fn open(options: JsValue) -> Result<RewardModel> {
                         spec: &spec,
                     };
                     let generation = s.commit(&name, guard, Commit::default()).await?;
+                    if let Some(c) = &channel {
+                        c.announce_commit(&id, generation);
+                    }
                     Incarnation { id, generation }
                 }
             };
@@ -793,6 +867,9 @@ async fn open(options: JsValue) -> Result<RewardModel> {
                         spec: &spec,
                     };
                     let generation = s.commit(&name, guard, commit).await?;
+                    if let Some(c) = &channel {
+                        c.announce_commit(&id, generation);
+                    }
                     Some(Incarnation { id, generation })
                 }
                 None => None,
@@ -815,6 +892,7 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             stored_as: RefCell::new(stored_as),
             writing: Cell::new(0),
             in_flight: RefCell::new(BTreeSet::new()),
+            channel,
         }),
     })
 }

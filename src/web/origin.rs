@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use super::lock;
 use super::storage::{self, Storage};
+use super::{channel, lock};
 use crate::error::Result;
 
 /// One stored model, as `RewardModel.list()` reports it (`ModelInfo` in the `.d.ts`).
@@ -75,7 +75,13 @@ pub async fn delete(name: &str) -> Result<()> {
     }
     .await;
     s.close();
-    deleted
+    // Every open instance (this tab's too) closes at its next call, the synchronous ones
+    // included; one that has not heard it (yet) finds the model gone at its next write, which
+    // checks the `meta` record in its own transaction.
+    if let Some(id) = deleted? {
+        channel::announce_delete(name, &id);
+    }
+    Ok(())
 }
 
 pub async fn delete_all() -> Result<()> {

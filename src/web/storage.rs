@@ -13,8 +13,10 @@
 //!   was deleted: [`Error::Closed`]) and, for a weight write, still the generation the tab
 //!   read (else another tab wrote meanwhile); so a tab never re-creates a deleted model, stores
 //!   an observation of one, or overwrites newer weights with a result computed from older ones.
-//!   A tab checks the generation before it scores and reloads when another tab stored newer
-//!   weights (`mod.rs`); `list()` reads these small records, not the weights.
+//!   A tab checks the generation before it scores, when another instance announced a commit
+//!   or a delete since its last check (`channel.rs`; before every score where there is no
+//!   `BroadcastChannel`), and reloads when another tab stored newer weights (`mod.rs`);
+//!   `list()` reads these small records, not the weights.
 //!
 //! Every commit is one transaction, and a call resolves only after its transaction's
 //! `complete` event: an acknowledged observation is on disk, and "new weights + drop the
@@ -631,8 +633,16 @@ impl Storage {
     }
 
     /// Removes a model: its record, log, sync state and `meta` record, in one transaction.
-    pub async fn delete(&self, name: &str) -> Result<()> {
+    /// Resolves with the id its `meta` record held (none for a model stored before `meta`, or
+    /// none stored): the model the other tabs are told is gone.
+    pub async fn delete(&self, name: &str) -> Result<Option<String>> {
         let tx = self.transaction(&STORES, IdbTransactionMode::Readwrite)?;
+        // Requests of one transaction run in order: this reads the record the delete removes.
+        let read = tx
+            .object_store(META)
+            .and_then(|s| s.get(&name.into()))
+            .map_err(|e| storage_err("reading the model's meta record", &e))?;
+        let meta = settle(&read);
         let run = || -> std::result::Result<(), JsValue> {
             tx.object_store(MODELS)?.delete(&name.into())?;
             tx.object_store(SYNC)?.delete(&name.into())?;
@@ -644,8 +654,8 @@ impl Storage {
         run().map_err(|e| storage_err("deleting the model", &e))?;
         committed(&tx)
             .await
-            .map(|_| ())
-            .map_err(|e| storage_err("deleting the model", &e))
+            .map_err(|e| storage_err("deleting the model", &e))?;
+        Ok(meta.await.ok().as_ref().and_then(meta_fields).map(|i| i.id))
     }
 
     /// One read-write transaction over every store: what `commit` says, all or nothing, and
@@ -829,6 +839,8 @@ pub struct SyncStorage<'a> {
     /// The stored model the tab holds (`Some` when `storage` is): each write is guarded by
     /// it and moves it to the generation written.
     pub stored_as: &'a RefCell<Option<Incarnation>>,
+    /// Where the other instances hear of each write (`channel.rs`).
+    pub channel: Option<&'a super::channel::Channel>,
 }
 
 impl SyncStore for SyncStorage<'_> {
@@ -853,6 +865,11 @@ impl SyncStore for SyncStorage<'_> {
                 generation: Some(held.generation),
             };
             let generation = s.commit(self.name, guard, commit).await?;
+            if let Some(c) = self.channel {
+                if generation != held.generation {
+                    c.announce_commit(&held.id, generation);
+                }
+            }
             *self.stored_as.borrow_mut() = Some(Incarnation { generation, ..held });
         }
         *self.state.borrow_mut() = state.clone();

@@ -137,10 +137,12 @@ test("two tabs training one model keep every observation and end with one stored
   assert.equal(new Set(seqs).size, 10, `every acknowledged observation has its own number: ${seqs}`);
 
   // A training call trains the model on its log, whichever tab logged each observation.
+  const toB = await listen(b, name);
   const first = await call(a, name, "train", { epochs: 2, validationFraction: 0 });
   assert.equal(first.ok?.examples, 10, JSON.stringify(first));
   const x = randomFloats(5 * DIM, 3);
-  // b did not train: it reloads what a stored before it scores.
+  // b did not train: told of a's commit, it reloads what a stored before it scores.
+  assert.equal((await toB())?.kind, "commit");
   const afterA = { a: await scores(a, name, x), b: await scores(b, name, x) };
   assert.deepEqual(afterA.b, afterA.a, "b scores with the weights a trained");
   assertScoresMatch(afterA.a, storedScores(await dump(a, name), x), "after a's training");
@@ -148,8 +150,10 @@ test("two tabs training one model keep every observation and end with one stored
 
   // Now b trains (on top of a's weights) on what it logs next.
   await observe(b, name, "bb", 4);
+  const toA = await listen(a, name);
   const second = await call(b, name, "train", { epochs: 2, validationFraction: 0 });
   assert.equal(second.ok?.examples, 4, JSON.stringify(second));
+  assert.equal((await toA())?.kind, "commit");
   const afterB = { a: await scores(a, name, x), b: await scores(b, name, x) };
   assert.deepEqual(afterB.a, afterB.b, "a scores with the weights b trained");
   assert.notDeepEqual(afterB.a.full, afterA.a.full, "b's training changed the model");
@@ -319,5 +323,192 @@ test("without Web Locks, a training call computed from weights another tab repla
   assert.equal((await stats(a, name)).trainedExamples, 300, "trained once");
   assert.equal((await stats(b, name)).trainedExamples, 300);
   assert.deepEqual([...a.errors, ...b.errors], []);
+  await context.close();
+});
+
+/**
+ * Starts listening in `page` to the channel on which the instances of `name` announce their
+ * commits and deletes (call it before the call that announces); the function it resolves to
+ * waits for the next message there (or `null` after 10 s). Messages are delivered to a
+ * page's channels in the order they were made, so once this one heard a message, the model's
+ * own channel (made when it was opened, before this one) has heard it too.
+ */
+async function listen(page, name) {
+  await page.evaluate((name) => {
+    const channel = new BroadcastChannel(`tacit-rm/model/${name}`);
+    window.heard = new Promise((ok) => {
+      channel.onmessage = (e) => {
+        channel.close();
+        ok(e.data);
+      };
+    });
+  }, name);
+  return () => page.evaluate(() => Promise.race([window.heard, new Promise((ok) => setTimeout(() => ok(null), 10_000))]));
+}
+
+/** Counts `IDBDatabase.transaction` calls in `page` from now on: `idbCalls(page)` reads the count. */
+function countTransactions(page) {
+  return page.evaluate(() => {
+    const proto = IDBDatabase.prototype;
+    window.transactions = 0;
+    if (!window.unwrappedTransaction) {
+      window.unwrappedTransaction = proto.transaction;
+      proto.transaction = function (...args) {
+        window.transactions++;
+        return window.unwrappedTransaction.apply(this, args);
+      };
+    }
+  });
+}
+
+const idbCalls = (page) => page.evaluate(() => window.transactions);
+
+/** `n` scores of `x` in a row in `page`, every one checked: the scores of the last. */
+function scoreLoop(page, name, x, n) {
+  return page.evaluate(async ({ name, x, n }) => {
+    const floats = new Float32Array(x);
+    let last;
+    for (let i = 0; i < n; i++) last = Array.from(await window.models[name].score(floats));
+    return last;
+  }, { name, x: Array.from(x), n });
+}
+
+test("a tab hears another tab's commit and delete: its next call already sees them", async () => {
+  const context = await browser.newContext();
+  const [a, b] = [await tab(context), await tab(context)];
+  const name = "announced";
+  await open(a, name);
+  await open(b, name);
+  const x = randomFloats(4 * DIM, 11);
+  const before = await scores(b, name, x);
+  await observe(a, name, "a", 6);
+
+  const heard = await listen(b, name);
+  const trained = await call(a, name, "train", { epochs: 2, validationFraction: 0 });
+  assert.equal(trained.ok?.examples, 6, JSON.stringify(trained));
+  const message = await heard();
+  const stored = await dump(a, name);
+  assert.deepEqual(message, { kind: "commit", id: stored.meta[0].value.id, generation: stored.meta[0].value.generation });
+  // b's very next score is the stored model's (it reads the meta record once, and reloads).
+  const next = await scores(b, name, x);
+  assert.notDeepEqual(next.full, before.full, "a's training changed the model");
+  assertScoresMatch(next, storedScores(stored, x), "b's next score");
+  assert.equal((await stats(b, name)).trainedExamples, 6);
+
+  // A delete closes b's model at its next call, a synchronous one too, without any read.
+  const deleted = await listen(b, name);
+  await a.evaluate((name) => tacit.RewardModel.delete(name), name);
+  assert.deepEqual(await deleted(), { kind: "delete", id: stored.meta[0].value.id });
+  for (const method of ["stats", "exportWeights"]) {
+    const got = await b.evaluate(({ name, method }) => {
+      try { window.models[name][method](); return "ok"; } catch (e) { return e.code; }
+    }, { name, method });
+    assert.equal(got, "closed", `${method} after another tab's delete`);
+  }
+  assert.equal((await call(b, name, "score", { floats: Array.from(x) })).code, "closed");
+  // Opened again, it is another model: the old instance's channel does not close the new one.
+  await open(b, name);
+  assert.ok((await call(b, name, "score", { floats: Array.from(x) })).ok);
+  assert.deepEqual([...a.errors, ...b.errors], []);
+  await context.close();
+});
+
+/** p50, p95 and mean (ms) of `calls` scores of 4 candidates after `warmup`, one at a time. */
+function latency(page, name, { calls = 300, warmup = 20 } = {}) {
+  return page.evaluate(async ({ name, calls, warmup }) => {
+    const m = window.models[name];
+    const x = Float32Array.from({ length: 4 * m.dim }, (_, i) => Math.sin(i * 0.37));
+    for (let i = 0; i < warmup; i++) await m.score(x);
+    const times = [];
+    const start = performance.now();
+    for (let i = 0; i < calls; i++) {
+      const t0 = performance.now();
+      await m.score(x);
+      times.push(performance.now() - t0);
+    }
+    const mean = (performance.now() - start) / calls;
+    times.sort((p, q) => p - q);
+    const pick = (q) => times[Math.min(times.length - 1, Math.floor(q * times.length))];
+    return { p50: pick(0.5), p95: pick(0.95), mean };
+  }, { name, calls, warmup });
+}
+
+test("in the steady state a persistent model's score touches no IndexedDB; after a commit elsewhere, one read", async () => {
+  const context = await browser.newContext();
+  const [a, b] = [await tab(context), await tab(context)];
+  const name = "steady";
+  await open(a, name);
+  await open(b, name);
+  const x = randomFloats(4 * DIM, 13);
+  await scoreLoop(a, name, x, 1);
+  await countTransactions(a);
+  await scoreLoop(a, name, x, 100);
+  assert.equal(await idbCalls(a), 0, "100 scores, no IndexedDB transaction");
+
+  // Another tab commits: the next score reads (the meta record, then the stored model), the
+  // ones after it do not.
+  await observe(b, name, "b", 4);
+  assert.equal(await idbCalls(a), 0, "another tab's observations are not announced");
+  const heard = await listen(a, name);
+  assert.ok((await call(b, name, "train", { epochs: 1, validationFraction: 0 })).ok);
+  assert.equal((await heard())?.kind, "commit");
+  const first = await scoreLoop(a, name, x, 1);
+  assert.equal(await idbCalls(a), 2, "one meta read, one reload");
+  await countTransactions(a);
+  const rest = await scoreLoop(a, name, x, 100);
+  assert.equal(await idbCalls(a), 0);
+  assert.deepEqual(rest, first);
+  assert.deepEqual(first, (await scores(b, name, x)).full, "a scores with b's weights");
+  assert.deepEqual([...a.errors, ...b.errors], []);
+  await context.close();
+});
+
+test("without BroadcastChannel, a persistent model reads its meta record before every score", async () => {
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    delete globalThis.BroadcastChannel;
+  });
+  const [a, b] = [await tab(context), await tab(context)];
+  assert.equal(await a.evaluate(() => typeof BroadcastChannel), "undefined");
+  const name = "unannounced";
+  await open(a, name);
+  await open(b, name);
+  const x = randomFloats(4 * DIM, 17);
+  await countTransactions(a);
+  await scoreLoop(a, name, x, 10);
+  assert.equal(await idbCalls(a), 10, "one meta read a score");
+  await observe(b, name, "b", 4);
+  assert.ok((await call(b, name, "train", { epochs: 1, validationFraction: 0 })).ok);
+  // No message to wait for: the read before the next score finds b's commit.
+  assertScoresMatch(await scores(a, name, x), storedScores(await dump(a, name), x), "a's next score");
+  assert.deepEqual([...a.errors, ...b.errors], []);
+  await context.close();
+});
+
+test("latency of scoring 4 candidates: persistent against persist: false (printed, not asserted)", async () => {
+  // The README's figure: 384 → 128, CPU path, 300 calls after 20 warm-up calls, one page.
+  const context = await browser.newContext();
+  const [a, b] = [await tab(context), await tab(context)];
+  const shape = { dim: 384, hidden: [128] };
+  await open(a, "latency", shape);
+  await open(b, "latency", shape);
+  await open(a, "latency-memory", { ...shape, persist: false });
+  const fmt = (r) => `p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, mean ${r.mean.toFixed(3)} ms`;
+  // Alternately, twice: a contended machine's tail falls on either.
+  for (const round of [1, 2]) {
+    const persistent = await latency(a, "latency");
+    const memory = await latency(a, "latency-memory");
+    console.log(`round ${round}: persistent: ${fmt(persistent)}; persist: false: ${fmt(memory)}`);
+  }
+  // Where there is no BroadcastChannel: the meta record read before every score.
+  const unannounced = await browser.newContext();
+  await unannounced.addInitScript(() => {
+    delete globalThis.BroadcastChannel;
+  });
+  const c = await tab(unannounced);
+  await open(c, "latency", shape);
+  console.log(`without BroadcastChannel: persistent: ${fmt(await latency(c, "latency"))}`);
+  assert.deepEqual([...a.errors, ...b.errors, ...c.errors], []);
+  await unannounced.close();
   await context.close();
 });
