@@ -41,6 +41,12 @@ step cargo install --locked --path server --root "$W/install" --target-dir targe
 # The sync server.
 step cargo build --release -p tacit-server
 S=target/release/tacit-server
+# The release folder (same profile and target directory: nothing is rebuilt); Docker itself is
+# not on these machines, so the image is not built here.
+step cargo xtask release
+(cd target/dist && sha256sum --check --quiet SHA256SUMS)
+grep -q '^COPY tacit-server ' target/dist/Containerfile
+target/dist/tacit-server serve --help > /dev/null
 DB="sqlite://$W/sync.db"
 ADMIN=$(step $S token create --db "$DB" --client ops --admin | tail -n 1)
 ALICE=$(step $S token create --db "$DB" --client alice | tail -n 1)

@@ -17,6 +17,7 @@ mod demo_files;
 mod fuzz;
 mod postgres;
 mod readme;
+mod release;
 mod server_bench;
 mod web;
 
@@ -426,7 +427,8 @@ fn main() -> ExitCode {
         Some("bench-server") => server_bench::bench_server(),
         Some("bench-web") => bench_web::bench_web(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
-        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|bench-web|pkg|bench-flavours|fuzz [--seconds N] [--target NAME]>".into()),
+        Some("release") => release::release(),
+        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|bench-web|pkg|bench-flavours|fuzz [--seconds N] [--target NAME]|release>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
