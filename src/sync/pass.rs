@@ -44,6 +44,9 @@ pub struct SyncReport {
     pub pull: Option<PullOutcome>,
     /// The global version the local weights build on after the pass.
     pub version: u64,
+    /// Bytes of request bodies handed to the transport in this pass: the pushed deltas (a
+    /// pull sends none). A request that failed counts, since its bytes may have left.
+    pub sent_bytes: u64,
     /// The local weights rebased onto a newer global, already committed to the store; the
     /// host installs them. `None` when nothing was pulled.
     pub rebased: Option<Weights>,
@@ -95,11 +98,13 @@ pub async fn run(
 
     let deadline = clock.now_ms().saturating_add(options.retry_budget_ms);
     let mut pushed = 0;
+    let mut sent_bytes: u64 = 0;
     // The failure that keeps the oldest push waiting, if the last answer was one.
     let mut failure = None;
     loop {
         let now = clock.now_ms();
         if let Some(request) = client.due_push(now) {
+            sent_bytes = sent_bytes.saturating_add(request.body.len() as u64);
             let answer = transport.send(&request).await;
             let outcome = client.on_push_response(answer, clock.now_ms());
             // Whatever happened to the queue (accepted, rescheduled, dropped) is stored
@@ -132,6 +137,7 @@ pub async fn run(
         pull: None,
         version: client.base_version(),
         rebased: None,
+        sent_bytes,
     };
     if failure.is_some() && !client.queue().is_empty() {
         // Still unreachable: do not also wait for a pull that would fail the same way.
@@ -139,7 +145,11 @@ pub async fn run(
         return Ok(report);
     }
     let mut head = local.head.clone();
-    let answer = transport.send(&client.pull_request()).await;
+    let pull_request = client.pull_request();
+    report.sent_bytes = report
+        .sent_bytes
+        .saturating_add(pull_request.body.len() as u64);
+    let answer = transport.send(&pull_request).await;
     let pull = match client.on_pull_response(answer, &mut head) {
         Err(Error::Network(reason)) => {
             report.last_failure = Some(reason);

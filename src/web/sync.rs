@@ -66,6 +66,13 @@ pub struct SyncResult {
     /// Why the server counts as unreachable (no answer, or a refusal it can outlive: 404 before
     /// the model exists, 429, 5xx); `null` when it answered.
     pub reason: Option<String>,
+    /// Bytes of request bodies this call handed to `fetch` (the pushed shared-part deltas;
+    /// never an observation, an embedding or the personal part).
+    pub sent_bytes: u64,
+    /// Whether what was sent was masked by secure aggregation: always `false` here, the
+    /// browser client pushes plain (clipped) deltas; the server's DP noise, if configured,
+    /// is added to the aggregate, not on the device.
+    pub masked: bool,
 }
 
 impl From<&SyncReport> for SyncResult {
@@ -77,6 +84,8 @@ impl From<&SyncReport> for SyncResult {
             queued: r.still_queued,
             offline: r.offline(),
             reason: r.last_failure.clone(),
+            sent_bytes: r.sent_bytes,
+            masked: false,
         }
     }
 }

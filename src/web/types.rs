@@ -190,6 +190,13 @@ export interface SyncResult {
    * null when the server answered.
    */
   reason: string | null;
+  /**
+   * Bytes of request bodies this call handed to `fetch`: the pushed shared-part deltas (never
+   * an observation, an embedding or the personal part). A request that failed counts.
+   */
+  sentBytes: number;
+  /** Whether what was sent was masked by secure aggregation: `false`, the browser pushes plain deltas. */
+  masked: boolean;
 }
 
 export interface Stats {

@@ -96,9 +96,15 @@ test("eight users of two opposite tastes sync for rounds and each keeps its own 
   }
   for (let round = 0; round < ROUNDS; round++) {
     for (const x of users) {
+      const before = bodies.length;
       const r = await sync(x);
       assert.equal(r.offline, false, r.reason ?? "");
       assert.equal(r.pushed, 1, `round ${round}: each user pushes its update`);
+      // The call's own account of what left the device, against what fetch was handed.
+      const handed = bodies.slice(before).reduce((n, b) => n + b.byteLength, 0);
+      assert.ok(handed > 0);
+      assert.equal(r.sentBytes, handed, `round ${round}: sentBytes`);
+      assert.equal(r.masked, false);
     }
     for (const x of users) {
       const r = await sync(x);

@@ -146,6 +146,10 @@ pub async fn a_retry_accepted_then_the_pull_happens() {
     );
     assert_eq!(clock.0.get(), 100, "A was retried after one backoff step");
     assert_eq!(report.pushed, 1);
+    // What left: every body the transport was handed, the failed attempt's included.
+    let handed: usize = server.sent.iter().map(|r| r.body.len()).sum();
+    assert!(handed > 0);
+    assert_eq!(report.sent_bytes, handed as u64);
     assert_eq!(report.pull, Some(PullOutcome::Updated { version: 2 }));
     assert_eq!(report.last_failure, None);
     assert_eq!((report.still_queued, report.version), (1, 2));
