@@ -356,16 +356,6 @@ impl UsersConfig {
         if self.systems.is_empty() {
             return bad("no systems to evaluate".into());
         }
-        if let Some(dp) = self.dp {
-            let valid =
-                dp.epsilon.is_finite() && dp.epsilon > 0.0 && dp.delta > 0.0 && dp.delta < 1.0;
-            if !valid {
-                return bad(format!(
-                    "DP needs epsilon > 0 and delta in (0, 1), got ({}, {})",
-                    dp.epsilon, dp.delta
-                ));
-            }
-        }
         let u = data.users();
         if self.new_users >= u {
             return bad(format!(
@@ -699,6 +689,7 @@ pub fn run_on(
 ) -> Result<UsersResult> {
     let federated = cfg.validate(data)?;
     let systems = &cfg.systems;
+    // The accountant checks ε and δ (invalid_config) before anything is trained.
     let dp = match cfg.dp {
         Some(UsersDp { epsilon, delta }) => {
             let rounds = cfg.rounds as u64;
