@@ -326,6 +326,16 @@ fn a_push_to_a_missing_model_stays_queued() {
 }
 
 #[test]
+fn a_secure_model_never_gets_a_plain_delta() {
+    pollster::block_on(sync_scenario::a_secure_model_never_gets_a_plain_delta());
+}
+
+#[test]
+fn no_answer_on_the_aggregation_mode_sends_nothing() {
+    pollster::block_on(sync_scenario::no_answer_on_the_aggregation_mode_sends_nothing());
+}
+
+#[test]
 fn a_global_whose_version_js_cannot_hold_is_refused() {
     let g = global(1, 1);
     let mut c = client(&g);

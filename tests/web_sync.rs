@@ -26,6 +26,16 @@ async fn a_push_to_a_missing_model_stays_queued() {
     sync_scenario::a_push_to_a_missing_model_stays_queued().await;
 }
 
+#[wasm_bindgen_test]
+async fn a_secure_model_never_gets_a_plain_delta() {
+    sync_scenario::a_secure_model_never_gets_a_plain_delta().await;
+}
+
+#[wasm_bindgen_test]
+async fn no_answer_on_the_aggregation_mode_sends_nothing() {
+    sync_scenario::no_answer_on_the_aggregation_mode_sends_nothing().await;
+}
+
 fn obj(json: &str) -> JsValue {
     js_sys::JSON::parse(json).unwrap()
 }

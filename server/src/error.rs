@@ -60,7 +60,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::SecureAggregationRequired => protocol::SECURE_AGGREGATION_REQUIRED,
-            ErrorCode::SecureAggregationOff => "secure_aggregation_off",
+            ErrorCode::SecureAggregationOff => protocol::SECURE_AGGREGATION_OFF,
             ErrorCode::SecAgg { code, .. } => code,
         }
     }

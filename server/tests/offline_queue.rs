@@ -34,6 +34,7 @@ fn offline_update_is_pushed_once_after_restart(backend: Backend) {
         clip_norm: 10.0,
         timeout: Duration::from_secs(10),
         retry_budget: Duration::from_secs(retry_seconds),
+        round_wait: Duration::from_secs(10),
     };
 
     // First run: the local file is created from the global; nothing to push.

@@ -912,19 +912,6 @@ fn the_offline_queue_is_counted_once_across_secure_rounds(backend: Backend) {
                 .collect::<Vec<_>>()
         })
     };
-    // The plain pass against a secure model: refused, and the push stays queued for a round.
-    let mut head = clients[0].reference().head.clone();
-    let plain = tacit_rm::sync::http::sync_once(
-        &mut clients[0],
-        &mut transport(),
-        &mut head,
-        std::time::Duration::ZERO,
-    );
-    assert!(
-        matches!(&plain, Err(tacit_rm::Error::SyncConflict(m)) if m.contains("secure_aggregation_required")),
-        "{plain:?}"
-    );
-    assert_eq!(clients[0].queue().len(), 1);
     // Round 1: member 2 leaves after its input; the round is done with all three inputs.
     let out = run(&mut clients, &[None, None, Some("/input")]);
     assert!(
@@ -995,6 +982,155 @@ fn the_offline_queue_is_counted_once_across_secure_rounds(backend: Backend) {
 }
 
 on_both_backends!(the_offline_queue_is_counted_once_across_secure_rounds);
+
+/// Records every request a client sends.
+struct Recording<'a> {
+    inner: tacit_rm::sync::http::UreqTransport,
+    sent: &'a std::sync::Mutex<Vec<(String, String, usize)>>,
+}
+
+impl tacit_rm::sync::http::Transport for Recording<'_> {
+    fn send(
+        &mut self,
+        request: &tacit_rm::sync::client::HttpRequest,
+    ) -> Result<tacit_rm::sync::client::HttpResponse, String> {
+        self.sent.lock().unwrap().push((
+            request.method.to_string(),
+            request.path.clone(),
+            request.body.len(),
+        ));
+        self.inner.send(request)
+    }
+}
+
+/// The one sync pass (what `tacit sync` and the browser's `rm.sync` run) on a model the
+/// server aggregates securely: it asks first and never pushes a plain delta; three clients
+/// syncing at once form the round, each is counted once, pulls the released global (the
+/// mean within the quantisation bound) and is told it sent its update masked, how many
+/// bytes left, and the ε the model has spent (the server's `/privacy`, exactly).
+fn the_sync_pass_takes_part_in_secure_rounds(backend: Backend) {
+    use tacit_rm::sync::http::{sync_once_with, UreqTransport};
+    use tacit_rm::sync::pass::{PassOptions, PrivacyStatus};
+    use tacit_rm::sync::secagg::session::{SecureOutcome, SessionOptions};
+    let Some((db, admin, base)) = setup(backend, "secagg_pass") else {
+        return;
+    };
+    let server = Server::start(
+        &db.url,
+        &[
+            "--secure-aggregation",
+            MODEL,
+            "--round-updates",
+            "3",
+            "--secagg-threshold",
+            "2",
+            "--round-seconds",
+            "30",
+            "--secagg-phase-seconds",
+            "5",
+            "--clip-norm",
+            "1",
+            "--dp-noise-multiplier",
+            "0.001",
+            "--population",
+            "3",
+            "--dp-budget-epsilon",
+            "1e9",
+        ],
+    );
+    assert_eq!(put_model(&server, &admin, MODEL, &base).status, 200);
+    let len = base.num_params();
+    let d: Vec<Vec<f32>> = (0..3).map(|i| values(len, 500 + i, 0.05)).collect();
+    let tokens: Vec<String> = (0..3)
+        .map(|i| token(&db.url, &format!("p{i}"), false))
+        .collect();
+    let mut clients: Vec<_> = (0..3)
+        .map(|i| queued_client(&server, &tokens[i], &d[i]))
+        .collect();
+    let options = PassOptions {
+        retry_budget_ms: 0,
+        fallback_objective: tacit_rm::ObjectiveKind::parse("ips").unwrap(),
+        secure: SessionOptions {
+            poll_ms: 50,
+            give_up_ms: 60_000,
+        },
+    };
+    let sent: Vec<std::sync::Mutex<Vec<(String, String, usize)>>> =
+        (0..3).map(|_| Default::default()).collect();
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .zip(&sent)
+            .map(|(c, sent)| {
+                let url = server.url.clone();
+                s.spawn(move || {
+                    let mut t = Recording {
+                        inner: UreqTransport::new(&url, std::time::Duration::from_secs(30)),
+                        sent,
+                    };
+                    let mut local = c.reference().head.clone();
+                    let report = sync_once_with(c, &mut t, &mut local, options).unwrap();
+                    (report, local)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let released = pull(&server, &admin, MODEL);
+    assert_eq!(released.version, 2);
+    let mean: Vec<f64> = base
+        .to_flat()
+        .iter()
+        .enumerate()
+        .map(|(j, b)| f64::from(*b) + d.iter().map(|d| f64::from(d[j])).sum::<f64>() / 3.0)
+        .collect();
+    // z = 10⁻³: noise of std z·C/3 ≈ 3.3·10⁻⁴ per coordinate, against deltas of ~0.05;
+    // 6 std over 41 coordinates holds unless the sum is wrong (P(noise beyond) < 10⁻⁷).
+    for (j, (g, w)) in released.head.to_flat().iter().zip(&mean).enumerate() {
+        assert!(
+            (f64::from(*g) - w).abs() < 6.0 * 0.001 * CLIP / 3.0,
+            "coordinate {j}: {g} vs the mean {w}"
+        );
+    }
+    let privacy: tacit_rm::sync::privacy::PrivacyReport =
+        get(&server, &admin, &format!("/v1/models/{MODEL}/privacy"));
+    assert_eq!(privacy.rounds, 1);
+    for (i, ((report, local), sent)) in reports.iter().zip(&sent).enumerate() {
+        let sent = sent.lock().unwrap();
+        assert!(
+            sent.iter().all(|(_, path, _)| !path.ends_with("/updates")),
+            "client {i} pushed a plain delta: {sent:?}"
+        );
+        assert!(
+            sent.iter()
+                .any(|(m, p, n)| m == "POST" && p.ends_with("/input") && *n > 0),
+            "client {i}: {sent:?}"
+        );
+        assert_eq!(
+            report.sent_bytes,
+            sent.iter().map(|(_, _, n)| *n as u64).sum::<u64>()
+        );
+        assert!(report.masked, "client {i}");
+        assert!(
+            matches!(
+                report.secure_round,
+                Some(SecureOutcome::Counted {
+                    pushes: 1,
+                    version: Some(2),
+                    ..
+                })
+            ),
+            "client {i}: {report:?}"
+        );
+        assert_eq!((report.pushed, report.still_queued), (1, 0));
+        assert_eq!(report.version, 2);
+        assert_eq!(report.privacy, Some(PrivacyStatus::On(privacy)));
+        // Everything it learned was in the round: the local weights are the released global.
+        assert_eq!(local, &released.head, "client {i}");
+    }
+}
+
+on_both_backends!(the_sync_pass_takes_part_in_secure_rounds);
 
 /// DP-FedAvg on top: the noise is added after unmasking (the released global is the mean
 /// plus noise of std z·C/cohort, visibly off the noiseless mean), `/privacy` counts the

@@ -243,6 +243,21 @@ impl SyncClient {
         key
     }
 
+    /// A request of this client to the server: its token, and a JSON content type when it
+    /// has a body (what every endpoint but a push reads).
+    pub fn request(&self, method: &'static str, path: String, body: Vec<u8>) -> HttpRequest {
+        let mut headers = vec![self.authorization()];
+        if !body.is_empty() {
+            headers.push(("Content-Type".to_string(), "application/json".to_string()));
+        }
+        HttpRequest {
+            method,
+            path,
+            headers,
+            body,
+        }
+    }
+
     fn authorization(&self) -> (String, String) {
         (
             "Authorization".to_string(),
@@ -469,7 +484,8 @@ pub fn backoff_ms(base: u64, max: u64, attempts: u32) -> u64 {
     base.saturating_mul(1u64 << doublings).min(max)
 }
 
-fn error_body(response: &HttpResponse) -> ErrorBody {
+/// The server's JSON error body of an answer, or one made of its status and bytes.
+pub(crate) fn error_body(response: &HttpResponse) -> ErrorBody {
     serde_json::from_slice(&response.body).unwrap_or_else(|_| ErrorBody {
         code: format!("http_{}", response.status),
         message: String::from_utf8_lossy(&response.body).into_owned(),

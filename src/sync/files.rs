@@ -21,6 +21,7 @@ use super::http::{Blocking, SystemClock, Transport, UreqTransport};
 use super::pass::{self, PassOptions, SyncReport};
 use super::ports::SyncStore;
 use super::protocol;
+use super::secagg::session::SessionOptions;
 use super::state::{SyncRecord, SyncState};
 
 /// What `tacit sync` is told.
@@ -38,6 +39,8 @@ pub struct FileSync {
     pub clip_norm: f64,
     pub timeout: Duration,
     pub retry_budget: Duration,
+    /// How long to wait for a secure round to end, on a model aggregated securely.
+    pub round_wait: Duration,
 }
 
 fn reference_path(dir: &Path) -> PathBuf {
@@ -210,6 +213,10 @@ pub fn sync_files(args: &FileSync) -> Result<SyncReport> {
     let options = PassOptions {
         retry_budget_ms: u64::try_from(args.retry_budget.as_millis()).unwrap_or(u64::MAX),
         fallback_objective: ObjectiveKind::parse("ips")?,
+        secure: SessionOptions {
+            give_up_ms: u64::try_from(args.round_wait.as_millis()).unwrap_or(u64::MAX),
+            ..SessionOptions::default()
+        },
     };
     pollster::block_on(pass::sync(
         config,

@@ -110,18 +110,30 @@ impl Transport for UreqTransport {
 
 /// One blocking pass over `client` with nothing persisted (the caller keeps the client):
 /// [`pass::run`] with the wall clock. The delta, if any, must already be committed; `local`
-/// is rebased in place when a newer global is pulled.
+/// is rebased in place when a newer global is pulled. A secure round is waited for as long
+/// as [`session::SessionOptions::default`] says; [`sync_once_with`] takes other options.
 pub fn sync_once(
     client: &mut SyncClient,
     transport: &mut dyn Transport,
     local: &mut Head,
     retry_budget: Duration,
 ) -> Result<SyncReport> {
-    let weights = Weights::new(local.clone());
     let options = PassOptions {
         retry_budget_ms: u64::try_from(retry_budget.as_millis()).unwrap_or(u64::MAX),
         fallback_objective: ObjectiveKind::Implicit,
+        secure: session::SessionOptions::default(),
     };
+    sync_once_with(client, transport, local, options)
+}
+
+/// [`sync_once`] with every option of the pass.
+pub fn sync_once_with(
+    client: &mut SyncClient,
+    transport: &mut dyn Transport,
+    local: &mut Head,
+    options: PassOptions,
+) -> Result<SyncReport> {
+    let weights = Weights::new(local.clone());
     let report = pollster::block_on(pass::run(
         client,
         &weights,

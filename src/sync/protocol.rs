@@ -43,6 +43,12 @@ pub fn updates_path(name: &str) -> String {
     format!("/v1/models/{name}/updates")
 }
 
+/// `GET` the privacy spent on a model so far (`{"dp": false}` without DP, else a
+/// [`super::privacy::PrivacyReport`] with `"dp": true`).
+pub fn privacy_path(name: &str) -> String {
+    format!("/v1/models/{name}/privacy")
+}
+
 /// Model names: 1 to [`MAX_MODEL_NAME`] of `[A-Za-z0-9._-]`, so that they are safe in a URL
 /// path segment, a log line and a file name without escaping.
 pub fn valid_model_name(name: &str) -> bool {
@@ -76,6 +82,10 @@ pub fn parse_etag(value: &str) -> Option<u64> {
 /// The code of a push refused because the model is aggregated securely (the server's own
 /// code, not an [`ApiErrorCode`]): the push is kept, for a secure round to take.
 pub const SECURE_AGGREGATION_REQUIRED: &str = "secure_aggregation_required";
+
+/// The code of a secure-aggregation request to a model in plain mode: the one answer that
+/// lets a client push a plain delta (see `pass`).
+pub const SECURE_AGGREGATION_OFF: &str = "secure_aggregation_off";
 
 /// Every error answer's JSON body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

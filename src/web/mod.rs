@@ -498,6 +498,7 @@ impl Inner {
         let pass = PassOptions {
             retry_budget_ms: u64::from(opts.retry_budget_ms.unwrap_or(3_000)),
             fallback_objective: self.spec.objective,
+            secure: opts.session(),
         };
         let report = crate::sync::pass::sync(
             config,

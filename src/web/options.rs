@@ -2,6 +2,7 @@
 //! serde-wasm-bindgen (unknown fields refused, defaults filled in), converted to the crate's
 //! types, validated there. The TypeScript declarations of these shapes are in `types.rs`.
 
+use js_sys::ArrayBuffer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -97,7 +98,42 @@ fn to_json(value: JsValue, what: &str) -> Result<serde_json::Value> {
     if !value.is_object() || js_sys::Array::is_array(&value) {
         return Err(Error::InvalidConfig(format!("{what} must be an object")));
     }
+    non_finite_numbers(&value, what, "")?;
     serde_wasm_bindgen::from_value(value).map_err(|e| from_serde(what, e))
+}
+
+/// JSON has no NaN or ±Infinity: on the way to a JSON value they would become `null`, which
+/// reads as "not given" and would silently put the default in their place. Refused instead,
+/// in plain objects and arrays at any depth.
+fn non_finite_numbers(value: &JsValue, what: &str, path: &str) -> Result<()> {
+    if let Some(n) = value.as_f64() {
+        if !n.is_finite() {
+            return Err(Error::InvalidConfig(format!(
+                "{what}: {} is {n}, not a finite number",
+                if path.is_empty() { "the value" } else { path }
+            )));
+        }
+        return Ok(());
+    }
+    if js_sys::Array::is_array(value) {
+        let array: &js_sys::Array = value.unchecked_ref();
+        for (i, item) in array.iter().enumerate() {
+            non_finite_numbers(&item, what, &format!("{path}[{i}]"))?;
+        }
+    } else if value.is_object() && !ArrayBuffer::is_view(value) {
+        let object: &js_sys::Object = value.unchecked_ref();
+        for key in js_sys::Object::keys(object).iter() {
+            let name = key.as_string().unwrap_or_default();
+            let item = js_sys::Reflect::get(value, &key).unwrap_or_default();
+            let at = if path.is_empty() {
+                name
+            } else {
+                format!("{path}.{name}")
+            };
+            non_finite_numbers(&item, what, &at)?;
+        }
+    }
+    Ok(())
 }
 
 /// `T` from a JSON value, an unknown key as [`Error::UnknownOption`].

@@ -11,6 +11,8 @@ use wasm_bindgen_futures::JsFuture;
 
 use super::error::describe;
 use crate::error::{Error, Result};
+use crate::sync::pass::PrivacyStatus;
+use crate::sync::secagg::session::{SecureOutcome, SessionOptions};
 use crate::sync::{Clock, HttpRequest, HttpResponse, SyncConfig, SyncReport, Transport};
 
 /// `sync(options)`.
@@ -34,7 +36,17 @@ pub struct SyncOptions {
     /// Default 3 000 ms.
     #[serde(default)]
     pub retry_budget_ms: Option<u32>,
+    /// On a model the server aggregates securely: how long one call waits for the round to
+    /// end before leaving it (a dropout: the update stays queued and the next call learns
+    /// whether the round counted it). Default 60 000 ms, at most [`MAX_ROUND_WAIT_MS`].
+    #[serde(default)]
+    pub round_wait_ms: Option<u32>,
 }
+
+/// The longest `roundWaitMs`: an hour (a page rarely lives through more of a round).
+pub const MAX_ROUND_WAIT_MS: u32 = 3_600_000;
+/// How often a call waiting in a secure round asks the server how far it is.
+const ROUND_POLL_MS: u64 = 250;
 
 impl SyncOptions {
     pub fn config(&self, local_name: &str) -> Result<SyncConfig> {
@@ -45,7 +57,20 @@ impl SyncOptions {
         if let Some(n) = self.clip_norm {
             c.clip_norm = n;
         }
+        if self.round_wait_ms.is_some_and(|ms| ms > MAX_ROUND_WAIT_MS) {
+            return Err(Error::InvalidConfig(format!(
+                "roundWaitMs must be at most {MAX_ROUND_WAIT_MS} (an hour)"
+            )));
+        }
         Ok(c)
+    }
+
+    /// How the call waits in a secure round.
+    pub fn session(&self) -> SessionOptions {
+        SessionOptions {
+            poll_ms: ROUND_POLL_MS,
+            give_up_ms: u64::from(self.round_wait_ms.unwrap_or(60_000)),
+        }
     }
 }
 
@@ -66,13 +91,89 @@ pub struct SyncResult {
     /// Why the server counts as unreachable (no answer, or a refusal it can outlive: 404 before
     /// the model exists, 429, 5xx); `null` when it answered.
     pub reason: Option<String>,
-    /// Bytes of request bodies this call handed to `fetch` (the pushed shared-part deltas;
-    /// never an observation, an embedding or the personal part).
+    /// Bytes of request bodies this call handed to `fetch` (the pushed shared-part deltas, or
+    /// a secure round's messages; never an observation, an embedding or the personal part).
     pub sent_bytes: u64,
-    /// Whether what was sent was masked by secure aggregation: always `false` here, the
-    /// browser client pushes plain (clipped) deltas; the server's DP noise, if configured,
-    /// is added to the aggregate, not on the device.
+    /// Whether this call sent the update masked (a secure round's input): only on a model
+    /// the server aggregates securely; a plain push is a clipped delta the server can read.
+    /// DP noise, where the server applies it, is added to the aggregate, not on the device.
     pub masked: bool,
+    /// The secure round this call took part in or learned the outcome of; `null` on a model
+    /// aggregated in plain mode, or with nothing to send.
+    pub secure_round: Option<SecureRoundResult>,
+    /// What the server says the model has spent under differential privacy; `null` when it
+    /// was not asked (offline) or did not answer.
+    pub privacy: Option<PrivacyResult>,
+}
+
+/// `SyncResult.secureRound`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecureRoundResult {
+    pub round: u64,
+    /// `counted`, `not_counted`, `busy` or `left`.
+    pub outcome: &'static str,
+    /// Why a `not_counted` round did not count this model's updates.
+    pub reason: Option<String>,
+}
+
+impl SecureRoundResult {
+    fn of(outcome: &SecureOutcome) -> Option<Self> {
+        let (round, outcome, reason) = match outcome {
+            SecureOutcome::Nothing => return None,
+            SecureOutcome::Counted { round, .. } => (*round, "counted", None),
+            SecureOutcome::NotCounted { round, reason } => {
+                (*round, "not_counted", Some(reason.clone()))
+            }
+            SecureOutcome::Busy { round } => (*round, "busy", None),
+            SecureOutcome::Left { round } => (*round, "left", None),
+        };
+        Some(SecureRoundResult {
+            round,
+            outcome,
+            reason,
+        })
+    }
+}
+
+/// `SyncResult.privacy`: `{ dp: false }`, or the spent (ε, δ) and what it was spent with.
+/// (Two plain structs rather than a flattened option: the package serialises structs as
+/// plain objects, maps as `Map`s.)
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum PrivacyResult {
+    Off { dp: bool },
+    On(PrivacySpent),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivacySpent {
+    /// Always `true`.
+    pub dp: bool,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub rounds: u64,
+    pub noise_multiplier: f64,
+    pub sampling_rate: f64,
+    pub budget_epsilon: f64,
+}
+
+impl From<&PrivacyStatus> for PrivacyResult {
+    fn from(p: &PrivacyStatus) -> Self {
+        match p {
+            PrivacyStatus::Off => PrivacyResult::Off { dp: false },
+            PrivacyStatus::On(r) => PrivacyResult::On(PrivacySpent {
+                dp: true,
+                epsilon: r.epsilon,
+                delta: r.delta,
+                rounds: r.rounds,
+                noise_multiplier: r.noise_multiplier,
+                sampling_rate: r.sampling_rate,
+                budget_epsilon: r.budget_epsilon,
+            }),
+        }
+    }
 }
 
 impl From<&SyncReport> for SyncResult {
@@ -85,7 +186,9 @@ impl From<&SyncReport> for SyncResult {
             offline: r.offline(),
             reason: r.last_failure.clone(),
             sent_bytes: r.sent_bytes,
-            masked: false,
+            masked: r.masked,
+            secure_round: r.secure_round.as_ref().and_then(SecureRoundResult::of),
+            privacy: r.privacy.as_ref().map(PrivacyResult::from),
         }
     }
 }

@@ -171,7 +171,43 @@ export interface SyncOptions {
   timeoutMs?: number;
   /** How long one call may wait to retry a failed push before leaving it queued; default 3000 ms. */
   retryBudgetMs?: number;
+  /**
+   * On a model the server aggregates securely: how long one call waits for the round to end
+   * before leaving it (the update stays queued; the next call learns whether the round counted
+   * it, so it is never counted twice). Default 60000 ms, at most 3600000.
+   */
+  roundWaitMs?: number;
 }
+
+/** The secure round a `sync` call took part in, or learned the outcome of. */
+export interface SecureRound {
+  round: number;
+  /**
+   * "counted": the round's released sum holds this model's queued updates (they left the queue);
+   * "not_counted": it ended without them (too few members stayed, say), and they stay queued for
+   * a later round; "busy": a round this call could not join is under way (call again later);
+   * "left": the call left before the round ended (`roundWaitMs`).
+   */
+  outcome: "counted" | "not_counted" | "busy" | "left";
+  /** Why a "not_counted" round did not count them; null otherwise. */
+  reason: string | null;
+}
+
+/** A model's privacy spent so far, as its server's accountant reports it. */
+export type PrivacySpent =
+  | { dp: false }
+  | {
+      dp: true;
+      /** The ε of (ε, δ)-DP that every release so far, together, satisfies. */
+      epsilon: number;
+      delta: number;
+      /** Releases (aggregation rounds) so far. */
+      rounds: number;
+      noiseMultiplier: number;
+      samplingRate: number;
+      /** The ε the server will not exceed: a round that would is refused. */
+      budgetEpsilon: number;
+    };
 
 export interface SyncResult {
   /** The global version the local weights now build on. */
@@ -191,12 +227,20 @@ export interface SyncResult {
    */
   reason: string | null;
   /**
-   * Bytes of request bodies this call handed to `fetch`: the pushed shared-part deltas (never
-   * an observation, an embedding or the personal part). A request that failed counts.
+   * Bytes of request bodies this call handed to `fetch`: the pushed shared-part deltas, or on a
+   * model aggregated securely the round's messages (public keys, encrypted shares, the masked
+   * update); never an observation, an embedding or the personal part. A request that failed counts.
    */
   sentBytes: number;
-  /** Whether what was sent was masked by secure aggregation: `false`, the browser pushes plain deltas. */
+  /**
+   * Whether this call sent the update masked (a secure round's input): only on a model the
+   * server aggregates securely. A plain push is a clipped delta the server can read.
+   */
   masked: boolean;
+  /** The secure round this call took part in; null on a model aggregated in plain mode, or with nothing to send. */
+  secureRound: SecureRound | null;
+  /** What the server says the model has spent under differential privacy; null when it was not asked (offline) or did not answer. */
+  privacy: PrivacySpent | null;
 }
 
 export interface Stats {

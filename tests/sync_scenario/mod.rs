@@ -12,8 +12,11 @@ use tacit_rm::head::{Head, HeadConfig};
 use tacit_rm::objective::ObjectiveKind;
 use tacit_rm::store::{self, Weights};
 use tacit_rm::sync::delta::{self, Delta};
-use tacit_rm::sync::pass::{self, PassOptions};
+use tacit_rm::sync::pass::{self, PassOptions, PrivacyStatus};
+use tacit_rm::sync::privacy::PrivacyReport;
 use tacit_rm::sync::protocol::{self, UpdateAccepted};
+use tacit_rm::sync::secagg::messages::{Phase, RoundParams, RoundView};
+use tacit_rm::sync::secagg::session::{SecureOutcome, SessionOptions};
 use tacit_rm::sync::{
     Clock, HttpRequest, HttpResponse, MemoryStore, PullOutcome, SyncClient, SyncConfig, SyncState,
     Transport,
@@ -95,6 +98,31 @@ pub fn refusal(status: u16, code: &str) -> Result<HttpResponse, String> {
     })
 }
 
+/// The server's answer to "how is this model aggregated?" for a model in plain mode.
+pub fn plain_mode() -> Result<HttpResponse, String> {
+    refusal(409, protocol::SECURE_AGGREGATION_OFF)
+}
+
+/// `GET …/privacy` of a model without DP.
+pub fn no_dp() -> Result<HttpResponse, String> {
+    Ok(HttpResponse {
+        status: 200,
+        etag: None,
+        body: br#"{"dp":false}"#.to_vec(),
+    })
+}
+
+pub fn options(retry_budget_ms: u64) -> PassOptions {
+    PassOptions {
+        retry_budget_ms,
+        fallback_objective: ips(),
+        secure: SessionOptions {
+            poll_ms: 100,
+            give_up_ms: 1_000,
+        },
+    }
+}
+
 pub fn ips() -> ObjectiveKind {
     ObjectiveKind::parse("ips").unwrap()
 }
@@ -120,6 +148,7 @@ pub async fn a_retry_accepted_then_the_pull_happens() {
     let g2 = global(2, 7);
     let mut server = Script::default();
     server.answers.extend([
+        plain_mode(),
         Err("connection refused".to_string()),
         accepted(1),
         refusal(409, "stale_base_version"),
@@ -129,21 +158,27 @@ pub async fn a_retry_accepted_then_the_pull_happens() {
             body: store::to_bytes(&g2).unwrap(),
         }),
     ]);
+    server.answers.push_back(no_dp());
     let local = Weights::new(b.clone());
-    let options = PassOptions {
-        retry_budget_ms: 1_000,
-        fallback_objective: ips(),
-    };
-    let report = pass::sync(config(), &local, options, &mut server, &clock, &mut store)
-        .await
-        .unwrap();
+    let report = pass::sync(
+        config(),
+        &local,
+        options(1_000),
+        &mut server,
+        &clock,
+        &mut store,
+    )
+    .await
+    .unwrap();
 
     let methods: Vec<&str> = server.sent.iter().map(|r| r.method).collect();
     assert_eq!(
         methods,
-        ["POST", "POST", "POST", "GET"],
-        "the pull was made"
+        ["GET", "POST", "POST", "POST", "GET", "GET"],
+        "asked how the model is aggregated, pushed, pulled, asked its privacy"
     );
+    assert_eq!(report.privacy, Some(PrivacyStatus::Off));
+    assert!(!report.masked && report.secure_round.is_none());
     assert_eq!(clock.0.get(), 100, "A was retried after one backoff step");
     assert_eq!(report.pushed, 1);
     // What left: every body the transport was handed, the failed attempt's included.
@@ -183,11 +218,9 @@ pub async fn a_push_to_a_missing_model_stays_queued() {
         weights: None,
     };
     let local = Weights::new(trained(&g1.head, 2));
-    let options = PassOptions {
-        retry_budget_ms: 0,
-        fallback_objective: ips(),
-    };
+    let options = options(0);
     let mut server = Script::default();
+    // The model does not exist yet: the server cannot say how it is aggregated.
     server.answers.push_back(refusal(404, "not_found"));
     let report = pass::sync(config(), &local, options, &mut server, &clock, &mut store)
         .await
@@ -196,7 +229,13 @@ pub async fn a_push_to_a_missing_model_stays_queued() {
     assert!(report.offline());
     let reason = report.last_failure.unwrap();
     assert!(reason.contains("404"), "{reason}");
-    assert_eq!(server.sent.len(), 1, "no pull while the push waits");
+    assert_eq!(
+        server.sent.len(),
+        1,
+        "no push and no pull while the model is missing"
+    );
+    assert_eq!(server.sent[0].method, "GET");
+    assert!(server.sent[0].body.is_empty());
     let queued = store.state.as_ref().unwrap().queue[0].clone();
     assert_eq!(queued.n_examples, 4);
 
@@ -204,22 +243,157 @@ pub async fn a_push_to_a_missing_model_stays_queued() {
     clock.0.set(queued.not_before_ms);
     let mut server = Script::default();
     server.answers.extend([
+        plain_mode(),
         accepted(1),
         Ok(HttpResponse {
             status: 304,
             etag: Some(protocol::etag(1)),
             body: vec![],
         }),
+        no_dp(),
     ]);
     let report = pass::sync(config(), &local, options, &mut server, &clock, &mut store)
         .await
         .unwrap();
     assert_eq!((report.pushed, report.still_queued), (1, 0));
     assert_eq!(report.pull, Some(PullOutcome::Unchanged));
-    let key = server.sent[0]
+    let key = server.sent[1]
         .headers
         .iter()
         .find(|(k, _)| k == protocol::IDEMPOTENCY_KEY)
         .map(|(_, v)| v.clone());
     assert_eq!(key, Some(queued.key));
+}
+
+/// A round of model `m` in `phase`, as the server shows it to a client that has not joined.
+fn round_view(phase: Phase) -> Result<HttpResponse, String> {
+    let view = RoundView {
+        model: "m".into(),
+        params: RoundParams {
+            round: 7,
+            base_version: 1,
+            cohort: 3,
+            threshold: 2,
+            num_params: head_config().num_params() as u64,
+            clip_norm: 1e6,
+        },
+        phase,
+        you: None,
+        members: vec![],
+        shared: vec![],
+        survivors: vec![],
+        failure: None,
+        released_version: None,
+    };
+    Ok(HttpResponse {
+        status: 200,
+        etag: None,
+        body: serde_json::to_vec(&view).unwrap(),
+    })
+}
+
+/// A model the server aggregates securely: the pass asks first, and no plain delta ever
+/// leaves (a plain push, even one the server refuses, would hand it the unmasked delta).
+/// Here the round is past joining: the update stays queued for the next round, the pull
+/// still happens, and the report says so.
+pub async fn a_secure_model_never_gets_a_plain_delta() {
+    let g1 = global(1, 1);
+    let clock = VirtualClock::default();
+    let mut state = SyncState::fresh(g1.clone());
+    state.unsynced_examples = 4;
+    let mut store = MemoryStore {
+        state: Some(state),
+        weights: None,
+    };
+    let local = Weights::new(trained(&g1.head, 2));
+    let mut server = Script::default();
+    let dp = PrivacyReport {
+        epsilon: 1.25,
+        delta: 1e-5,
+        rounds: 3,
+        noise_multiplier: 1.1,
+        sampling_rate: 0.01,
+        budget_epsilon: 8.0,
+    };
+    let mut privacy = serde_json::to_value(dp).unwrap();
+    privacy["dp"] = true.into();
+    privacy["exhausted"] = false.into();
+    server.answers.extend([
+        round_view(Phase::Share),
+        round_view(Phase::Share),
+        Ok(HttpResponse {
+            status: 304,
+            etag: Some(protocol::etag(1)),
+            body: vec![],
+        }),
+        Ok(HttpResponse {
+            status: 200,
+            etag: None,
+            body: serde_json::to_vec(&privacy).unwrap(),
+        }),
+    ]);
+    let report = pass::sync(
+        config(),
+        &local,
+        options(0),
+        &mut server,
+        &clock,
+        &mut store,
+    )
+    .await
+    .unwrap();
+    let calls: Vec<(&str, &str)> = server
+        .sent
+        .iter()
+        .map(|r| (r.method, r.path.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("GET", "/v1/models/m/secagg"),
+            ("GET", "/v1/models/m/secagg"),
+            ("GET", "/v1/models/m"),
+            ("GET", "/v1/models/m/privacy"),
+        ]
+    );
+    assert!(server.sent.iter().all(|r| r.body.is_empty()));
+    assert_eq!(report.sent_bytes, 0);
+    assert_eq!(report.secure_round, Some(SecureOutcome::Busy { round: 7 }));
+    assert!(!report.masked && !report.offline());
+    assert_eq!((report.pushed, report.still_queued), (0, 1));
+    assert_eq!(report.privacy, Some(PrivacyStatus::On(dp)));
+    assert_eq!(store.state.unwrap().queue[0].n_examples, 4);
+}
+
+/// No answer to "how is this model aggregated?": nothing is sent, the update stays queued,
+/// the pass is offline (and makes no pull).
+pub async fn no_answer_on_the_aggregation_mode_sends_nothing() {
+    let g1 = global(1, 1);
+    let clock = VirtualClock::default();
+    let mut state = SyncState::fresh(g1.clone());
+    state.unsynced_examples = 2;
+    let mut store = MemoryStore {
+        state: Some(state),
+        weights: None,
+    };
+    let local = Weights::new(trained(&g1.head, 3));
+    let mut server = Script::default();
+    server.answers.push_back(Err("connection refused".into()));
+    let report = pass::sync(
+        config(),
+        &local,
+        options(0),
+        &mut server,
+        &clock,
+        &mut store,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.sent.len(), 1);
+    assert_eq!(report.last_failure.as_deref(), Some("connection refused"));
+    assert_eq!(
+        (report.pushed, report.still_queued, report.sent_bytes),
+        (0, 1, 0)
+    );
+    assert_eq!(report.privacy, None);
 }

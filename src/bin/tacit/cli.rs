@@ -72,6 +72,10 @@ struct SyncArgs {
     /// How long to keep retrying pushes before leaving them queued, seconds.
     #[arg(long, default_value_t = 10.0)]
     retry_seconds: f64,
+    /// On a model the server aggregates securely: how long to wait for the round to end
+    /// before leaving it (a dropout; the next sync learns whether it counted), seconds.
+    #[arg(long, default_value_t = 120.0)]
+    round_wait_seconds: f64,
 }
 
 #[derive(Args)]
@@ -617,6 +621,11 @@ fn run_sync(a: SyncArgs) -> Result<()> {
     if !(a.retry_seconds.is_finite() && a.retry_seconds >= 0.0) {
         return Err(Error::InvalidConfig("--retry-seconds must be >= 0".into()));
     }
+    if !(a.round_wait_seconds.is_finite() && (0.0..=86_400.0).contains(&a.round_wait_seconds)) {
+        return Err(Error::InvalidConfig(
+            "--round-wait-seconds must be in [0, 86400]".into(),
+        ));
+    }
     let report = tacit_rm::sync::files::sync_files(&tacit_rm::sync::files::FileSync {
         url: a.url,
         token: a.token,
@@ -627,11 +636,38 @@ fn run_sync(a: SyncArgs) -> Result<()> {
         clip_norm: a.clip_norm,
         timeout: std::time::Duration::from_secs(30),
         retry_budget: std::time::Duration::from_secs_f64(a.retry_seconds),
+        round_wait: std::time::Duration::from_secs_f64(a.round_wait_seconds),
     })?;
+    use tacit_rm::sync::pass::PrivacyStatus;
+    use tacit_rm::sync::secagg::session::SecureOutcome;
+    let secure = match &report.secure_round {
+        None => String::new(),
+        Some(SecureOutcome::Counted { round, .. }) => format!(", secure round {round} counted it"),
+        Some(SecureOutcome::NotCounted { round, reason }) => {
+            format!(", secure round {round} ended without it ({reason}): kept for the next")
+        }
+        Some(SecureOutcome::Busy { round }) => {
+            format!(", secure round {round} is under way without us: kept for the next")
+        }
+        Some(SecureOutcome::Left { round }) => {
+            format!(", left secure round {round} before its end: the next sync learns its outcome")
+        }
+        Some(SecureOutcome::Nothing) => String::new(),
+    };
+    let privacy = match &report.privacy {
+        Some(PrivacyStatus::On(p)) => format!(
+            ", privacy spent ε = {:.4} (δ = {:e}, {} rounds, budget {})",
+            p.epsilon, p.delta, p.rounds, p.budget_epsilon
+        ),
+        Some(PrivacyStatus::Off) => ", no differential privacy".to_string(),
+        None => String::new(),
+    };
     println!(
-        "pushed {}, still queued {}{}{}",
+        "pushed {}, still queued {}, sent {} bytes{}{secure}{}{privacy}{}",
         report.pushed,
         report.still_queued,
+        report.sent_bytes,
+        if report.masked { " (masked)" } else { "" },
         match &report.pull {
             Some(tacit_rm::sync::PullOutcome::Updated { version }) =>
                 format!(", pulled version {version}"),

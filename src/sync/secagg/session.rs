@@ -12,10 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sync::client::{HttpRequest, HttpResponse, SyncClient};
+use crate::sync::client::{error_body, HttpRequest, HttpResponse, SyncClient};
 use crate::sync::delta::Delta;
 use crate::sync::ports::{Clock, SyncStore, Transport};
-use crate::sync::protocol::ErrorBody;
 
 use super::error::{SecAggError, SecAggResult};
 use super::messages::*;
@@ -69,27 +68,6 @@ pub enum SecureOutcome {
     Left { round: u64 },
 }
 
-fn authorized(
-    client: &SyncClient,
-    method: &'static str,
-    path: String,
-    body: Vec<u8>,
-) -> HttpRequest {
-    let mut headers = vec![(
-        "Authorization".to_string(),
-        format!("Bearer {}", client.config().token),
-    )];
-    if !body.is_empty() {
-        headers.push(("Content-Type".to_string(), "application/json".to_string()));
-    }
-    HttpRequest {
-        method,
-        path,
-        headers,
-        body,
-    }
-}
-
 /// One request; a 200 is parsed as `T`, anything else is a typed error.
 async fn call<T: serde::de::DeserializeOwned>(
     transport: &mut impl Transport,
@@ -100,10 +78,7 @@ async fn call<T: serde::de::DeserializeOwned>(
         .await
         .map_err(SecAggError::Network)?;
     if response.status != 200 {
-        let body: ErrorBody = serde_json::from_slice(&response.body).unwrap_or(ErrorBody {
-            code: format!("http_{}", response.status),
-            message: String::from_utf8_lossy(&response.body).into_owned(),
-        });
+        let body = error_body(&response);
         return Err(SecAggError::Rejected {
             status: response.status,
             code: body.code,
@@ -168,7 +143,7 @@ pub async fn take_part(
     if let Some(flight) = client.state().secure_round.clone() {
         let view: RoundView = call(
             transport,
-            authorized(client, "GET", round_path(&model, flight.round), vec![]),
+            client.request("GET", round_path(&model, flight.round), vec![]),
         )
         .await?;
         if !matches!(view.phase, Phase::Done | Phase::Failed) {
@@ -203,7 +178,7 @@ pub async fn take_part(
     }
     let current: RoundView = call(
         transport,
-        authorized(client, "GET", current_path(&model), vec![]),
+        client.request("GET", current_path(&model), vec![]),
     )
     .await?;
     let round = current.params.round;
@@ -213,8 +188,7 @@ pub async fn take_part(
     let mut part = Participant::new(&model, current.params.clone())?;
     let mut view: RoundView = call(
         transport,
-        authorized(
-            client,
+        client.request(
             "POST",
             step_path(&model, round, "advertise"),
             json(&part.advertise()),
@@ -229,7 +203,7 @@ pub async fn take_part(
             Phase::Input if !sent_input && shared => {
                 let for_you: SharesForYou = call(
                     transport,
-                    authorized(client, "GET", step_path(&model, round, "shares"), vec![]),
+                    client.request("GET", step_path(&model, round, "shares"), vec![]),
                 )
                 .await?;
                 let input = part.mask(&view, &for_you, &contribution)?;
@@ -264,7 +238,7 @@ pub async fn take_part(
             Some((name, body)) => {
                 let answer = call(
                     transport,
-                    authorized(client, "POST", step_path(&model, round, name), body),
+                    client.request("POST", step_path(&model, round, name), body),
                 )
                 .await;
                 if answer.is_ok() {
@@ -283,7 +257,7 @@ pub async fn take_part(
                 clock.sleep(options.poll_ms).await;
                 call(
                     transport,
-                    authorized(client, "GET", round_path(&model, round), vec![]),
+                    client.request("GET", round_path(&model, round), vec![]),
                 )
                 .await
             }
