@@ -176,7 +176,9 @@ async fn get_meta(
     State(state): State<Arc<AppState>>,
     ModelRequest { name, .. }: ModelRequest,
 ) -> ApiResult<Response> {
-    Ok(Json(models::meta(&state.db, &name).await?).into_response())
+    let mut meta = models::meta(&state.db, &name).await?;
+    meta.secure_aggregation = state.policy.secure_aggregation(&name);
+    Ok(Json(meta).into_response())
 }
 
 /// The ε spent so far under DP, or `{"dp": false}` (404 for an unknown model).

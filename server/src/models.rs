@@ -202,5 +202,7 @@ pub async fn meta(db: &Db, name: &str) -> ApiResult<ModelMeta> {
         accepted_updates: row.try_get::<i64, _>("accepted")? as u64,
         // A float-to-integer `as` saturates (and maps NaN to 0).
         accepted_examples: row.try_get::<f64, _>("examples")? as u64,
+        // The policy's, not the database's: `api::get_meta` says it.
+        secure_aggregation: false,
     })
 }

@@ -4,9 +4,10 @@
 //! 1. queue what local training changed since the last pass (one clipped delta, weighted by
 //!    the examples trained on) and store the queue before any network traffic;
 //! 2. learn how the model is aggregated, before any delta leaves the device: with something
-//!    queued, the pass asks for the model's secure round (`GET …/secagg`); only the server's
-//!    explicit `secure_aggregation_off` lets a plain delta go, since a plain push to a model
-//!    aggregated securely would hand the server an unmasked delta even if it then refused it;
+//!    queued, the pass reads the model's description (`GET …/meta`, its `secure_aggregation`);
+//!    only a readable answer that says plain lets a plain delta go, since a plain push to a
+//!    model aggregated securely would hand the server an unmasked delta even if it then
+//!    refused it;
 //! 3. in plain mode, push what is due, oldest first, retrying transient failures with the
 //!    client's backoff while the retry budget lasts, and store the queue after every answer;
 //!    in secure mode, take the queue into the model's round ([`session::take_part`]: masked,
@@ -29,9 +30,9 @@ use super::client::{
 };
 use super::ports::{Clock, SyncStore, Transport};
 use super::privacy::PrivacyReport;
-use super::protocol;
+use super::protocol::{self, ModelMeta};
 use super::secagg::session::{self, SecureOutcome, SessionOptions};
-use super::secagg::{messages, SecAggError};
+use super::secagg::SecAggError;
 
 /// How one pass behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -214,8 +215,8 @@ enum Aggregation {
     Unknown(String),
 }
 
-/// Asks the server how it aggregates the model when there is anything to send. A round of
-/// ours in flight means secure; an empty queue needs no answer.
+/// Asks the server how it aggregates the model (its `/meta`) when there is anything to send.
+/// A round of ours in flight means secure; an empty queue needs no answer.
 async fn aggregation(client: &SyncClient, transport: &mut impl Transport) -> Result<Aggregation> {
     if client.state().secure_round.is_some() {
         return Ok(Aggregation::Secure);
@@ -223,23 +224,20 @@ async fn aggregation(client: &SyncClient, transport: &mut impl Transport) -> Res
     if client.queue().is_empty() {
         return Ok(Aggregation::Plain);
     }
-    let response = match transport
-        .send(&client.request(
-            "GET",
-            messages::current_path(&client.config().model),
-            vec![],
-        ))
-        .await
-    {
+    let request = client.request("GET", protocol::meta_path(&client.config().model), vec![]);
+    let response = match transport.send(&request).await {
         Ok(r) => r,
         Err(reason) => return Ok(Aggregation::Unknown(reason)),
     };
     if response.status == 200 {
-        return Ok(Aggregation::Secure);
+        return Ok(match serde_json::from_slice::<ModelMeta>(&response.body) {
+            Ok(meta) if meta.secure_aggregation => Aggregation::Secure,
+            Ok(_) => Aggregation::Plain,
+            Err(e) => Aggregation::Unknown(format!("an unreadable model description: {e}")),
+        });
     }
     let body = error_body(&response);
     match response.status {
-        409 if body.code == protocol::SECURE_AGGREGATION_OFF => Ok(Aggregation::Plain),
         401 | 403 => Err(Error::SyncUnauthorized(body.message)),
         status => Ok(Aggregation::Unknown(format!(
             "server answered {status} ({}) when asked how it aggregates the model",

@@ -121,6 +121,10 @@ pub struct ModelMeta {
     pub accepted_examples: u64,
     /// Aggregation rounds closed so far.
     pub rounds: u64,
+    /// The server aggregates this model securely (`--secure-aggregation`): it takes masked
+    /// inputs in rounds and refuses plain pushes. A client asks before sending any delta.
+    #[serde(default)]
+    pub secure_aggregation: bool,
 }
 
 /// The server's error codes, one per failure a client can act on. Stable: never rename one.

@@ -94,7 +94,17 @@ test("with its origin allowed, a page syncs with a server on another origin: pus
   const first = await sync(p, { url: allowing.url, token, model: "shared" });
   assert.equal(first.error, undefined, JSON.stringify(first.error));
   const { sentBytes: pushedBytes, ...firstRest } = first.result;
-  assert.deepEqual(firstRest, { version: 2, pushed: 1, pulled: true, queued: 0, offline: false, reason: null, masked: false });
+  assert.deepEqual(firstRest, {
+    version: 2,
+    pushed: 1,
+    pulled: true,
+    queued: 0,
+    offline: false,
+    reason: null,
+    masked: false,
+    secureRound: null,
+    privacy: { dp: false },
+  });
   assert.ok(pushedBytes > 0, `sentBytes ${pushedBytes}`);
   // The server stored the page's update and merged it; the page holds the merged version.
   const meta = await allowing.meta("shared", token);
@@ -103,7 +113,18 @@ test("with its origin allowed, a page syncs with a server on another origin: pus
   // Nothing new: a conditional pull (the version from the ETag the server exposes) and no push.
   const again = await sync(p, { url: allowing.url, token, model: "shared" });
   // A pull sends no body: nothing left the device but the request line and headers.
-  assert.deepEqual(again.result, { version: 2, pushed: 0, pulled: false, queued: 0, offline: false, reason: null, sentBytes: 0, masked: false });
+  assert.deepEqual(again.result, {
+    version: 2,
+    pushed: 0,
+    pulled: false,
+    queued: 0,
+    offline: false,
+    reason: null,
+    sentBytes: 0,
+    masked: false,
+    secureRound: null,
+    privacy: { dp: false },
+  });
   assert.deepEqual(p.errors, []);
   await p.close();
 });

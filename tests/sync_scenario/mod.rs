@@ -98,9 +98,32 @@ pub fn refusal(status: u16, code: &str) -> Result<HttpResponse, String> {
     })
 }
 
-/// The server's answer to "how is this model aggregated?" for a model in plain mode.
+/// The model's description (`GET …/meta`), which says how the server aggregates it.
+pub fn meta(secure_aggregation: bool) -> Result<HttpResponse, String> {
+    let meta = protocol::ModelMeta {
+        name: "m".into(),
+        version: 1,
+        dim: 4,
+        hidden: vec![3],
+        activation: "relu".into(),
+        outputs: 1,
+        num_params: head_config().num_params(),
+        pending_updates: 0,
+        accepted_updates: 0,
+        accepted_examples: 0,
+        rounds: 0,
+        secure_aggregation,
+    };
+    Ok(HttpResponse {
+        status: 200,
+        etag: None,
+        body: serde_json::to_vec(&meta).unwrap(),
+    })
+}
+
+/// A model the server aggregates in plain mode.
 pub fn plain_mode() -> Result<HttpResponse, String> {
-    refusal(409, protocol::SECURE_AGGREGATION_OFF)
+    meta(false)
 }
 
 /// `GET …/privacy` of a model without DP.
@@ -319,7 +342,7 @@ pub async fn a_secure_model_never_gets_a_plain_delta() {
     privacy["dp"] = true.into();
     privacy["exhausted"] = false.into();
     server.answers.extend([
-        round_view(Phase::Share),
+        meta(true),
         round_view(Phase::Share),
         Ok(HttpResponse {
             status: 304,
@@ -350,7 +373,7 @@ pub async fn a_secure_model_never_gets_a_plain_delta() {
     assert_eq!(
         calls,
         [
-            ("GET", "/v1/models/m/secagg"),
+            ("GET", "/v1/models/m/meta"),
             ("GET", "/v1/models/m/secagg"),
             ("GET", "/v1/models/m"),
             ("GET", "/v1/models/m/privacy"),
