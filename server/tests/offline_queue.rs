@@ -81,3 +81,79 @@ fn offline_update_is_pushed_once_after_restart(backend: Backend) {
 }
 
 on_both_backends!(offline_update_is_pushed_once_after_restart);
+
+/// `tacit sync`'s engine on a model the server aggregates securely (a cohort of one, so that
+/// one client completes a round): the update goes masked, never as a plain push, the round's
+/// release comes back into the local file, and the state on disk holds no round in flight.
+fn file_sync_takes_part_in_a_secure_round(backend: Backend) {
+    let Some(db) = database(backend, "file_secure") else {
+        return;
+    };
+    let admin = token(&db.url, "admin", true);
+    let bob = token(&db.url, "bob", false);
+    let server = Server::start(
+        &db.url,
+        &[
+            "--secure-aggregation",
+            "m",
+            "--round-updates",
+            "1",
+            "--secagg-threshold",
+            "1",
+        ],
+    );
+    let config = small_config();
+    let base = Head::init(&config, 32).unwrap();
+    assert_eq!(put_model(&server, &admin, "m", &base).status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let args = FileSync {
+        url: server.url.clone(),
+        token: bob,
+        model: "m".into(),
+        weights: dir.path().join("local.safetensors"),
+        state_dir: dir.path().join("state"),
+        n_examples: 3,
+        clip_norm: 10.0,
+        timeout: Duration::from_secs(10),
+        retry_budget: Duration::ZERO,
+        round_wait: Duration::from_secs(30),
+    };
+    sync_files(&FileSync {
+        n_examples: 0,
+        ..args.clone()
+    })
+    .unwrap();
+    let d = values(config.num_params(), 78, 0.01);
+    let mut local = store::load(&args.weights).unwrap();
+    local.head = delta::apply(&local.head, &d).unwrap();
+    store::save(&args.weights, &local).unwrap();
+
+    let report = sync_files(&args).unwrap();
+    assert!(report.masked, "{report:?}");
+    assert!(
+        matches!(
+            report.secure_round,
+            Some(tacit_rm::sync::secagg::session::SecureOutcome::Counted { pushes: 1, .. })
+        ),
+        "{report:?}"
+    );
+    assert_eq!((report.pushed, report.still_queued), (1, 0));
+    assert_eq!(report.pull, Some(PullOutcome::Updated { version: 2 }));
+    let m = meta(&server, &admin, "m");
+    assert!(m.secure_aggregation);
+    assert_eq!(
+        (m.accepted_updates, m.version),
+        (0, 2),
+        "no plain update was stored"
+    );
+    let global = pull(&server, &admin, "m");
+    for ((g, b), dv) in global.head.to_flat().iter().zip(base.to_flat()).zip(&d) {
+        // The quantisation bound for n = 1, C = 10 is 1/(2s) ≈ 2.3·10⁻⁹.
+        assert!((f64::from(*g) - f64::from(b + dv)).abs() < 1e-6);
+    }
+    assert_eq!(store::load(&args.weights).unwrap().head, global.head);
+    let queued = std::fs::read_to_string(dir.path().join("state/queue.json")).unwrap();
+    assert!(!queued.contains("secureRound"), "{queued}");
+}
+
+on_both_backends!(file_sync_takes_part_in_a_secure_round);
