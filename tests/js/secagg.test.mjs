@@ -6,7 +6,9 @@
 // three members whose page closes right after sending their masked input are still counted,
 // and once: when they come back they learn the round's outcome instead of offering the update
 // again. In a round where too few members stay to unmask, nothing is released and every update
-// stays queued; the next round counts each once.
+// stays queued; the next round counts each once. Every value of every row of the server's
+// database, read while the masked inputs are stored and after each round, holds no client's
+// update, neither as f32 nor quantised.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -14,6 +16,7 @@ import { readFileSync } from "node:fs";
 import { initSync, RewardModel, wasmFileName } from "../../pkg/index.js";
 import { maxRelDiff, parseSafetensors, randomFloats } from "./lib/reference.mjs";
 import { startServer } from "./lib/sync-server.mjs";
+import { sqliteValues } from "./lib/sqlite-rows.mjs";
 
 initSync({ module: readFileSync(new URL(`../../pkg/${wasmFileName()}`, import.meta.url)) });
 
@@ -37,11 +40,18 @@ globalThis.fetch = async (url, init = {}) => {
   if (!sent.has(token)) sent.set(token, []);
   sent.get(token).push({ method: init.method ?? "GET", path: new URL(url).pathname, body });
   const answer = await realFetch(url, init);
+  // The first unmask answer of a round: every masked input of the round is stored now.
+  const unmask = /\/secagg\/(\d+)\/unmask$/.exec(new URL(url).pathname);
+  if (unmask && init.method === "POST" && !snapshots.has(unmask[1])) snapshots.set(unmask[1], storedValues());
   if (closeAfter.has(token) && init.method === "POST" && new URL(url).pathname.endsWith(closeAfter.get(token))) {
     closed.add(token);
   }
   return answer;
 };
+
+// The database's values, by round, taken as the round's first member unmasks.
+const snapshots = new Map();
+const storedValues = () => sqliteValues(server.db.replace(/^sqlite:\/\//, ""));
 
 let server;
 before(async () => {
@@ -107,21 +117,56 @@ function assertMean(got, want) {
   }
 }
 
-/** No body a client sent holds its update in plain: no safetensors delta, not 8 bytes of its f32 values. */
-function assertNothingPlain(token, delta) {
-  const requests = sent.get(token) ?? [];
-  assert.ok(requests.every((r) => !r.path.endsWith("/updates")), `${token} pushed a plain delta`);
-  const f32 = new Uint8Array(new Float32Array(delta).buffer);
-  // Eight bytes of the largest coordinates (the clipped values the client would push).
-  const at = delta.reduce((best, v, i) => (Math.abs(v) > Math.abs(delta[best]) && i + 2 <= delta.length ? i : best), 0);
-  const needle = f32.subarray(at * 4, at * 4 + 8);
-  for (const r of requests) {
-    assert.ok(!(r.body[0] !== undefined && looksLikeSafetensors(r.body)), `${token} sent safetensors to ${r.path}`);
-    for (let i = 0; i + needle.length <= r.body.length; i++) {
-      let same = true;
-      for (let j = 0; j < needle.length && same; j++) same = r.body[i + j] === needle[j];
-      assert.ok(!same, `${token}: a body to ${r.path} holds bytes of its delta`);
+/**
+ * The update of a client as the server must never see it: two neighbouring coordinates of its
+ * first weight matrix (where it is largest), as f32 and as the quantised words of the round
+ * (round(x·s) mod 2³², s = (2³¹ − 1 − n) / (n·C)). Searched for loosely — within 10⁻⁵
+ * relative, or 64 quantisation steps — since the client rounds in f32 where this test uses f64;
+ * two neighbours that close by chance are about one in 10¹⁵ per position.
+ */
+function fingerprint(delta, start, end) {
+  let at = start;
+  for (let i = start; i + 1 < end; i++) if (Math.abs(delta[i]) > Math.abs(delta[at])) at = i;
+  const s = (2 ** 31 - 1 - N) / (N * CLIP);
+  return { f: [delta[at], delta[at + 1]], q: [Math.round(delta[at] * s) | 0, Math.round(delta[at + 1] * s) | 0] };
+}
+
+/** Whether `bytes` (or, if it is hex text, what it spells) holds the fingerprint anywhere. */
+function holds(bytes, { f, q }) {
+  const views = [bytes];
+  const text = new TextDecoder().decode(bytes);
+  if (text.length >= 16 && text.length % 2 === 0 && /^[0-9a-f]+$/i.test(text)) views.push(Uint8Array.from(Buffer.from(text, "hex")));
+  for (const b of views) {
+    for (let align = 0; align < 4; align++) {
+      const n = Math.floor((b.length - align) / 4);
+      if (n < 2) continue;
+      const view = new DataView(b.buffer, b.byteOffset + align, n * 4);
+      for (let p = 0; p + 1 < n; p++) {
+        const [w1, w2] = [view.getInt32(p * 4, true), view.getInt32(p * 4 + 4, true)];
+        if (Math.abs(w1 - q[0]) <= 64 && Math.abs(w2 - q[1]) <= 64) return true;
+        const [x1, x2] = [view.getFloat32(p * 4, true), view.getFloat32(p * 4 + 4, true)];
+        if (Math.abs(x1 - f[0]) <= 1e-5 * Math.abs(f[0]) && Math.abs(x2 - f[1]) <= 1e-5 * Math.abs(f[1])) return true;
+      }
     }
+  }
+  return false;
+}
+
+/** No body a client sent holds its update in plain: no push, no safetensors, no fingerprint. */
+function assertNothingPlain(c) {
+  const requests = sent.get(c.token) ?? [];
+  assert.ok(requests.length > 0 && requests.every((r) => !r.path.endsWith("/updates")), `${c.token} pushed a plain delta`);
+  for (const r of requests) {
+    assert.ok(!(r.body.length > 0 && looksLikeSafetensors(r.body)), `${c.token} sent safetensors to ${r.path}`);
+    assert.ok(!holds(r.body, { f: c.print.f, q: [NaN, NaN] }), `${c.token}: a body to ${r.path} holds its delta in f32`);
+  }
+}
+
+/** No value stored by the server (in any table, at the given moments) holds any client's update. */
+function assertNothingStored(values, clients, when) {
+  assert.ok(values.some((v) => v.table === "secagg_members"), `${when}: the snapshot holds the round's rows`);
+  for (const c of clients) {
+    for (const v of values) assert.ok(!holds(v.bytes, c.print), `${when}: ${v.table} holds ${c.token}'s update`);
   }
 }
 
@@ -132,6 +177,17 @@ function looksLikeSafetensors(body) {
   } catch {
     return false;
   }
+}
+
+/** Where the first weight matrix lies in `flat`'s order. */
+function firstMatrix(bytes) {
+  const { tensors } = parseSafetensors(bytes);
+  let start = 0;
+  for (const k of Object.keys(tensors).filter((k) => k.startsWith("layers.")).sort()) {
+    if (k === "layers.0.weight") return [start, start + tensors[k].data.length];
+    start += tensors[k].data.length;
+  }
+  throw new Error("no layers.0.weight");
 }
 
 const bytesSent = (token, from = 0) => (sent.get(token) ?? []).slice(from).reduce((n, r) => n + r.body.byteLength, 0);
@@ -145,9 +201,11 @@ test("ten package clients aggregate securely: the plain mean, dropouts counted o
     c.rm.sync({ url: server.url, token: c.token, model: MODEL, clipNorm: CLIP, roundWaitMs });
 
   // Round 1: everyone trained; members 7, 8 and 9 close their page once their masked input is in.
+  const [start, end] = firstMatrix(clients[0].rm.exportWeights());
   for (const [i, c] of clients.entries()) {
     await trainOn(c.rm, 10 + i);
     c.delta = clippedDelta(flat(c.rm.exportWeights()), base);
+    c.print = fingerprint(c.delta, start, end);
   }
   const leavers = clients.slice(N - 3);
   for (const c of leavers) closeAfter.set(c.token, "/input");
@@ -166,7 +224,19 @@ test("ten package clients aggregate securely: the plain mean, dropouts counted o
   const v2 = await global();
   const mean1 = base.map((b, j) => b + clients.reduce((s, c) => s + c.delta[j], 0) / N);
   assertMean(v2, mean1);
-  for (const c of clients) assertNothingPlain(c.token, c.delta);
+  for (const c of clients) assertNothingPlain(c);
+  // The search finds an update where it is (so that it can fail): in the f32 values, in the
+  // quantised words, and in their hex.
+  {
+    const s = (2 ** 31 - 1 - N) / (N * CLIP);
+    const words = new Uint8Array(Int32Array.from(clients[0].delta, (v) => Math.round(v * s) + 3).buffer);
+    assert.ok(holds(new Uint8Array(Float32Array.from(clients[0].delta).buffer), clients[0].print));
+    assert.ok(holds(words, clients[0].print));
+    assert.ok(holds(new TextEncoder().encode(Buffer.from(words).toString("hex")), clients[0].print));
+    assert.ok(!holds(words, clients[1].print));
+  }
+  assertNothingStored(snapshots.get("1"), clients, "round 1, inputs stored");
+  assertNothingStored(storedValues(), clients, "after round 1");
 
   // The three come back (a reload): the round counted them, so the update leaves the queue
   // unsent, and they pull the released global.
@@ -187,6 +257,7 @@ test("ten package clients aggregate securely: the plain mean, dropouts counted o
   for (const [i, c] of clients.entries()) {
     await trainOn(c.rm, 100 + i);
     c.delta = clippedDelta(flat(c.rm.exportWeights()), v2);
+    c.print = fingerprint(c.delta, start, end);
   }
   const short = clients.slice(N - 4);
   for (const c of short) closeAfter.set(c.token, "/input");
@@ -197,6 +268,7 @@ test("ten package clients aggregate securely: the plain mean, dropouts counted o
     assert.deepEqual([r.pushed, r.queued, r.version, r.masked], [0, 1, 2, true]);
   }
   assert.deepEqual(await global(), v2, "a failed round releases nothing");
+  assertNothingStored(snapshots.get("2"), clients, "round 2, inputs stored");
   for (const c of short) {
     closed.delete(c.token);
     closeAfter.delete(c.token);
@@ -213,7 +285,9 @@ test("ten package clients aggregate securely: the plain mean, dropouts counted o
   }
   const v3 = await global();
   assertMean(v3, v2.map((b, j) => b + clients.reduce((s, c) => s + c.delta[j], 0) / N));
-  for (const c of clients) assertNothingPlain(c.token, c.delta);
+  for (const c of clients) assertNothingPlain(c);
+  assertNothingStored(snapshots.get("3"), clients, "round 3, inputs stored");
+  assertNothingStored(storedValues(), clients, "after round 3");
 });
 
 test("bad secure-round options are typed errors, and the model is unchanged", async () => {
