@@ -6,7 +6,14 @@
 // request that could not be made: `offline`, the update kept queued and pushed later, once.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+import { parseSafetensors } from "./lib/reference.mjs";
 
 import { launch, newPage } from "./lib/browser.mjs";
 import { serve } from "./lib/server.mjs";
@@ -20,6 +27,8 @@ let allowing;
 let plain;
 /** Allows another origin only (a preflight from the page's is a 403 `origin_not_allowed`). */
 let other;
+/** Allows the page's origin and aggregates the model `secure` securely, a round of two. */
+let secure;
 
 before(async () => {
   pages = await serve();
@@ -28,12 +37,18 @@ before(async () => {
   allowing = await startServer([...round, "--allow-origin", pages.url]);
   plain = await startServer(round);
   other = await startServer([...round, "--allow-origin", "http://127.0.0.1:1"]);
+  secure = await startServer([
+    "--secure-aggregation", "secure",
+    "--round-updates", "2",
+    "--secagg-threshold", "2",
+    "--allow-origin", pages.url,
+  ]);
   browser = await launch({ webgpu: false });
 });
 
 after(async () => {
   await browser?.close();
-  for (const s of [allowing, plain, other]) await s?.close();
+  for (const s of [allowing, plain, other, secure]) await s?.close();
   await pages?.close();
 });
 
@@ -186,4 +201,47 @@ test("a server that does not allow the page's origin is a request that could not
   assert.equal(again.result.pushed, 0);
   assert.equal((await allowing.meta("kept", token)).accepted_updates, 1);
   await p.close();
+});
+
+const TACIT_BIN = process.env.TACIT_BIN ?? fileURLToPath(new URL("../../target/debug/tacit", import.meta.url));
+
+test("a page and a native client (tacit sync) form one secure round across origins", { timeout: 120_000 }, async () => {
+  const p = await page();
+  const start = await weights(p);
+  await secure.putModel("secure", start);
+  const dir = mkdtempSync(join(tmpdir(), "tacit-secure-"));
+  try {
+    const cli = (nExamples) =>
+      promisify(execFile)(TACIT_BIN, [
+        "sync", "--url", secure.url, "--token", secure.token("native"), "--model", "secure",
+        "--weights", join(dir, "local.safetensors"), "--state", join(dir, "state"),
+        "--n-examples", String(nExamples), "--retry-seconds", "0", "--round-wait-seconds", "60",
+      ]);
+    // The native client's first run makes its local file from the global; then it "trains":
+    // every weight of the file moves by +0.01 (the header, and so the layout, stays).
+    await cli(0);
+    const local = readFileSync(join(dir, "local.safetensors"));
+    const { tensors } = parseSafetensors(new Uint8Array(local));
+    const headerEnd = 8 + Number(local.readBigUInt64LE(0));
+    const view = new DataView(local.buffer, local.byteOffset + headerEnd);
+    for (let i = 0; i < Object.values(tensors).reduce((n, t) => n + t.data.length, 0); i++) {
+      view.setFloat32(i * 4, view.getFloat32(i * 4, true) + 0.01, true);
+    }
+    writeFileSync(join(dir, "local.safetensors"), local);
+    await train(p);
+    const [fromPage, fromCli] = await Promise.all([sync(p, { url: secure.url, token: secure.token("page"), model: "secure" }), cli(3)]);
+    assert.equal(fromPage.error, undefined, JSON.stringify(fromPage.error));
+    const r = fromPage.result;
+    assert.deepEqual(r.secureRound, { round: 1, outcome: "counted", reason: null });
+    assert.deepEqual([r.pushed, r.queued, r.pulled, r.version, r.masked, r.offline], [1, 0, true, 2, true, false]);
+    assert.ok(r.sentBytes > 0);
+    assert.deepEqual(r.privacy, { dp: false });
+    assert.match(fromCli.stdout, /^pushed 1, still queued 0, sent \d+ bytes \(masked\), secure round 1 counted it, pulled version 2, no differential privacy/);
+    const meta = await secure.meta("secure", secure.adminToken);
+    assert.deepEqual([meta.version, meta.accepted_updates, meta.secure_aggregation], [2, 0, true]);
+    assert.deepEqual(p.errors, []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await p.close();
+  }
 });
