@@ -1,5 +1,5 @@
 // Secure aggregation from the package (node, the CPU path) through the real server on loopback
-// (`--secure-aggregation`, SQLite): ten RewardModels, each with its own token, call `sync` at
+// (`--secure-aggregation`, on SQLite and on Postgres): ten RewardModels, each with its own token, call `sync` at
 // once. The call asks the server how the model is aggregated and takes part in its round; no
 // request body holds a plain delta. The released global is the plain mean of the ten clipped
 // updates within the quantisation bound stated in advance (`src/sync/secagg/quantize.rs`);
@@ -9,14 +9,14 @@
 // stays queued; the next round counts each once. Every value of every row of the server's
 // database, read while the masked inputs are stored and after each round, holds no client's
 // update, neither as f32 nor quantised.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
 import { initSync, RewardModel, wasmFileName } from "../../pkg/index.js";
 import { maxRelDiff, parseSafetensors, randomFloats } from "./lib/reference.mjs";
-import { startServer } from "./lib/sync-server.mjs";
-import { sqliteValues } from "./lib/sqlite-rows.mjs";
+import { databases, startServer } from "./lib/sync-server.mjs";
+import { storedValues as readStored } from "./lib/stored-rows.mjs";
 
 initSync({ module: readFileSync(new URL(`../../pkg/${wasmFileName()}`, import.meta.url)) });
 
@@ -51,20 +51,30 @@ globalThis.fetch = async (url, init = {}) => {
 
 // The database's values, by round, taken as the round's first member unmasks.
 const snapshots = new Map();
-const storedValues = () => sqliteValues(server.db.replace(/^sqlite:\/\//, ""));
+const storedValues = () => readStored(server.db);
 
+// The server of the running test, over a fresh database.
 let server;
-before(async () => {
-  server = await startServer([
-    "--secure-aggregation", MODEL,
-    "--round-updates", String(N),
-    "--secagg-threshold", String(THRESHOLD),
-    "--round-seconds", "60",
-    "--secagg-phase-seconds", "3",
-    "--clip-norm", String(CLIP),
-  ]);
-});
-after(async () => server?.close());
+const SERVER_ARGS = [
+  "--secure-aggregation", MODEL,
+  "--round-updates", String(N),
+  "--secagg-threshold", String(THRESHOLD),
+  "--round-seconds", "60",
+  "--secagg-phase-seconds", "3",
+  "--clip-norm", String(CLIP),
+];
+
+/** Runs `body` against a fresh server on `database`, with the request log emptied. */
+async function withServer(database, body) {
+  server = await startServer(SERVER_ARGS, { database });
+  for (const m of [sent, closed, closeAfter, snapshots]) m.clear();
+  try {
+    await body();
+  } finally {
+    await server.close();
+    server = undefined;
+  }
+}
 
 const open = () => RewardModel.open({ persist: false, dim: DIM, hidden: [8], seed: 0, objective: "naive" });
 
@@ -192,7 +202,15 @@ function firstMatrix(bytes) {
 
 const bytesSent = (token, from = 0) => (sent.get(token) ?? []).slice(from).reduce((n, r) => n + r.body.byteLength, 0);
 
-test("ten package clients aggregate securely: the plain mean, dropouts counted once, a failed round releases nothing", { timeout: 300_000 }, async () => {
+for (const database of databases()) {
+  test(
+    `ten package clients aggregate securely on ${database.name}: the plain mean, dropouts counted once, a failed round releases nothing`,
+    { timeout: 300_000, skip: database.skip },
+    () => withServer(database.name, tenClients),
+  );
+}
+
+async function tenClients() {
   const clients = [];
   for (let i = 0; i < N; i++) clients.push({ rm: await open(), token: server.token(`client${i}`) });
   await server.putModel(MODEL, clients[0].rm.exportWeights());
@@ -237,6 +255,12 @@ test("ten package clients aggregate securely: the plain mean, dropouts counted o
   }
   assertNothingStored(snapshots.get("1"), clients, "round 1, inputs stored");
   assertNothingStored(storedValues(), clients, "after round 1");
+  // The reader sees what the server stores: the released global's weights are found in it.
+  {
+    const at = start + 1;
+    const released = { f: [v2[at], v2[at + 1]], q: [NaN, NaN] };
+    assert.ok(storedValues().some((v) => holds(v.bytes, released)), "the stored global is found by the search");
+  }
 
   // The three come back (a reload): the round counted them, so the update leaves the queue
   // unsent, and they pull the released global.
@@ -288,9 +312,11 @@ test("ten package clients aggregate securely: the plain mean, dropouts counted o
   for (const c of clients) assertNothingPlain(c);
   assertNothingStored(snapshots.get("3"), clients, "round 3, inputs stored");
   assertNothingStored(storedValues(), clients, "after round 3");
-});
+}
 
-test("bad secure-round options are typed errors, and the model is unchanged", async () => {
+test("bad secure-round options are typed errors, and the model is unchanged", () => withServer("sqlite", badOptions));
+
+async function badOptions() {
   const rm = await open();
   const before = rm.exportWeights();
   const token = server.token("options");
@@ -301,4 +327,4 @@ test("bad secure-round options are typed errors, and the model is unchanged", as
     });
   }
   assert.deepEqual(rm.exportWeights(), before);
-});
+}

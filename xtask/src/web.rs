@@ -265,13 +265,18 @@ fn js_suites() -> Result {
     run(Command::new("npm")
         .args(["pack", "--dry-run", "--json"])
         .current_dir(root().join("pkg")))?;
+    // The secure-aggregation suite reads every stored row on Postgres as well as on SQLite.
+    let pg = crate::postgres::Cluster::start()?;
     let mut node = Command::new("node");
     node.args(["--test", "--test-concurrency=1"])
         .current_dir(&js)
         .env("CHROMIUM", CHROMIUM)
+        .env("TACIT_TEST_POSTGRES_URL", &pg.url)
+        .env("TACIT_REQUIRE_POSTGRES", "1")
         .env_remove("VK_DRIVER_FILES")
         .env_remove("VK_ICD_FILENAMES");
     run_tests(&mut node)?;
+    drop(pg);
     // The baseline flavour (what engines without WebAssembly SIMD load) through the same suite.
     let mut baseline = Command::new("node");
     baseline
