@@ -1102,7 +1102,7 @@ impl UsersResult {
                 ));
             }
         }
-        out.push_str("\nNew users, pairwise accuracy after k turns on top of the final shared model:\n\n| k |");
+        out.push_str("\nNew users, pairwise accuracy after k turns on top of the final shared model (mean ± std over users and seeds, and in brackets the seed spread of the mean):\n\n| k |");
         for (s, _) in &self.systems {
             out.push_str(&format!(" {} |", s.name()));
         }
@@ -1112,7 +1112,11 @@ impl UsersResult {
         for (k, rows) in &self.new_users_curve {
             out.push_str(&format!("| {k} |"));
             for (_, r) in rows {
-                out.push_str(&format!(" {} |", f(&r.pairwise_accuracy)));
+                out.push_str(&format!(
+                    " {} [{:.3}] |",
+                    f(&r.pairwise_accuracy),
+                    Summary::of(&r.per_seed).std
+                ));
             }
             out.push('\n');
         }
