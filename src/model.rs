@@ -46,7 +46,21 @@ pub struct ModelSpec {
     /// The personal part kept beside the shared head (`crate::personal`); `none` gives the
     /// shared model alone.
     pub personalization: Personalization,
+    /// The replay window: how many of the user's most recent turns a training call trains
+    /// on, counting the pending ones ([`RewardModel::prepare_training`]). Trained turns are
+    /// kept on the device (with the model's state, never in a sync) until newer ones push
+    /// them out; 0 (the default, [`DEFAULT_REPLAY_TURNS`]) keeps none: a call trains on the
+    /// pending observations alone.
+    pub replay_turns: usize,
 }
+
+/// [`ModelSpec::replay_turns`] unless told otherwise: no replay.
+pub const DEFAULT_REPLAY_TURNS: usize = 0;
+/// The largest replay window, in turns.
+pub const MAX_REPLAY_TURNS: usize = 1000;
+/// A window of `n` turns holds at most `n` × this many observations (the oldest go first):
+/// a turn's observations are the answers shown together, four in the demo.
+pub const REPLAY_OBSERVATIONS_PER_TURN: usize = 16;
 
 impl Default for ModelSpec {
     fn default() -> Self {
@@ -58,8 +72,19 @@ impl Default for ModelSpec {
             auto_objective: false,
             seed: 0,
             personalization: Personalization::default(),
+            replay_turns: DEFAULT_REPLAY_TURNS,
         }
     }
+}
+
+/// Checks a replay window size (`replayTurns`).
+pub fn check_replay_turns(turns: usize) -> Result<()> {
+    if turns > MAX_REPLAY_TURNS {
+        return Err(Error::InvalidConfig(format!(
+            "replayTurns = {turns} is above {MAX_REPLAY_TURNS}"
+        )));
+    }
+    Ok(())
 }
 
 impl ModelSpec {
@@ -156,6 +181,8 @@ pub struct TrainingHistory {
 pub struct Stats {
     /// Observations logged and not yet trained on.
     pub pending: usize,
+    /// Trained observations kept in the replay window (trained on again by the next call).
+    pub replay: usize,
     /// Kish's effective sample size of the last training call's importance weights.
     pub effective_sample_size: Option<f64>,
     /// Last epoch's training loss of the last training call.
@@ -201,6 +228,10 @@ pub struct TrainJob {
     /// entries, which this model never held, may interleave with them in a shared store:
     /// the host deletes exactly these).
     trained_seqs: Vec<u64>,
+    /// Replayed observations among the job's data (before the pending ones).
+    replayed: usize,
+    /// The replay window once the job is applied.
+    replay: Vec<LoggedObservation>,
 }
 
 /// A finished job, ready for [`RewardModel::apply`].
@@ -214,6 +245,8 @@ pub struct TrainOutcome {
     exposure_head: Option<Head>,
     personal: Option<Personal>,
     kind: ObjectiveKind,
+    replayed: usize,
+    replay: Vec<LoggedObservation>,
 }
 
 impl TrainOutcome {
@@ -221,15 +254,32 @@ impl TrainOutcome {
         self.kind
     }
 
-    /// Observations the call trained on.
+    /// New observations the call trained on (the pending ones; replayed ones not counted).
     pub fn examples(&self) -> usize {
         self.trained_seqs.len()
+    }
+
+    /// Observations of the replay window the call trained on again.
+    pub fn replayed(&self) -> usize {
+        self.replayed
+    }
+
+    /// The replay window once the outcome is applied: what a host stores with the trained
+    /// weights, in the same transaction (it never leaves the device).
+    pub fn replay(&self) -> &[LoggedObservation] {
+        &self.replay
     }
 }
 
 impl TrainJob {
+    /// New (pending) observations the job trains on.
     pub fn examples(&self) -> usize {
         self.trained_seqs.len()
+    }
+
+    /// Replayed observations the job trains on again.
+    pub fn replayed(&self) -> usize {
+        self.replayed
     }
 
     /// Runs the job; `progress` sees every epoch, `between_epochs` lets the host yield.
@@ -296,6 +346,8 @@ impl TrainJob {
                 personal,
                 kind: self.objective.kind,
                 trained_seqs: self.trained_seqs.clone(),
+                replayed: self.replayed,
+                replay: self.replay.clone(),
             });
         }
         // The shared part with the personal residual as a fixed offset (`mix` keeps two
@@ -346,6 +398,8 @@ impl TrainJob {
             personal,
             kind: self.objective.kind,
             trained_seqs: self.trained_seqs.clone(),
+            replayed: self.replayed,
+            replay: self.replay,
         })
     }
 }
@@ -356,6 +410,10 @@ pub struct RewardModel {
     device: Device,
     log: Vec<LoggedObservation>,
     next_seq: u64,
+    /// The replay window: trained observations kept for later calls, oldest first, at most
+    /// `replay_turns` turns ([`ModelSpec::replay_turns`]).
+    replay: Vec<LoggedObservation>,
+    replay_turns: usize,
     default_objective: ObjectiveKind,
     /// [`ModelSpec::auto_objective`].
     auto_objective: bool,
@@ -368,6 +426,7 @@ pub struct RewardModel {
 impl RewardModel {
     /// A fresh model.
     pub fn new(spec: &ModelSpec, device: Device) -> Result<Self> {
+        check_replay_turns(spec.replay_turns)?;
         let head = Head::init(&spec.head_config(), spec.seed)?;
         let personal = match spec.personalization {
             Personalization::None => None,
@@ -383,6 +442,7 @@ impl RewardModel {
             device,
         );
         m.auto_objective = spec.auto_objective;
+        m.replay_turns = spec.replay_turns;
         Ok(m)
     }
 
@@ -416,6 +476,8 @@ impl RewardModel {
             device,
             log,
             next_seq,
+            replay: Vec::new(),
+            replay_turns: DEFAULT_REPLAY_TURNS,
             default_objective,
             auto_objective: false,
             history: TrainingHistory::default(),
@@ -476,6 +538,44 @@ impl RewardModel {
 
     pub fn pending(&self) -> &[LoggedObservation] {
         &self.log
+    }
+
+    /// The replay window: trained observations a later training call trains on again,
+    /// oldest first. A host stores it with the weights (it is the user's own feedback: never
+    /// exported with the weights, never in a sync request) and [`RewardModel::forget`]
+    /// empties it.
+    pub fn replay(&self) -> &[LoggedObservation] {
+        &self.replay
+    }
+
+    /// [`ModelSpec::replay_turns`].
+    pub fn replay_turns(&self) -> usize {
+        self.replay_turns
+    }
+
+    /// Resizes the replay window (a smaller one drops its oldest turns at once). On error
+    /// nothing changes.
+    pub fn set_replay_turns(&mut self, turns: usize) -> Result<()> {
+        check_replay_turns(turns)?;
+        self.replay_turns = turns;
+        self.replay = window(&self.replay, turns);
+        Ok(())
+    }
+
+    /// Puts back a stored replay window (re-validated: an entry that no longer fits the head
+    /// is refused; a window larger than the model's is trimmed to its newest turns). On error
+    /// nothing changes.
+    pub fn restore_replay(&mut self, mut entries: Vec<LoggedObservation>) -> Result<()> {
+        for e in &entries {
+            e.validate(self.config().dim)?;
+        }
+        entries.sort_by_key(|e| e.seq);
+        if let Some(last) = entries.last() {
+            // Sequence numbers are never reused, the window's included.
+            self.skip_seq_past(last.seq);
+        }
+        self.replay = window(&entries, self.replay_turns);
+        Ok(())
     }
 
     /// Checks `flat` as `n × dim` embeddings and returns it as a matrix view.
@@ -557,9 +657,18 @@ impl RewardModel {
         }
         // The pull is the personal part's weight decay, which AdamW bounds to [0, 1].
         check::in_range("personalPull", options.personal_pull, 0.0, 1.0)?;
-        let all = to_examples(&self.log, self.config().dim)?;
-        let (train, val) =
-            split_by_turn(&self.log, &all, options.validation_fraction, options.seed);
+        // The call's data: the newest replayed turns that the pending ones leave room for in
+        // the window, then the pending observations (all of them, whatever the window).
+        let replayed = replayed_for(&self.replay, &self.log, self.replay_turns);
+        let data: Vec<LoggedObservation> = replayed.iter().chain(&self.log).cloned().collect();
+        let all = to_examples(&data, self.config().dim)?;
+        let (train, val) = split_by_turn(
+            &data,
+            replayed.len(),
+            &all,
+            options.validation_fraction,
+            options.seed,
+        );
         if kind.is_pairwise() && train.pairs.is_empty() {
             return Err(Error::InvalidData(
                 "pairwise needs answers shown together (same turn) with one of them liked".into(),
@@ -577,6 +686,8 @@ impl RewardModel {
             val,
             config,
             trained_seqs: self.log.iter().map(|e| e.seq).collect(),
+            replayed: replayed.len(),
+            replay: window(&data, self.replay_turns),
         })
     }
 
@@ -601,6 +712,7 @@ impl RewardModel {
         let trained: std::collections::HashSet<u64> =
             outcome.trained_seqs.iter().copied().collect();
         self.log.retain(|e| !trained.contains(&e.seq));
+        self.replay = window(&outcome.replay, self.replay_turns);
         self.history = self.history_after(outcome);
     }
 
@@ -720,7 +832,7 @@ impl RewardModel {
     }
 
     /// Forgets the user: [`RewardModel::forgotten`] weights on the current shared head, no
-    /// pending observations, no training history.
+    /// pending observations, no replay window, no training history.
     pub fn forget(&mut self) -> Result<()> {
         let weights = self.forgotten(self.weights.head.clone())?;
         self.install_forgotten(weights)
@@ -743,10 +855,11 @@ impl RewardModel {
     }
 
     /// Installs [`RewardModel::forgotten`] weights (a host persists them first) and drops the
-    /// pending observations and the training history.
+    /// pending observations, the replay window and the training history.
     pub fn install_forgotten(&mut self, weights: Weights) -> Result<()> {
         self.replace_weights(weights)?;
         self.log.clear();
+        self.replay.clear();
         self.history = TrainingHistory::default();
         Ok(())
     }
@@ -754,6 +867,7 @@ impl RewardModel {
     pub fn stats(&self) -> Stats {
         Stats {
             pending: self.log.len(),
+            replay: self.replay.len(),
             effective_sample_size: self.history.effective_sample_size,
             last_loss: self.history.last_loss,
             trained_examples: self.history.trained_examples,
@@ -825,19 +939,69 @@ pub fn rank(scores: &[f32]) -> Vec<u32> {
     order
 }
 
-/// Holds out whole turns (so that pairs stay within one side) for early stopping.
+/// The turn an entry belongs to (an entry without one is a turn of its own).
+fn turn_key(e: &LoggedObservation) -> &str {
+    e.turn.as_deref().unwrap_or(e.id.as_str())
+}
+
+/// The newest `turns` turns of `entries` (by their last entry), at most
+/// [`REPLAY_OBSERVATIONS_PER_TURN`] × `turns` entries (the oldest go first), in order.
+fn window(entries: &[LoggedObservation], turns: usize) -> Vec<LoggedObservation> {
+    let mut kept = std::collections::HashSet::new();
+    for e in entries.iter().rev() {
+        if kept.len() == turns {
+            break;
+        }
+        kept.insert(turn_key(e));
+    }
+    let mut out: Vec<LoggedObservation> = entries
+        .iter()
+        .filter(|e| kept.contains(turn_key(e)))
+        .cloned()
+        .collect();
+    let cap = turns.saturating_mul(REPLAY_OBSERVATIONS_PER_TURN);
+    if out.len() > cap {
+        out.drain(..out.len() - cap);
+    }
+    out
+}
+
+/// The entries of `replay` a call with `pending` trains on again: the newest turns of the
+/// window that the pending turns leave room for among `turns` (none if they fill it).
+fn replayed_for(
+    replay: &[LoggedObservation],
+    pending: &[LoggedObservation],
+    turns: usize,
+) -> Vec<LoggedObservation> {
+    let pending_turns: std::collections::HashSet<&str> = pending.iter().map(turn_key).collect();
+    let room = turns.saturating_sub(pending_turns.len());
+    if room == 0 {
+        return Vec::new();
+    }
+    let older: Vec<LoggedObservation> = replay
+        .iter()
+        .filter(|e| !pending_turns.contains(turn_key(e)))
+        .cloned()
+        .collect();
+    window(&older, room)
+}
+
+/// Holds out whole turns (so that pairs stay within one side) for early stopping, drawn from
+/// the pending turns only: the first `replayed` entries of `log` (the replay window, trained
+/// on before) always train, so that a held-out loss is measured on turns no part has seen.
 fn split_by_turn(
     log: &[LoggedObservation],
+    replayed: usize,
     all: &Examples,
     fraction: f64,
     seed: u64,
 ) -> (Examples, Option<Examples>) {
-    if fraction <= 0.0 || log.len() < 10 {
+    if fraction <= 0.0 || log.len() - replayed < 10 {
         return (all.clone(), None);
     }
-    let key = |i: usize| log[i].turn.as_deref().unwrap_or(log[i].id.as_str());
+    let key = |i: usize| turn_key(&log[i]);
     let mut seen = std::collections::HashSet::new();
-    let mut turns: Vec<&str> = (0..log.len())
+    let mut turns: Vec<&str> = (replayed..log.len())
         .map(key)
         .filter(|k| seen.insert(*k))
         .collect();
@@ -850,4 +1014,68 @@ fn split_by_turn(
     let (val_idx, train_idx): (Vec<usize>, Vec<usize>) =
         (0..log.len()).partition(|&i| held_out.contains(key(i)));
     (all.select(&train_idx), Some(all.select(&val_idx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feedback::events::Shown;
+
+    fn entry(seq: u64, turn: usize, dim: usize) -> LoggedObservation {
+        LoggedObservation {
+            seq,
+            id: format!("{seq}"),
+            turn: Some(format!("t{turn}")),
+            embedding: vec![seq as f32; dim],
+            shown: Shown {
+                position: (seq % 2) as u32,
+                candidates: 2,
+            },
+            events: Vec::new(),
+            dwell_ms: 0.0,
+            length: 0.0,
+            propensity: None,
+        }
+    }
+
+    /// Held-out turns come from the pending turns only: a replayed turn (trained on before)
+    /// always trains, so held-out losses are measured on turns no part has seen.
+    #[test]
+    fn held_out_turns_are_pending_ones() {
+        let log: Vec<LoggedObservation> = (0..40).map(|s| entry(s, s as usize / 2, 3)).collect();
+        let all = to_examples(&log, 3).unwrap();
+        for seed in 0..20 {
+            let (train, val) = split_by_turn(&log, 20, &all, 0.5, seed);
+            let val = val.expect("10 pending turns");
+            // Rows are tagged by their embedding (= seq): the first 20 are replayed.
+            assert!(val.emb.column(0).iter().all(|&v| v >= 20.0), "seed {seed}");
+            assert_eq!(train.len() + val.len(), 40);
+            assert_eq!(val.len(), 10, "half of the 10 pending turns");
+        }
+        // Fewer than 10 pending observations: no hold-out, whatever the replay.
+        assert!(split_by_turn(&log, 31, &all, 0.5, 0).1.is_none());
+    }
+
+    #[test]
+    fn a_window_keeps_the_newest_turns_and_is_bounded() {
+        let log: Vec<LoggedObservation> = (0..12).map(|s| entry(s, s as usize / 3, 3)).collect();
+        let w = window(&log, 2);
+        assert_eq!(
+            w.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (6..12).collect::<Vec<_>>()
+        );
+        assert!(window(&log, 0).is_empty());
+        // A turn of more entries than the per-turn allowance: the oldest entries go first.
+        let big: Vec<LoggedObservation> = (0..40).map(|s| entry(s, 0, 3)).collect();
+        let w = window(&big, 1);
+        assert_eq!(w.len(), REPLAY_OBSERVATIONS_PER_TURN);
+        assert_eq!(w[0].seq, 40 - REPLAY_OBSERVATIONS_PER_TURN as u64);
+        // Replayed turns for a call: none of the pending turns, the newest that fit.
+        let pending = vec![entry(12, 3, 3)];
+        let r = replayed_for(&log, &pending, 3);
+        assert_eq!(
+            r.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6, 7, 8]
+        );
+    }
 }

@@ -316,6 +316,27 @@ fn eval_protocol_users_writes_the_documented_json() {
         assert!(!refused.exists(), "{bad:?}");
     }
 
+    // The replay window and the basis options: bad values refused with their codes before
+    // any training, nothing written.
+    for (bad, code) in [
+        (["--replay-turns", "5000"], "invalid_config"),
+        (["--replay-turns", "1.5"], "invalid value"),
+        (["--basis-width", "0"], "invalid_config"),
+        (["--basis-activation", "sigmoid"], "unknown_name"),
+    ] {
+        let refused = tmp("users-option-refused.json");
+        let _ = std::fs::remove_file(&refused);
+        let mut args = small_users_run(&data, &refused);
+        args.extend(bad.map(String::from));
+        let out = tacit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(code),
+            "{bad:?}: {err}"
+        );
+        assert!(!refused.exists(), "{bad:?}");
+    }
+
     // A labelled file without utilities is refused with its code, nothing written.
     let plain = common::fixture();
     let out = tacit(&[

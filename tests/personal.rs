@@ -491,3 +491,220 @@ fn a_stop_in_the_personal_phase_leaves_the_shared_head_as_it_was() {
     let after = m.weights().personal.clone().unwrap();
     assert_ne!(after.head, personal_before.head, "the personal part moved");
 }
+
+fn replay_model(replay_turns: usize) -> RewardModel {
+    RewardModel::new(
+        &ModelSpec {
+            dim: DIM,
+            hidden: vec![],
+            objective: ObjectiveKind::Pairwise,
+            replay_turns,
+            ..ModelSpec::default()
+        },
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn turn_names(obs: &[LoggedObservation]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for o in obs {
+        let t = o.turn.clone().unwrap();
+        if names.last() != Some(&t) {
+            names.push(t);
+        }
+    }
+    names
+}
+
+/// The replay window: a call trains on the pending turns plus, where they leave room among
+/// `replay_turns`, the newest turns trained on before; afterwards the window holds the last
+/// `replay_turns` turns. What `stats()` and the sync count as trained is the new observations
+/// only; the window is not in the weights (an export carries none).
+#[test]
+fn a_replay_window_keeps_the_last_turns_and_trains_on_them_again() {
+    let mut m = replay_model(5);
+    let all = turns(1.0, 10, 21);
+    let opts = TrainOptions {
+        validation_fraction: 0.0,
+        ..TrainOptions::default()
+    };
+    // 3 turns: nothing to replay yet; the window then holds those 3.
+    for o in &all[..12] {
+        m.observe(o.clone()).unwrap();
+    }
+    let job = m.prepare_training(&opts).unwrap();
+    assert_eq!((job.examples(), job.replayed()), (12, 0));
+    let out =
+        pollster::block_on(job.run(
+            &mut |_| ControlFlow::Continue(()),
+            || std::future::ready(()),
+        ))
+        .unwrap();
+    assert_eq!(turn_names(out.replay()), ["t0", "t1", "t2"]);
+    m.apply(&out);
+    assert_eq!((m.stats().replay, m.stats().pending), (12, 0));
+    // 4 more: room for 1 replayed turn (the newest, t2); the window is then t2..t6.
+    for o in &all[12..28] {
+        m.observe(o.clone()).unwrap();
+    }
+    let job = m.prepare_training(&opts).unwrap();
+    assert_eq!((job.examples(), job.replayed()), (16, 4));
+    let out =
+        pollster::block_on(job.run(
+            &mut |_| ControlFlow::Continue(()),
+            || std::future::ready(()),
+        ))
+        .unwrap();
+    m.apply(&out);
+    assert_eq!(turn_names(m.replay()), ["t2", "t3", "t4", "t5", "t6"]);
+    assert_eq!(
+        m.stats().trained_examples,
+        28,
+        "replays are not counted as new"
+    );
+    // 3 pending turns (t7..t9) leave room for 2 replayed ones (t5, t6); a job not applied
+    // leaves the window as it was.
+    for o in &all[28..] {
+        m.observe(o.clone()).unwrap();
+    }
+    let job = m.prepare_training(&opts).unwrap();
+    assert_eq!((job.examples(), job.replayed()), (12, 8));
+    drop(job);
+    assert_eq!(turn_names(m.replay()), ["t2", "t3", "t4", "t5", "t6"]);
+    // A window of 1 turn with 3 pending ones: the pending ones all train, none replayed.
+    m.set_replay_turns(1).unwrap();
+    let job = m.prepare_training(&opts).unwrap();
+    assert_eq!((job.examples(), job.replayed()), (12, 0));
+    drop(job);
+    m.set_replay_turns(5).unwrap();
+    assert_eq!(
+        turn_names(m.replay()),
+        ["t6"],
+        "a smaller window dropped the rest"
+    );
+    // The window is the device's own: not in the exported weights.
+    let exported = m.export_weights().unwrap();
+    let mut other = replay_model(5);
+    other.import_weights(&exported).unwrap();
+    assert!(other.replay().is_empty());
+    // Forget empties it.
+    m.forget().unwrap();
+    assert!(m.replay().is_empty() && m.pending().is_empty());
+    assert_eq!(m.stats().replay, 0);
+}
+
+/// A call with a window trains on more than the pending turns: its weights differ from the
+/// same call without one; with no replay the behaviour is that of a model without the option.
+#[test]
+fn replayed_turns_change_what_a_call_learns() {
+    let all = turns(1.0, 12, 22);
+    let run = |replay: usize| {
+        let mut m = replay_model(replay);
+        train(&mut m, &all[..24], &TrainOptions::default());
+        train(&mut m, &all[24..], &TrainOptions::default());
+        m.export_weights().unwrap()
+    };
+    let none = run(0);
+    let spec_default = {
+        let mut m = model(Personalization::Residual);
+        train(&mut m, &all[..24], &TrainOptions::default());
+        train(&mut m, &all[24..], &TrainOptions::default());
+        m.export_weights().unwrap()
+    };
+    assert_eq!(
+        none, spec_default,
+        "replayTurns 0 is the behaviour without a window"
+    );
+    assert_ne!(
+        run(12),
+        none,
+        "the second call trained on the first call's turns too"
+    );
+}
+
+/// Bad window sizes and stored windows are typed errors, and change nothing.
+#[test]
+fn bad_replay_options_are_typed_errors_and_change_nothing() {
+    let err = RewardModel::new(
+        &ModelSpec {
+            dim: DIM,
+            replay_turns: tacit_rm::model::MAX_REPLAY_TURNS + 1,
+            ..ModelSpec::default()
+        },
+        Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.code().as_str(), "invalid_config");
+    let mut m = replay_model(4);
+    train(&mut m, &turns(1.0, 6, 23), &TrainOptions::default());
+    let window = m.replay().to_vec();
+    assert_eq!(turn_names(&window).len(), 4);
+    let err = m.set_replay_turns(usize::MAX).unwrap_err();
+    assert_eq!(err.code().as_str(), "invalid_config");
+    let mut wrong = window.clone();
+    wrong[1].embedding.pop();
+    let err = m.restore_replay(wrong).unwrap_err();
+    assert_eq!(err.code().as_str(), "dim_mismatch");
+    let mut nan = window.clone();
+    nan[0].embedding[0] = f32::NAN;
+    assert_eq!(
+        m.restore_replay(nan).unwrap_err().code().as_str(),
+        "non_finite_input"
+    );
+    assert_eq!(m.replay(), &window[..], "unchanged");
+    // A stored window larger than the model's is trimmed to its newest turns, and the next
+    // sequence number moves past it.
+    let mut small = replay_model(2);
+    small.restore_replay(window.clone()).unwrap();
+    assert_eq!(turn_names(small.replay()), ["t4", "t5"]);
+    let seq = small.observe(turns(1.0, 1, 24)[0].clone()).unwrap().seq;
+    assert!(seq > window.last().unwrap().seq);
+    // A serde spec without the field reads as the default (a model stored before it).
+    let spec: ModelSpec = serde_json::from_str(r#"{"dim": 8}"#).unwrap();
+    assert_eq!(spec.replay_turns, tacit_rm::model::DEFAULT_REPLAY_TURNS);
+}
+
+/// The users protocol's replay window (`UsersConfig::replay_turns`, `--replay-turns`) is the
+/// model's own option on every per-user model: on a tiny run a window of 8 turns changes what
+/// the local models learn from the same feedback, and bad sizes are typed errors.
+#[test]
+fn the_users_protocol_replays_through_the_models_window() {
+    use tacit_rm::eval::users::{self, System, UsersConfig, UsersData};
+    let data = UsersData::load(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/users_dev.safetensors"),
+    )
+    .unwrap();
+    let cfg = |replay_turns: usize| UsersConfig {
+        seeds: 1,
+        users: Some(2),
+        new_users: 1,
+        turns: 16,
+        rounds: 2,
+        new_user_turns: vec![0],
+        systems: vec![System::Local, System::Personal],
+        replay_turns,
+        ..UsersConfig::default()
+    };
+    let acc = |c: &UsersConfig| {
+        let r = users::run_on(&Device::Cpu, &data, c, &mut |_| {}).unwrap();
+        r.system(System::Local).unwrap().per_seed.clone()
+    };
+    assert_ne!(
+        acc(&cfg(0)),
+        acc(&cfg(16)),
+        "the second round trains on the first too"
+    );
+    for bad in [
+        UsersConfig {
+            basis_width: 0,
+            ..cfg(0)
+        },
+        cfg(tacit_rm::model::MAX_REPLAY_TURNS + 1),
+    ] {
+        let err = users::run_on(&Device::Cpu, &data, &bad, &mut |_| {}).unwrap_err();
+        assert_eq!(err.code().as_str(), "invalid_config");
+    }
+}

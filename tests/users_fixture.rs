@@ -314,3 +314,94 @@ fn archetypes_agree_within_and_disagree_across() {
     assert!(corr(1, 6) > 0.5, "{}", corr(1, 6));
     assert!(corr(0, 1) < 0.1, "{}", corr(0, 1));
 }
+
+/// A second multi-user data set of another construction, to check that a result on the dev
+/// fixture is not a property of its construction: written (not committed) to the path in
+/// `TACIT_LATENT_FIXTURE` by `cargo test --test users_fixture -- --ignored`.
+///
+/// The same 1024 answers and groups; 48 users with continuous tastes (no archetypes, no text
+/// attributes): user v's utility of answer n is `0.4·label(n) + Σ_k c_vk·p_k(n) +
+/// c_v4·(|p_0(n)| − mean) + 0.5·ε(v, n)`, where the `p_k` are four projections of the
+/// centred embeddings on random directions (seeded), each standardised, `c_v ~ N(0, 0.5²)`
+/// per user and coordinate (the last one weights a non-linear taste: answers far from the
+/// middle of the first direction, either way), and `ε` is N(0, 1) noise.
+fn build_latent() -> Vec<u8> {
+    const LATENT_USERS: usize = 48;
+    let source = std::fs::read(data_dir().join("hh_harmless_dev512.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&source).unwrap();
+    let emb = st.tensor("response_emb").unwrap();
+    let (n, d) = (emb.shape()[0], emb.shape()[1]);
+    let mut label: Vec<f64> = st
+        .tensor("label")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    standardise(&mut label);
+    let pair_id: Vec<i32> = st
+        .tensor("pair_id")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let floats: Vec<f32> = emb
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let x = centred(&floats, n, d);
+    let mut rng = Rng::new(0x1A7E);
+    let mut p: Vec<Vec<f64>> = (0..4)
+        .map(|_| {
+            let dir: Vec<f64> = (0..d).map(|_| rng.normal()).collect();
+            x.iter()
+                .map(|row| row.iter().zip(&dir).map(|(a, b)| a * b).sum())
+                .collect()
+        })
+        .collect();
+    for column in p.iter_mut() {
+        standardise(column);
+    }
+    let mut far: Vec<f64> = p[0].iter().map(|v| v.abs()).collect();
+    standardise(&mut far);
+    let mut utility = Vec::with_capacity(LATENT_USERS * n);
+    for _ in 0..LATENT_USERS {
+        let c: Vec<f64> = (0..5).map(|_| 0.5 * rng.normal()).collect();
+        for i in 0..n {
+            let taste: f64 = (0..4).map(|k| c[k] * p[k][i]).sum::<f64>() + c[4] * far[i];
+            let u = 0.4 * label[i] + taste + 0.5 * rng.normal();
+            utility.push(u as f32);
+        }
+    }
+    let group: Vec<i32> = pair_id.iter().map(|p| p / 2).collect();
+    let emb_bytes = emb.data().to_vec();
+    let utility_bytes = f32_le(&utility);
+    let group_bytes: Vec<u8> = group.iter().flat_map(|g| g.to_le_bytes()).collect();
+    let tensors = vec![
+        (
+            "response_emb",
+            TensorView::new(Dtype::F32, emb.shape().to_vec(), &emb_bytes).unwrap(),
+        ),
+        (
+            "utility",
+            TensorView::new(Dtype::F32, vec![LATENT_USERS, n], &utility_bytes).unwrap(),
+        ),
+        (
+            "group",
+            TensorView::new(Dtype::I32, vec![n], &group_bytes).unwrap(),
+        ),
+    ];
+    safetensors::serialize(tensors, None).unwrap()
+}
+
+#[test]
+#[ignore = "writes the second fixture to $TACIT_LATENT_FIXTURE"]
+fn write_the_latent_fixture() {
+    let path = std::env::var_os("TACIT_LATENT_FIXTURE").expect("TACIT_LATENT_FIXTURE names a path");
+    let bytes = build_latent();
+    let data = tacit_rm::eval::users::UsersData::from_bytes(&bytes).unwrap();
+    assert_eq!((data.users(), data.emb.nrows()), (48, 1024));
+    std::fs::write(path, bytes).unwrap();
+}

@@ -275,6 +275,14 @@ pub struct UsersConfig {
     pub activation: Activation,
     /// The hidden width of the `basis` system's shared head when `hidden` is empty.
     pub basis_width: usize,
+    /// The non-linearity of that hidden layer (`None`: `activation`).
+    pub basis_activation: Option<Activation>,
+    /// The replay window of every per-user model ([`ModelSpec::replay_turns`]): each
+    /// training call trains on the user's last `replay_turns` turns (the new ones and, where
+    /// they leave room, turns trained on before, kept on the device). `pooled` trains each
+    /// round on every user's last `replay_turns` turns the same way. 0: each call trains on
+    /// the turns since the last one.
+    pub replay_turns: usize,
     pub objective: ObjectiveKind,
     /// Options of every training call (the personal pull among them).
     pub train: TrainOptions,
@@ -319,6 +327,8 @@ impl Default for UsersConfig {
             hidden: Vec::new(),
             activation: Activation::Relu,
             basis_width: 32,
+            basis_activation: None,
+            replay_turns: 0,
             objective: ObjectiveKind::Implicit,
             train: TrainOptions {
                 epochs: 10,
@@ -356,6 +366,14 @@ impl UsersConfig {
         if self.systems.is_empty() {
             return bad("no systems to evaluate".into());
         }
+        if self.basis_width == 0 || self.basis_width > crate::head::MAX_WIDTH {
+            return bad(format!(
+                "basis width = {} is outside 1..={}",
+                self.basis_width,
+                crate::head::MAX_WIDTH
+            ));
+        }
+        model::check_replay_turns(self.replay_turns)?;
         let u = data.users();
         if self.new_users >= u {
             return bad(format!(
@@ -375,7 +393,8 @@ impl UsersConfig {
 
     fn spec(&self, data: &UsersData, personalization: Personalization, seed: u64) -> ModelSpec {
         // `basis` reads the shared head's last hidden layer: it gets one if the others have none.
-        let hidden = if personalization == Personalization::Basis && self.hidden.is_empty() {
+        let basis = personalization == Personalization::Basis;
+        let hidden = if basis && self.hidden.is_empty() {
             vec![self.basis_width]
         } else {
             self.hidden.clone()
@@ -383,12 +402,16 @@ impl UsersConfig {
         ModelSpec {
             dim: data.emb.ncols(),
             hidden,
-            activation: self.activation,
+            activation: match self.basis_activation {
+                Some(a) if basis => a,
+                _ => self.activation,
+            },
             objective: self.objective,
             seed,
             personalization,
             // The protocol names its objective: every system trains on the same one.
             auto_objective: false,
+            replay_turns: self.replay_turns,
         }
     }
 }
@@ -512,7 +535,8 @@ impl User {
             .map(|p| LoggedObservation {
                 seq: 0,
                 id: format!("u{}-{turn}-{}", self.index, items[p]),
-                turn: Some(turn.to_string()),
+                // Turns are the user's own: pooled training must not pair two users' answers.
+                turn: Some(format!("u{}-{turn}", self.index)),
                 embedding: data.emb.row(items[p]).to_vec(),
                 shown: Shown {
                     position: p as u32,
@@ -766,8 +790,16 @@ pub fn run_on(
             );
             models.push(per_user);
         }
-        let mut pooled =
-            RewardModel::new(&cfg.spec(data, Personalization::None, seed), device.clone())?;
+        // `pooled` is central training: the server holds every user's turns, and each round
+        // trains on every user's last `replay_turns` turns (its own model keeps no window).
+        let mut pooled = RewardModel::new(
+            &ModelSpec {
+                replay_turns: 0,
+                ..cfg.spec(data, Personalization::None, seed)
+            },
+            device.clone(),
+        )?;
+        let mut pooled_turns: Vec<Vec<Vec<LoggedObservation>>> = vec![Vec::new(); fed_ids.len()];
         let logger = systems.iter().position(|&s| s == System::Personal);
         let mut sim: Vec<User> = fed_ids.iter().map(|&u| User::new(data, u, seed)).collect();
         let mut turn_rng = Rng::new(seed ^ 0x7E57);
@@ -776,6 +808,12 @@ pub fn run_on(
             let mut examples = vec![0u64; fed_ids.len()];
             for (ui, user) in sim.iter_mut().enumerate() {
                 let mut log_obs = Vec::new();
+                let mut replayed = Vec::new();
+                if cfg.replay_turns > per_round {
+                    let held = &pooled_turns[ui];
+                    let from = held.len().saturating_sub(cfg.replay_turns - per_round);
+                    replayed = held[from..].concat();
+                }
                 for t in 0..per_round {
                     let mut items =
                         draw_items(&mut turn_rng, &train_groups, &train_items, cfg.candidates);
@@ -785,7 +823,11 @@ pub fn run_on(
                         let order = model::rank(&s);
                         items = order.iter().map(|&o| items[o as usize]).collect();
                     }
-                    log_obs.extend(user.react(data, &items, &format!("r{round}t{t}")));
+                    let turn = user.react(data, &items, &format!("r{round}t{t}"));
+                    log_obs.extend(turn.iter().cloned());
+                    if cfg.replay_turns > 0 {
+                        pooled_turns[ui].push(turn);
+                    }
                 }
                 examples[ui] = log_obs.len() as u64;
                 for (si, &sys) in systems.iter().enumerate() {
@@ -795,6 +837,7 @@ pub fn run_on(
                     observe_all(&mut models[si][ui], &log_obs)?;
                     train(&mut models[si][ui], &opts)?;
                 }
+                observe_all(&mut pooled, &replayed)?;
                 observe_all(&mut pooled, &log_obs)?;
             }
             if systems.contains(&System::Pooled) {
@@ -1059,7 +1102,7 @@ impl UsersResult {
                 ));
             }
         }
-        out.push_str("\nNew users, pairwise accuracy after k turns on top of the final shared model:\n\n| k |");
+        out.push_str("\nNew users, pairwise accuracy after k turns on top of the final shared model (mean ± std over users and seeds, and in brackets the seed spread of the mean):\n\n| k |");
         for (s, _) in &self.systems {
             out.push_str(&format!(" {} |", s.name()));
         }
@@ -1069,9 +1112,72 @@ impl UsersResult {
         for (k, rows) in &self.new_users_curve {
             out.push_str(&format!("| {k} |"));
             for (_, r) in rows {
-                out.push_str(&format!(" {} |", f(&r.pairwise_accuracy)));
+                out.push_str(&format!(
+                    " {} [{:.3}] |",
+                    f(&r.pairwise_accuracy),
+                    Summary::of(&r.per_seed).std
+                ));
             }
             out.push('\n');
+        }
+        out.push_str(&self.margins_markdown());
+        out
+    }
+
+    /// Each personal design's margin over `global` and `local`, seed by seed (the difference
+    /// of the per-seed means over users): mean ± std over seeds and the smallest, on
+    /// federated users and on new users at each k.
+    fn margins_markdown(&self) -> String {
+        let designs = [System::Personal, System::Ditto, System::Mix, System::Basis];
+        let rows_of = |rows: &[(System, SystemResult)], s: System| {
+            rows.iter()
+                .find(|(x, _)| *x == s)
+                .map(|(_, r)| r.per_seed.clone())
+        };
+        let cell = |a: Option<Vec<f64>>, b: Option<Vec<f64>>| -> String {
+            match (a, b) {
+                (Some(a), Some(b)) if !a.is_empty() => {
+                    let d: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+                    let s = Summary::of(&d);
+                    let min = d.iter().copied().fold(f64::INFINITY, f64::min);
+                    format!("{:+.3} ± {:.3} (min {min:+.3})", s.mean, s.std)
+                }
+                _ => "—".into(),
+            }
+        };
+        let mut out = String::new();
+        let mut header = false;
+        for d in designs {
+            for base in [System::Global, System::Local] {
+                if self.system(d).is_none() || self.system(base).is_none() {
+                    continue;
+                }
+                if !header {
+                    header = true;
+                    out.push_str(
+                        "\nMargins seed by seed (design − baseline, per-seed means over users: mean ± std over seeds, and the smallest):\n\n| design − baseline | federated |",
+                    );
+                    for (k, _) in &self.new_users_curve {
+                        out.push_str(&format!(" new, k = {k} |"));
+                    }
+                    out.push_str("\n|---|---|");
+                    out.push_str(&"---|".repeat(self.new_users_curve.len()));
+                    out.push('\n');
+                }
+                out.push_str(&format!(
+                    "| {} − {} | {} |",
+                    d.name(),
+                    base.name(),
+                    cell(rows_of(&self.systems, d), rows_of(&self.systems, base))
+                ));
+                for (_, rows) in &self.new_users_curve {
+                    out.push_str(&format!(
+                        " {} |",
+                        cell(rows_of(rows, d), rows_of(rows, base))
+                    ));
+                }
+                out.push('\n');
+            }
         }
         out
     }

@@ -434,7 +434,7 @@ impl Inner {
         let mut sync = self.sync.borrow().clone();
         sync.unsynced_examples += outcome.examples() as u64;
         self.store(Commit {
-            model: Some((&self.spec, &bytes, history)),
+            model: Some((&self.spec, &bytes, history, outcome.replay())),
             drop: Some(&outcome.trained_seqs),
             sync: Some(&sync),
             ..Commit::default()
@@ -465,10 +465,11 @@ impl Inner {
         let _busy = self.begin("importWeights")?;
         let _writing = self.write().await?;
         // What is stored is what will be installed (the user's personal part kept).
-        let (weights, history) = self.with(|m| Ok((m.importable(&bytes)?, m.history())))?;
+        let (weights, history, replay) =
+            self.with(|m| Ok((m.importable(&bytes)?, m.history(), m.replay().to_vec())))?;
         let bytes = store::to_bytes(&weights)?;
         self.store(Commit {
-            model: Some((&self.spec, &bytes, history)),
+            model: Some((&self.spec, &bytes, history, &replay)),
             ..Commit::default()
         })
         .await?;
@@ -491,6 +492,7 @@ impl Inner {
             name: &self.name,
             spec: &self.spec,
             history: self.with(|m| Ok(m.history()))?,
+            replay: self.with(|m| Ok(m.replay().to_vec()))?,
             state: &self.sync,
             stored_as: &self.stored_as,
             channel: self.channel.as_ref(),
@@ -536,9 +538,10 @@ impl Inner {
     /// Stores new weights and sync state and drops every pending observation, in one
     /// transaction (`reset` and `forget`).
     async fn store_replacing(&self, weights: &[u8], sync: &SyncState) -> Result<()> {
-        // Starting over (reset) or forgetting the user ends the training history too.
+        // Starting over (reset) or forgetting the user ends the training history and the
+        // replay window too.
         self.store(Commit {
-            model: Some((&self.spec, weights, TrainingHistory::default())),
+            model: Some((&self.spec, weights, TrainingHistory::default(), &[])),
             drop_all: true,
             sync: Some(sync),
             ..Commit::default()
@@ -858,7 +861,7 @@ async fn open(options: JsValue) -> Result<RewardModel> {
                 Some(s) => {
                     let bytes = m.export_weights()?;
                     let commit = Commit {
-                        model: Some((&spec, &bytes, TrainingHistory::default())),
+                        model: Some((&spec, &bytes, TrainingHistory::default(), &[])),
                         sync: Some(&sync),
                         ..Commit::default()
                     };
@@ -910,6 +913,8 @@ fn restore(spec: &ModelSpec, stored: Stored, device: Device) -> Result<(Model, S
     let mut m = Model::restore(weights, spec.objective, stored.log, device)?;
     m.set_auto_objective(spec.auto_objective);
     m.restore_history(stored.history);
+    m.set_replay_turns(spec.replay_turns)?;
+    m.restore_replay(stored.replay)?;
     Ok((m, sync))
 }
 

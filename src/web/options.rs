@@ -45,6 +45,10 @@ pub struct OpenOptions {
     /// The personal part kept beside the shared head (default `residual`; `none` for the
     /// shared model alone).
     pub personalization: Option<Personalization>,
+    /// The replay window in turns ([`ModelSpec::replay_turns`]; default: the stored model's,
+    /// else [`crate::model::DEFAULT_REPLAY_TURNS`]). Unlike the head options it may change
+    /// from one open to the next.
+    pub replay_turns: Option<usize>,
 }
 
 /// `OpenOptions.objective`: an objective's name or "auto".
@@ -199,7 +203,9 @@ impl OpenOptions {
             auto_objective,
             seed: self.seed.unwrap_or(base.seed),
             personalization: self.personalization.unwrap_or(base.personalization),
+            replay_turns: self.replay_turns.unwrap_or(base.replay_turns),
         };
+        crate::model::check_replay_turns(spec.replay_turns)?;
         if let Some(s) = stored {
             if s.personalization != spec.personalization {
                 return Err(Error::IncompatibleWeights(format!(

@@ -80,6 +80,9 @@ pub struct Stored {
     /// What `stats()` said of past training (none in a record stored before it was kept).
     pub history: TrainingHistory,
     pub log: Vec<LoggedObservation>,
+    /// The replay window stored with the weights (none in a record stored before it was
+    /// kept).
+    pub replay: Vec<LoggedObservation>,
     /// The sync state, if the model has one.
     pub sync: Option<SyncState>,
     /// Its `meta` record; none for a model stored before there was one.
@@ -127,8 +130,15 @@ pub struct Listed {
 /// What one transaction writes (everything absent is left as it is).
 #[derive(Default)]
 pub struct Commit<'a> {
-    /// The model record: spec, weights and the training history that goes with them.
-    pub model: Option<(&'a ModelSpec, &'a [u8], TrainingHistory)>,
+    /// The model record: spec, weights, the training history that goes with them and the
+    /// replay window (the user's trained observations kept for later calls; see
+    /// `RewardModel::replay`), written together.
+    pub model: Option<(
+        &'a ModelSpec,
+        &'a [u8],
+        TrainingHistory,
+        &'a [LoggedObservation],
+    )>,
     /// An observation to store under a sequence number no entry has: another tab of the
     /// same model may have stored one under the same number, which must not be overwritten
     /// (the commit then fails with [`SEQ_TAKEN`] in its message and writes nothing).
@@ -302,17 +312,25 @@ fn sync_from_value(value: &JsValue) -> Result<SyncState> {
     })
 }
 
-fn model_value(spec: &ModelSpec, weights: &[u8], history: &TrainingHistory) -> Result<JsValue> {
+fn model_value(
+    spec: &ModelSpec,
+    weights: &[u8],
+    history: &TrainingHistory,
+    replay: &[LoggedObservation],
+) -> Result<JsValue> {
     let json = serde_json::to_string(spec)
         .map_err(|e| Error::Storage(format!("encoding the model spec: {e}")))?;
     let history = serde_json::to_string(history)
         .map_err(|e| Error::Storage(format!("encoding the training history: {e}")))?;
+    let replay = serde_json::to_string(replay)
+        .map_err(|e| Error::Storage(format!("encoding the replay window: {e}")))?;
     let obj = js_sys::Object::new();
     js_sys::Reflect::set(&obj, &"spec".into(), &json.into())
         .and_then(|_| {
             js_sys::Reflect::set(&obj, &"weights".into(), &Uint8Array::from(weights).into())
         })
         .and_then(|_| js_sys::Reflect::set(&obj, &"history".into(), &history.into()))
+        .and_then(|_| js_sys::Reflect::set(&obj, &"replay".into(), &replay.into()))
         .map_err(|e| storage_err("model record", &e))?;
     Ok(obj.into())
 }
@@ -532,6 +550,12 @@ impl Storage {
             })?,
             None => TrainingHistory::default(),
         };
+        let replay = match field("replay").as_string() {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                Error::Storage(format!("the replay window of '{name}' is unreadable: {e}"))
+            })?,
+            None => Vec::new(),
+        };
         let mut entries = Vec::new();
         for record in Array::from(&log).iter() {
             let json = js_sys::Reflect::get(&record, &"entry".into())
@@ -550,6 +574,7 @@ impl Storage {
             weights,
             history,
             log: entries,
+            replay,
             sync: if sync.is_undefined() {
                 None
             } else {
@@ -667,7 +692,7 @@ impl Storage {
         // `meta` read's success callback, where nothing can fail half-way to encode.
         let model = commit
             .model
-            .map(|(spec, weights, history)| model_value(spec, weights, &history))
+            .map(|(spec, weights, history, replay)| model_value(spec, weights, &history, replay))
             .transpose()?;
         let sync = commit.sync.map(sync_value).transpose()?;
         let add = match commit.add {
@@ -835,6 +860,8 @@ pub struct SyncStorage<'a> {
     pub spec: &'a ModelSpec,
     /// Stored with rebased weights (a sync does not train; it keeps what `stats()` says).
     pub history: TrainingHistory,
+    /// Stored with rebased weights too (the user's, kept on the device: never sent).
+    pub replay: Vec<LoggedObservation>,
     pub state: &'a RefCell<SyncState>,
     /// The stored model the tab holds (`Some` when `storage` is): each write is guarded by
     /// it and moves it to the generation written.
@@ -852,7 +879,9 @@ impl SyncStore for SyncStorage<'_> {
         if let Some(s) = self.storage {
             let bytes = weights.map(store::to_bytes).transpose()?;
             let commit = Commit {
-                model: bytes.as_deref().map(|b| (self.spec, b, self.history)),
+                model: bytes
+                    .as_deref()
+                    .map(|b| (self.spec, b, self.history, &self.replay[..])),
                 sync: Some(state),
                 ..Commit::default()
             };

@@ -62,6 +62,17 @@ export interface OpenOptions {
    * the kind it was made with: asking for another is an `incompatible_weights` error.
    */
   personalization?: Personalization;
+  /**
+   * The replay window: each `train` call trains on the user's most recent `replayTurns`
+   * turns, the pending ones and, where they leave room, turns trained on before (kept on the
+   * device with the weights, in the same IndexedDB record; never exported by `exportWeights`,
+   * never in a `sync` request; `forget` and `reset` empty it). The held-out turns a call
+   * validates on are pending ones only. An integer in 0..=1000; default 0 (no replay: a call
+   * trains on the pending observations alone) or the stored model's; unlike the head options
+   * it may change from one `open` to the next. A window of n turns keeps at most 16·n
+   * observations.
+   */
+  replayTurns?: number;
 }
 
 /**
@@ -245,6 +256,8 @@ export interface SyncResult {
 
 export interface Stats {
   pending: number;
+  /** Trained observations kept in the replay window (`OpenOptions.replayTurns`). */
+  replay: number;
   effectiveSampleSize: number | null;
   lastLoss: number | null;
   trainedExamples: number;

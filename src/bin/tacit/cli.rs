@@ -227,6 +227,15 @@ struct EvalArgs {
     /// `--hidden` is empty): the number of personal coefficients.
     #[arg(long = "basis-width", default_value_t = UsersConfig::default().basis_width)]
     basis_width: usize,
+    /// `--protocol users`: the non-linearity of the `basis` system's hidden layer, relu or
+    /// tanh (default: `--activation`).
+    #[arg(long = "basis-activation")]
+    basis_activation: Option<String>,
+    /// `--protocol users`: the replay window of every per-user model (the package's
+    /// `replayTurns`): each training call trains on the user's last N turns, kept on the
+    /// device; `pooled` on every user's last N. 0: only the turns since the last call.
+    #[arg(long = "replay-turns", default_value_t = UsersConfig::default().replay_turns)]
+    replay_turns: usize,
     /// `--protocol users`: pull of the personal part toward the shared model.
     #[arg(long = "personal-pull", default_value_t = tacit_rm::personal::DEFAULT_PULL)]
     personal_pull: f64,
@@ -402,6 +411,12 @@ fn run_users_eval(a: EvalArgs) -> Result<()> {
         hidden: parse_hidden(&a.hidden)?,
         activation: Activation::parse(&a.activation)?,
         basis_width: a.basis_width,
+        basis_activation: a
+            .basis_activation
+            .as_deref()
+            .map(Activation::parse)
+            .transpose()?,
+        replay_turns: a.replay_turns,
         objective: tacit_rm::ObjectiveKind::parse(&a.objective)?,
         train: tacit_rm::model::TrainOptions {
             epochs: a.opt.epochs,
