@@ -243,6 +243,17 @@ pub(crate) mod check {
         blocks.remainder().iter().all(|v| v.is_finite())
     }
 
+    /// [`finite`] over an array's values: the vectorised scan where they are one slice.
+    pub fn finite_array<D: ndarray::Dimension>(
+        what: &str,
+        values: ndarray::ArrayView<'_, f32, D>,
+    ) -> Result<()> {
+        match values.as_slice() {
+            Some(flat) => finite(what, flat),
+            None => finite_iter(what, values.iter()),
+        }
+    }
+
     pub fn finite_iter<'a>(what: &str, values: impl IntoIterator<Item = &'a f32>) -> Result<()> {
         match values.into_iter().position(|v| !v.is_finite()) {
             Some(index) => Err(Error::NonFinite {

@@ -110,7 +110,7 @@ impl Examples {
     /// Checks lengths, value ranges and finiteness of every field.
     pub fn validate(&self) -> Result<()> {
         let n = self.len();
-        check::finite_iter("embeddings", self.emb.iter())?;
+        check::finite_array("embeddings", self.emb.view())?;
         for (name, v) in [
             ("observed", &self.observed),
             ("feedback", &self.feedback),
@@ -125,7 +125,7 @@ impl Examples {
             check::len("logit offsets", n, self.offset.len())?;
             check::finite("logit offsets", &self.offset)?;
         }
-        check::finite_iter("exposure", self.exposure.iter())?;
+        check::finite_array("exposure", self.exposure.view())?;
         for (name, v) in [
             ("observed", &self.observed),
             ("feedback", &self.feedback),

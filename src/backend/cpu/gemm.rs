@@ -164,11 +164,6 @@ impl<'a> Strided<'a> {
             cs,
         })
     }
-
-    #[inline(always)]
-    fn at(&self, r: usize, c: usize) -> f32 {
-        self.data[r * self.rs + c * self.cs]
-    }
 }
 
 /// Runs `f` on `view` as a [`Strided`], copying it to standard layout first if it is not
@@ -196,25 +191,28 @@ impl Packed {
         let (k, n) = b.dim();
         let panels = n.div_ceil(NR);
         let mut data = vec![0.0f32; panels * k * NR];
-        // Walk `b` in its memory order where it is one slice (a row-major B or a transposed
-        // weight), so that the reads stream and the writes scatter into 8-wide rows.
+        // Walk `b` in its memory order where it is one slice: a row-major `B` (X in `Δᵀ·X`,
+        // W in `Δ·W`) copies 8-wide runs of each row, a transposed one (`Wᵀ`) reads each
+        // row of `W` once and scatters it down its panel column.
         match Strided::of(&b) {
-            Some(s) if s.rs >= s.cs => {
+            Some(s) if s.cs == 1 || n == 1 => {
                 for kk in 0..k {
-                    for j in 0..n {
-                        data[((j / NR) * k + kk) * NR + j % NR] = s.at(kk, j);
+                    let row = &s.data[kk * s.rs..][..n];
+                    for (p, run) in row.chunks(NR).enumerate() {
+                        data[(p * k + kk) * NR..][..run.len()].copy_from_slice(run);
                     }
                 }
             }
-            Some(s) => {
+            Some(s) if s.rs == 1 || k == 1 => {
                 for j in 0..n {
-                    let base = (j / NR) * k * NR + j % NR;
-                    for kk in 0..k {
-                        data[base + kk * NR] = s.at(kk, j);
+                    let col = &s.data[j * s.cs..][..k];
+                    let dst = &mut data[(j / NR) * k * NR + j % NR..];
+                    for (d, &v) in dst.iter_mut().step_by(NR).zip(col) {
+                        *d = v;
                     }
                 }
             }
-            None => {
+            _ => {
                 for ((kk, j), &v) in b.indexed_iter() {
                     data[((j / NR) * k + kk) * NR + j % NR] = v;
                 }
@@ -278,12 +276,19 @@ fn gemm_packed(a: &Strided, b: &Packed, n: usize, epi: Epilogue) -> Array2<f32> 
     for ic in (0..m).step_by(MC) {
         let rows = MC.min(m - ic);
         let blocks = rows.div_ceil(MR);
-        for bi in 0..blocks {
+        for bi in (0..blocks).filter(|_| k > 0) {
             let dst = &mut apack[bi * k * MR..(bi + 1) * k * MR];
             for r in 0..MR {
                 let i = ic + bi * MR + r;
-                for (kk, d) in dst.iter_mut().skip(r).step_by(MR).enumerate() {
-                    *d = if i < m { a.at(i, kk) } else { 0.0 };
+                let dst = dst.iter_mut().skip(r).step_by(MR);
+                if i >= m {
+                    dst.for_each(|d| *d = 0.0);
+                } else if a.cs == 1 || k == 1 {
+                    let row = &a.data[i * a.rs..][..k];
+                    dst.zip(row).for_each(|(d, &v)| *d = v);
+                } else {
+                    let row = a.data[i * a.rs..].iter().step_by(a.cs);
+                    dst.zip(row).for_each(|(d, &v)| *d = v);
                 }
             }
         }
@@ -491,6 +496,13 @@ mod tests {
             assert_eq!(got_t, got, "A given transposed, {m}×{k}×{n}: same bits");
             let bt = b.t().to_owned();
             assert_eq!(matmul(a.view(), bt.t()), got, "B transposed, same bits");
+            // B as a view that is not one slice (every other column): packed element-wise.
+            let wide_b = random(k, 2 * n, 78);
+            let b_view = wide_b.slice(s![.., ..;2]);
+            assert_eq!(
+                matmul(a.view(), b_view),
+                matmul(a.view(), b_view.to_owned().view())
+            );
             // A strided view that is not one slice (every other column): copied first.
             if k > 0 && n > 0 {
                 let wide = random(m, 2 * k, 77);

@@ -47,10 +47,7 @@ fn activation_backward(act: Activation, pre: &Array2<f32>, grad: &mut Array2<f32
 /// Checks that `x` is `[n, dim]` with finite values.
 pub fn validate_input(head: &Head, x: ArrayView2<f32>) -> Result<()> {
     check::len("embedding width", head.config.dim, x.ncols())?;
-    match x.as_slice() {
-        Some(flat) => check::finite("embeddings", flat),
-        None => check::finite_iter("embeddings", x.iter()),
-    }
+    check::finite_array("embeddings", x)
 }
 
 /// A layer's bias as one slice.
