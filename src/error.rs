@@ -214,12 +214,43 @@ pub(crate) mod check {
     use super::{Error, Result};
 
     pub fn finite(what: &str, values: &[f32]) -> Result<()> {
+        if all_finite(values) {
+            return Ok(());
+        }
         match values.iter().position(|v| !v.is_finite()) {
             Some(index) => Err(Error::NonFinite {
                 what: what.to_string(),
                 index,
             }),
             None => Ok(()),
+        }
+    }
+
+    /// Whether every value is finite: the exponent bits of none all set. A branch-free
+    /// fold over blocks of 64 (vectorised, in the SIMD flavour as `i32x4` lanes), scanned
+    /// by every scoring call (a 10 000 × 384 batch is 3.8 M values).
+    fn all_finite(values: &[f32]) -> bool {
+        const EXP: u32 = 0x7f80_0000;
+        let mut blocks = values.chunks_exact(64);
+        for block in &mut blocks {
+            let top = block
+                .iter()
+                .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+            if top >= EXP {
+                return false;
+            }
+        }
+        blocks.remainder().iter().all(|v| v.is_finite())
+    }
+
+    /// [`finite`] over an array's values: the vectorised scan where they are one slice.
+    pub fn finite_array<D: ndarray::Dimension>(
+        what: &str,
+        values: ndarray::ArrayView<'_, f32, D>,
+    ) -> Result<()> {
+        match values.as_slice() {
+            Some(flat) => finite(what, flat),
+            None => finite_iter(what, values.iter()),
         }
     }
 

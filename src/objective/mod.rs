@@ -453,7 +453,7 @@ impl Prepared {
         check::non_empty("batch", b)?;
         check::len("batch outputs", b, out.nrows())?;
         check::len("head outputs", self.kind().head_outputs(), out.ncols())?;
-        check::finite_iter("head outputs", out.iter())?;
+        check::finite_array("head outputs", out.view())?;
         let cfg = &self.config;
         if let Some(&r) = rows.iter().find(|&&r| r >= self.t.len()) {
             return Err(Error::InvalidData(format!(

@@ -2,11 +2,11 @@
 //! weights and AdamW moments live in ndarray; each batch is one forward, one objective
 //! gradient, one backward and one optimizer step.
 
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 
 use crate::backend::engine::{Batch, EpochOutcome, RunData};
 use crate::error::Result;
-use crate::feedback::Examples;
+use crate::feedback::{select_rows, Examples};
 use crate::head::Head;
 use crate::objective::{LossGrad, Prepared};
 use crate::optim::AdamW;
@@ -39,13 +39,13 @@ impl<'a> CpuEngine<'a> {
         let mut loss_sum = 0.0;
         let mut weight_sum = 0.0;
         for (rows, pairs) in batches {
-            let x = train.emb.select(Axis(0), rows);
+            let x = select_rows(&train.emb, rows);
             let (mut out, cache) = forward_train(&self.head, x.view());
             add_offsets(&mut out, train, rows);
             let aux_in = self
                 .exposure
                 .as_ref()
-                .map(|_| train.exposure.select(Axis(0), rows));
+                .map(|_| select_rows(&train.exposure, rows));
             let aux_fwd = self
                 .exposure
                 .as_ref()
