@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{cargo, install_apt, output, root, run, run_tests, Result, WASM_TARGET};
+use crate::{
+    cargo, describe, in_root, install_apt, output, root, run, run_tests, Result, WASM_TARGET,
+};
 
 /// Must equal the `wasm-bindgen` crate's exact version in Cargo.toml: the CLI and the crate
 /// speak one schema.
@@ -19,6 +21,26 @@ const BROWSER_TESTS: [&str; 2] = ["web", "web_sync"];
 /// `wasm-pack test` drives the browser suite; its own downloads fail here (DESIGN §9), so it
 /// runs with `--mode no-install` and `wasm-opt = false` (Cargo.toml).
 const WASM_PACK: &str = "0.15";
+/// wasm-opt comes from npm `binaryen`, pinned by the lockfile in this folder (`setup` installs
+/// it): Debian's binaryen 108 corrupts the module (DESIGN §9).
+const BINARYEN: &str = "xtask/binaryen";
+/// wasm-opt's optimisation level, chosen by measurement (README, Size): on the LTO build -Oz,
+/// -Os and -O3 are within 0.2% of each other in gzip and in CPU scoring speed; -Oz is the
+/// smallest raw.
+const WASM_OPT_LEVEL: &str = "-Oz";
+/// The features rustc's wasm32-unknown-unknown target enables by default (each module's
+/// `target_features` section lists them), stated so that wasm-opt neither rejects nor lowers
+/// what the module uses; the SIMD flavour adds `--enable-simd`.
+const WASM_FEATURES: [&str; 8] = [
+    "--enable-bulk-memory",
+    "--enable-bulk-memory-opt",
+    "--enable-call-indirect-overlong",
+    "--enable-multivalue",
+    "--enable-mutable-globals",
+    "--enable-nontrapping-float-to-int",
+    "--enable-reference-types",
+    "--enable-sign-ext",
+];
 
 /// Chromium and its driver, the wasm-bindgen CLI, and the JS test packages.
 pub fn setup() -> Result {
@@ -53,7 +75,9 @@ pub fn setup() -> Result {
     if output(Command::new("node").arg("--version")).is_none() {
         return Err("node is required for the package's tests (node 20 or newer)".into());
     }
-    npm_ci(&root().join("tests/js"), &[])
+    npm_ci(&root().join("tests/js"), &[])?;
+    // No install scripts: binaryen's package is its compiled JS and wasm, nothing to build.
+    npm_ci(&root().join(BINARYEN), &["--ignore-scripts"])
 }
 
 /// `npm ci` in `dir` (with `extra` flags), skipped when its node_modules was installed after
@@ -83,6 +107,7 @@ pub fn build_pkg() -> Result {
         std::fs::remove_dir_all(&pkg).map_err(|e| format!("cannot clear pkg/: {e}"))?;
     }
     let simd_out = root().join("target/pkg-simd");
+    let mut optimised = Vec::new();
     for (out, simd) in [(pkg.clone(), false), (simd_out.clone(), true)] {
         let mut build = cargo();
         build.args([
@@ -116,7 +141,9 @@ pub fn build_pkg() -> Result {
             .arg("--out-dir")
             .arg(&out)
             .arg(&wasm))?;
+        optimised.push((out.join("tacit_rm_bg.wasm"), simd));
     }
+    wasm_opt(&optimised)?;
     // index.js loads either .wasm with one glue: refuse to ship if the glue differs.
     let glue = |dir: &Path| std::fs::read(dir.join("tacit_rm.js")).map_err(|e| e.to_string());
     if glue(&pkg)? != glue(&simd_out)? {
@@ -150,6 +177,41 @@ pub fn build_pkg() -> Result {
     std::fs::copy(template.join("README.md"), pkg.join("README.md"))
         .map_err(|e| format!("src/web/npm/README.md: {e}"))?;
     size_report()
+}
+
+/// wasm-opt on each `(wasm, simd)` in place, the flavours in parallel (each takes about a
+/// minute on one core here).
+fn wasm_opt(wasms: &[(std::path::PathBuf, bool)]) -> Result {
+    let bin = root().join(BINARYEN).join("node_modules/.bin/wasm-opt");
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask setup`",
+            bin.display()
+        ));
+    }
+    let mut children = Vec::new();
+    for (wasm, simd) in wasms {
+        let mut cmd = Command::new(&bin);
+        cmd.arg(WASM_OPT_LEVEL)
+            .args(WASM_FEATURES)
+            .args(simd.then_some("--enable-simd"))
+            .arg(wasm)
+            .arg("-o")
+            .arg(wasm);
+        eprintln!("$ {}", describe(&cmd));
+        in_root(&mut cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", describe(&cmd)))?;
+        children.push((describe(&cmd), child));
+    }
+    for (what, mut child) in children {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("`{what}` failed ({status})"));
+        }
+    }
+    Ok(())
 }
 
 fn crate_version() -> Result<String> {
