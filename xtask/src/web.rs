@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::{
-    cargo, describe, in_root, install_apt, output, root, run, run_tests, Result, WASM_TARGET,
+    cargo, describe, in_root, install_apt, output, root, run, run_tests, wasm_size, Result,
+    WASM_TARGET,
 };
 
 /// Must equal the `wasm-bindgen` crate's exact version in Cargo.toml: the CLI and the crate
@@ -128,22 +129,33 @@ pub fn build_pkg() -> Result {
         }
         run(&mut build)?;
         let wasm = target_dir.join(format!("{WASM_TARGET}/{PROFILE}/tacit_rm.wasm"));
+        // The function-name section stays in wasm-bindgen's output for the audit below;
+        // wasm-opt drops it (a debugging aid only, nothing panics into JS, and a fifth of the
+        // module).
         run(Command::new("wasm-bindgen")
-            // The function-name section is a debugging aid only (nothing panics into JS) and
-            // would be a fifth of the shipped wasm.
-            .args([
-                "--target",
-                "web",
-                "--out-name",
-                "tacit_rm",
-                "--remove-name-section",
-            ])
+            .args(["--target", "web", "--out-name", "tacit_rm"])
             .arg("--out-dir")
             .arg(&out)
             .arg(&wasm))?;
         optimised.push((out.join("tacit_rm_bg.wasm"), simd));
     }
+    // Where the bytes are, by function and crate: the SIMD flavour (the one a browser with
+    // SIMD downloads) before wasm-opt, while its names are in.
+    let audit = read_wasm(&simd_out.join("tacit_rm_bg.wasm"))?;
     wasm_opt(&optimised)?;
+    for (wasm, simd) in &optimised {
+        let module = read_wasm(wasm)?;
+        if module.has_custom("name") {
+            return Err(format!("{} still has its name section", wasm.display()));
+        }
+        if module.features.iter().any(|f| f == "simd128") != *simd {
+            return Err(format!(
+                "{}: simd128 {} in its target features after wasm-opt",
+                wasm.display(),
+                if *simd { "missing" } else { "present" }
+            ));
+        }
+    }
     // index.js loads either .wasm with one glue: refuse to ship if the glue differs.
     let glue = |dir: &Path| std::fs::read(dir.join("tacit_rm.js")).map_err(|e| e.to_string());
     if glue(&pkg)? != glue(&simd_out)? {
@@ -176,7 +188,12 @@ pub fn build_pkg() -> Result {
     std::fs::write(pkg.join("package.json"), manifest).map_err(|e| e.to_string())?;
     std::fs::copy(template.join("README.md"), pkg.join("README.md"))
         .map_err(|e| format!("src/web/npm/README.md: {e}"))?;
-    size_report()
+    size_report(&audit)
+}
+
+fn read_wasm(path: &Path) -> Result<wasm_size::Module> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    wasm_size::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// wasm-opt on each `(wasm, simd)` in place, the flavours in parallel (each takes about a
@@ -223,8 +240,10 @@ fn crate_version() -> Result<String> {
         .ok_or_else(|| "no version in Cargo.toml".into())
 }
 
-/// Raw and gzip -9 sizes of the shipped files into `results/package-size.{json,md}`.
-fn size_report() -> Result {
+/// Raw and gzip -9 sizes of the shipped files, and where the SIMD module's bytes are
+/// (`audit`: sections, code per crate, the largest functions), into
+/// `results/package-size.{json,md}`.
+fn size_report(audit: &wasm_size::Module) -> Result {
     let files = [
         "tacit_rm_bg.wasm",
         "tacit_rm_simd_bg.wasm",
@@ -246,18 +265,39 @@ fn size_report() -> Result {
         .ok_or("gzip is needed for the size report")?;
         rows.push((f, raw, gz));
     }
-    let json = format!(
-        "{{\n  \"files\": [\n{}\n  ]\n}}\n",
-        rows.iter()
-            .map(|(f, r, g)| format!("    {{ \"file\": \"{f}\", \"bytes\": {r}, \"gzip\": {g} }}"))
-            .collect::<Vec<_>>()
-            .join(",\n")
-    );
     // What a browser with WebAssembly SIMD downloads: that flavour, the glue, the entry.
     let (tr, tg) = rows
         .iter()
         .filter(|(f, _, _)| *f != "tacit_rm_bg.wasm")
         .fold((0, 0), |(a, b), (_, r, g)| (a + r, b + g));
+    let sections: Vec<(String, u64)> = audit
+        .sections
+        .iter()
+        .filter(|(s, _)| s != "custom \"name\"")
+        .cloned()
+        .collect();
+    let code = audit.section_bytes("code").max(1);
+    let crates = audit.by_crate();
+    let functions = audit.largest(AUDIT_FUNCTIONS);
+    let list = |rows: &[(String, u64)], key: &str| {
+        rows.iter()
+            .map(|(n, b)| format!("    {{ \"{key}\": {}, \"bytes\": {b} }}", json_str(n)))
+            .collect::<Vec<_>>()
+            .join(",\n")
+    };
+    let json = format!(
+        "{{\n  \"files\": [\n{}\n  ],\n  \"downloaded\": {{ \"bytes\": {tr}, \"gzip\": {tg} }},\n  \
+         \"audit\": {{\n  \"module\": \"tacit_rm_simd_bg.wasm before wasm-opt\",\n  \
+         \"sections\": [\n{}\n  ],\n  \"code_by_crate\": [\n{}\n  ],\n  \
+         \"largest_functions\": [\n{}\n  ]\n  }}\n}}\n",
+        rows.iter()
+            .map(|(f, r, g)| format!("    {{ \"file\": \"{f}\", \"bytes\": {r}, \"gzip\": {g} }}"))
+            .collect::<Vec<_>>()
+            .join(",\n"),
+        list(&sections, "section"),
+        list(&crates, "crate"),
+        list(&functions, "function"),
+    );
     let mut md = String::from("| file | bytes | gzip -9 |\n|---|---:|---:|\n");
     for (f, r, g) in &rows {
         md += &format!("| `{f}` | {} | {} |\n", kib(*r), kib(*g));
@@ -267,11 +307,59 @@ fn size_report() -> Result {
         kib(tr),
         kib(tg)
     );
+    md += "\n## Where the bytes are\n\n\
+        `tacit_rm_simd_bg.wasm` as wasm-bindgen writes it, before wasm-opt (which takes off \
+        a few per cent), with the function names of its name section (not shipped). \
+        Code is counted per function body and summed by the crate in the function's \
+        name, tacit-rm's own by module; LTO inlines across crates, so a function's bytes \
+        include what was inlined into it (tacit-rm's async functions hold much of what \
+        they call).\n\n| section | bytes |\n|---|---:|\n";
+    for (s, b) in &sections {
+        md += &format!("| {} | {} |\n", s.replace('"', "`"), kib(*b));
+    }
+    md += "\n| crate (tacit-rm by module) | code | share of code |\n|---|---:|---:|\n";
+    for (c, b) in crates.iter().take(AUDIT_CRATES) {
+        md += &format!("| `{c}` | {} | {:.1}% |\n", kib(*b), pct(*b, code));
+    }
+    if crates.len() > AUDIT_CRATES {
+        let rest: u64 = crates[AUDIT_CRATES..].iter().map(|(_, b)| b).sum();
+        md += &format!(
+            "| {} others | {} | {:.1}% |\n",
+            crates.len() - AUDIT_CRATES,
+            kib(rest),
+            pct(rest, code)
+        );
+    }
+    md += "\n| largest functions | code |\n|---|---:|\n";
+    for (f, b) in &functions {
+        md += &format!("| `{}` | {} |\n", f.replace('|', "\\|"), kib(*b));
+    }
     std::fs::create_dir_all(root().join("results")).map_err(|e| e.to_string())?;
     std::fs::write(root().join("results/package-size.json"), json).map_err(|e| e.to_string())?;
     std::fs::write(root().join("results/package-size.md"), &md).map_err(|e| e.to_string())?;
     eprint!("package size (results/package-size.md):\n{md}");
     Ok(())
+}
+
+/// Rows of the audit's tables.
+const AUDIT_CRATES: usize = 20;
+const AUDIT_FUNCTIONS: usize = 15;
+
+fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole as f64
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out += "\\\"",
+            '\\' => out += "\\\\",
+            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
+            c => out.push(c),
+        }
+    }
+    out + "\""
 }
 
 fn kib(bytes: u64) -> String {
