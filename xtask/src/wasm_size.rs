@@ -230,6 +230,33 @@ fn function_names(s: &mut Reader, names: &mut BTreeMap<u64, String>) -> Result {
     Ok(())
 }
 
+/// `name` without rustc's symbol hash (`::h` and 16 hex digits) or `[hash]` disambiguators.
+pub fn without_hash(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find('[') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 1..];
+        match tail.find(']') {
+            Some(j) if j >= 8 && tail[..j].chars().all(|c| c.is_ascii_hexdigit()) => {
+                rest = &tail[j + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    match out.rfind("::h") {
+        Some(i) if out.len() - i == 19 && out[i + 3..].chars().all(|c| c.is_ascii_hexdigit()) => {
+            out.truncate(i);
+            out
+        }
+        _ => out,
+    }
+}
+
 /// The crate a function's code belongs to, from its demangled name: the first path of
 /// `krate::…` or of `<krate::Type as …>` (the trait's crate when the type is a primitive or
 /// a generic parameter), with rustc's `[hash]` disambiguators dropped; tacit-rm's own code by
@@ -289,7 +316,22 @@ pub fn owner(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{owner, parse};
+    use super::{owner, parse, without_hash};
+
+    #[test]
+    fn hashes_are_dropped_from_shown_names() {
+        assert_eq!(
+            without_hash("tacit_rm::web::Inner::sync::{{closure}}::h59a101337e44ab40"),
+            "tacit_rm::web::Inner::sync::{{closure}}"
+        );
+        assert_eq!(
+            without_hash(
+                "<dlmalloc[e24a27700634d609]::Dlmalloc<dlmalloc[e24a2770]::System>>::malloc"
+            ),
+            "<dlmalloc::Dlmalloc<dlmalloc::System>>::malloc"
+        );
+        assert_eq!(without_hash("<[f64]>::sort::h12"), "<[f64]>::sort::h12");
+    }
 
     #[test]
     fn functions_are_attributed_to_their_crate() {
