@@ -185,8 +185,7 @@ impl Dataset {
         match &self.pair_id {
             None => (0..self.len()).map(|i| vec![i]).collect(),
             Some(ids) => {
-                let mut order: Vec<usize> = (0..self.len()).collect();
-                order.sort_by_key(|&i| (ids[i], i));
+                let order = crate::math::sorted_order(self.len(), &mut |a, b| ids[a].cmp(&ids[b]));
                 let mut groups: Vec<Vec<usize>> = Vec::new();
                 for i in order {
                     match groups.last_mut() {

@@ -469,7 +469,7 @@ impl RewardModel {
         mut log: Vec<LoggedObservation>,
         device: Device,
     ) -> Self {
-        log.sort_by_key(|e| e.seq);
+        crate::math::sort_by(&mut log, |a, b| a.seq.cmp(&b.seq));
         let next_seq = log.last().map_or(0, |e| e.seq + 1);
         RewardModel {
             weights,
@@ -934,9 +934,10 @@ pub fn embeddings(dim: usize, flat: &[f32]) -> Result<ArrayView2<'_, f32>> {
 
 /// Indices of `scores` from best to worst (ties keep their order).
 pub fn rank(scores: &[f32]) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    order.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
-    order
+    crate::math::sorted_order(scores.len(), &mut |a, b| scores[b].total_cmp(&scores[a]))
+        .into_iter()
+        .map(|i| i as u32)
+        .collect()
 }
 
 /// The turn an entry belongs to (an entry without one is a turn of its own).

@@ -204,7 +204,7 @@ fn canonical_metadata(mut bytes: Vec<u8>) -> Vec<u8> {
     {
         let mut entries: Vec<(String, serde_json::Value)> =
             std::mem::take(meta).into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::math::sort_by(&mut entries, |a, b| a.0.cmp(&b.0));
         meta.extend(entries);
     }
     match serde_json::to_vec(&value) {

@@ -41,7 +41,7 @@ pub fn estimate_flip_rates(noisy_probs: &[f32], lo: f64, hi: f64) -> Result<Flip
         )));
     }
     let mut sorted: Vec<f64> = noisy_probs.iter().map(|&p| p as f64).collect();
-    sorted.sort_by(f64::total_cmp);
+    crate::math::sort_by(&mut sorted, f64::total_cmp);
     let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
     // Clamp into the range where the noise-corrected loss stays defined.
     Ok(FlipRates {

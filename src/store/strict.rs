@@ -53,7 +53,7 @@ pub fn check_tensor_names<'a>(
     if extra.is_empty() {
         return Ok(());
     }
-    extra.sort_unstable();
+    crate::math::sort_by(&mut extra, |a, b| a.cmp(b));
     Err(Error::CorruptWeights(format!(
         "tensors {extra:?} are not part of what the metadata describes"
     )))

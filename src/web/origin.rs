@@ -60,7 +60,7 @@ pub async fn list() -> Result<Vec<ModelInfo>> {
             name: m.name,
         })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    crate::math::sort_by(&mut out, |a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 

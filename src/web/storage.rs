@@ -252,7 +252,7 @@ fn range(name: &str, upto: Option<u64>) -> Result<JsValue> {
 /// `seqs` as inclusive runs of consecutive numbers, in order.
 fn runs(seqs: &[u64]) -> Vec<(u64, u64)> {
     let mut sorted = seqs.to_vec();
-    sorted.sort_unstable();
+    crate::math::sort_by(&mut sorted, u64::cmp);
     sorted.dedup();
     let mut out: Vec<(u64, u64)> = Vec::new();
     for s in sorted {

@@ -19,6 +19,7 @@ mod postgres;
 mod readme;
 mod release;
 mod server_bench;
+mod wasm_size;
 mod web;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{cargo, install_apt, output, root, run, run_tests, Result, WASM_TARGET};
+use crate::{
+    cargo, describe, in_root, install_apt, output, root, run, run_tests, wasm_size, Result,
+    WASM_TARGET,
+};
 
 /// Must equal the `wasm-bindgen` crate's exact version in Cargo.toml: the CLI and the crate
 /// speak one schema.
@@ -19,6 +22,26 @@ const BROWSER_TESTS: [&str; 2] = ["web", "web_sync"];
 /// `wasm-pack test` drives the browser suite; its own downloads fail here (DESIGN §9), so it
 /// runs with `--mode no-install` and `wasm-opt = false` (Cargo.toml).
 const WASM_PACK: &str = "0.15";
+/// wasm-opt comes from npm `binaryen`, pinned by the lockfile in this folder (`setup` installs
+/// it): Debian's binaryen 108 corrupts the module (DESIGN §9).
+const BINARYEN: &str = "xtask/binaryen";
+/// wasm-opt's optimisation level, chosen by measurement (README, Size): on the LTO build -Oz,
+/// -Os and -O3 are within 0.2% of each other in gzip and in CPU scoring speed; -Oz is the
+/// smallest raw.
+const WASM_OPT_LEVEL: &str = "-Oz";
+/// The features rustc's wasm32-unknown-unknown target enables by default (each module's
+/// `target_features` section lists them), stated so that wasm-opt neither rejects nor lowers
+/// what the module uses; the SIMD flavour adds `--enable-simd`.
+const WASM_FEATURES: [&str; 8] = [
+    "--enable-bulk-memory",
+    "--enable-bulk-memory-opt",
+    "--enable-call-indirect-overlong",
+    "--enable-multivalue",
+    "--enable-mutable-globals",
+    "--enable-nontrapping-float-to-int",
+    "--enable-reference-types",
+    "--enable-sign-ext",
+];
 
 /// Chromium and its driver, the wasm-bindgen CLI, and the JS test packages.
 pub fn setup() -> Result {
@@ -53,7 +76,9 @@ pub fn setup() -> Result {
     if output(Command::new("node").arg("--version")).is_none() {
         return Err("node is required for the package's tests (node 20 or newer)".into());
     }
-    npm_ci(&root().join("tests/js"), &[])
+    npm_ci(&root().join("tests/js"), &[])?;
+    // No install scripts: binaryen's package is its compiled JS and wasm, nothing to build.
+    npm_ci(&root().join(BINARYEN), &["--ignore-scripts"])
 }
 
 /// `npm ci` in `dir` (with `extra` flags), skipped when its node_modules was installed after
@@ -83,6 +108,7 @@ pub fn build_pkg() -> Result {
         std::fs::remove_dir_all(&pkg).map_err(|e| format!("cannot clear pkg/: {e}"))?;
     }
     let simd_out = root().join("target/pkg-simd");
+    let mut optimised = Vec::new();
     for (out, simd) in [(pkg.clone(), false), (simd_out.clone(), true)] {
         let mut build = cargo();
         build.args([
@@ -103,19 +129,32 @@ pub fn build_pkg() -> Result {
         }
         run(&mut build)?;
         let wasm = target_dir.join(format!("{WASM_TARGET}/{PROFILE}/tacit_rm.wasm"));
+        // The function-name section stays in wasm-bindgen's output for the audit below;
+        // wasm-opt drops it (a debugging aid only, nothing panics into JS, and a fifth of the
+        // module).
         run(Command::new("wasm-bindgen")
-            // The function-name section is a debugging aid only (nothing panics into JS) and
-            // would be a fifth of the shipped wasm.
-            .args([
-                "--target",
-                "web",
-                "--out-name",
-                "tacit_rm",
-                "--remove-name-section",
-            ])
+            .args(["--target", "web", "--out-name", "tacit_rm"])
             .arg("--out-dir")
             .arg(&out)
             .arg(&wasm))?;
+        optimised.push((out.join("tacit_rm_bg.wasm"), simd));
+    }
+    // Where the bytes are, by function and crate: the SIMD flavour (the one a browser with
+    // SIMD downloads) before wasm-opt, while its names are in.
+    let audit = read_wasm(&simd_out.join("tacit_rm_bg.wasm"))?;
+    wasm_opt(&optimised)?;
+    for (wasm, simd) in &optimised {
+        let module = read_wasm(wasm)?;
+        if module.has_custom("name") {
+            return Err(format!("{} still has its name section", wasm.display()));
+        }
+        if module.features.iter().any(|f| f == "simd128") != *simd {
+            return Err(format!(
+                "{}: simd128 {} in its target features after wasm-opt",
+                wasm.display(),
+                if *simd { "missing" } else { "present" }
+            ));
+        }
     }
     // index.js loads either .wasm with one glue: refuse to ship if the glue differs.
     let glue = |dir: &Path| std::fs::read(dir.join("tacit_rm.js")).map_err(|e| e.to_string());
@@ -149,7 +188,47 @@ pub fn build_pkg() -> Result {
     std::fs::write(pkg.join("package.json"), manifest).map_err(|e| e.to_string())?;
     std::fs::copy(template.join("README.md"), pkg.join("README.md"))
         .map_err(|e| format!("src/web/npm/README.md: {e}"))?;
-    size_report()
+    size_report(&audit)
+}
+
+fn read_wasm(path: &Path) -> Result<wasm_size::Module> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    wasm_size::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// wasm-opt on each `(wasm, simd)` in place, the flavours in parallel (each takes about a
+/// minute on one core here).
+fn wasm_opt(wasms: &[(std::path::PathBuf, bool)]) -> Result {
+    let bin = root().join(BINARYEN).join("node_modules/.bin/wasm-opt");
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask setup`",
+            bin.display()
+        ));
+    }
+    let mut children = Vec::new();
+    for (wasm, simd) in wasms {
+        let mut cmd = Command::new(&bin);
+        cmd.arg(WASM_OPT_LEVEL)
+            .args(WASM_FEATURES)
+            .args(simd.then_some("--enable-simd"))
+            .arg(wasm)
+            .arg("-o")
+            .arg(wasm);
+        eprintln!("$ {}", describe(&cmd));
+        in_root(&mut cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", describe(&cmd)))?;
+        children.push((describe(&cmd), child));
+    }
+    for (what, mut child) in children {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("`{what}` failed ({status})"));
+        }
+    }
+    Ok(())
 }
 
 fn crate_version() -> Result<String> {
@@ -161,8 +240,10 @@ fn crate_version() -> Result<String> {
         .ok_or_else(|| "no version in Cargo.toml".into())
 }
 
-/// Raw and gzip -9 sizes of the shipped files into `results/package-size.{json,md}`.
-fn size_report() -> Result {
+/// Raw and gzip -9 sizes of the shipped files, and where the SIMD module's bytes are
+/// (`audit`: sections, code per crate, the largest functions), into
+/// `results/package-size.{json,md}`.
+fn size_report(audit: &wasm_size::Module) -> Result {
     let files = [
         "tacit_rm_bg.wasm",
         "tacit_rm_simd_bg.wasm",
@@ -184,18 +265,39 @@ fn size_report() -> Result {
         .ok_or("gzip is needed for the size report")?;
         rows.push((f, raw, gz));
     }
-    let json = format!(
-        "{{\n  \"files\": [\n{}\n  ]\n}}\n",
-        rows.iter()
-            .map(|(f, r, g)| format!("    {{ \"file\": \"{f}\", \"bytes\": {r}, \"gzip\": {g} }}"))
-            .collect::<Vec<_>>()
-            .join(",\n")
-    );
     // What a browser with WebAssembly SIMD downloads: that flavour, the glue, the entry.
     let (tr, tg) = rows
         .iter()
         .filter(|(f, _, _)| *f != "tacit_rm_bg.wasm")
         .fold((0, 0), |(a, b), (_, r, g)| (a + r, b + g));
+    let sections: Vec<(String, u64)> = audit
+        .sections
+        .iter()
+        .filter(|(s, _)| s != "custom \"name\"")
+        .cloned()
+        .collect();
+    let code = audit.section_bytes("code").max(1);
+    let crates = audit.by_crate();
+    let functions = audit.largest(AUDIT_FUNCTIONS);
+    let list = |rows: &[(String, u64)], key: &str| {
+        rows.iter()
+            .map(|(n, b)| format!("    {{ \"{key}\": {}, \"bytes\": {b} }}", json_str(n)))
+            .collect::<Vec<_>>()
+            .join(",\n")
+    };
+    let json = format!(
+        "{{\n  \"files\": [\n{}\n  ],\n  \"downloaded\": {{ \"bytes\": {tr}, \"gzip\": {tg}, \"budget_gzip\": {DOWNLOAD_BUDGET} }},\n  \
+         \"audit\": {{\n  \"module\": \"tacit_rm_simd_bg.wasm before wasm-opt\",\n  \
+         \"sections\": [\n{}\n  ],\n  \"code_by_crate\": [\n{}\n  ],\n  \
+         \"largest_functions\": [\n{}\n  ]\n  }}\n}}\n",
+        rows.iter()
+            .map(|(f, r, g)| format!("    {{ \"file\": \"{f}\", \"bytes\": {r}, \"gzip\": {g} }}"))
+            .collect::<Vec<_>>()
+            .join(",\n"),
+        list(&sections, "section"),
+        list(&crates, "crate"),
+        list(&functions, "function"),
+    );
     let mut md = String::from("| file | bytes | gzip -9 |\n|---|---:|---:|\n");
     for (f, r, g) in &rows {
         md += &format!("| `{f}` | {} | {} |\n", kib(*r), kib(*g));
@@ -205,11 +307,90 @@ fn size_report() -> Result {
         kib(tr),
         kib(tg)
     );
+    md += &format!(
+        "\nBudget of the download (gzip -9), enforced by `cargo xtask pkg`: {} \
+         (`DOWNLOAD_BUDGET`, xtask/src/web.rs); issue 13's target: 200.0 KiB.\n",
+        kib(DOWNLOAD_BUDGET)
+    );
+    md += "\n## Where the bytes are\n\n\
+        `tacit_rm_simd_bg.wasm` as wasm-bindgen writes it, before wasm-opt (which takes off \
+        a few per cent), with the function names of its name section (not shipped). \
+        Code is counted per function body and summed by the crate in the function's \
+        name, tacit-rm's own by module; LTO inlines across crates, so a function's bytes \
+        include what was inlined into it (tacit-rm's async functions hold much of what \
+        they call).\n\n| section | bytes |\n|---|---:|\n";
+    for (s, b) in &sections {
+        md += &format!("| {} | {} |\n", s.replace('"', "`"), kib(*b));
+    }
+    md += "\n| crate (tacit-rm by module) | code | share of code |\n|---|---:|---:|\n";
+    for (c, b) in crates.iter().take(AUDIT_CRATES) {
+        md += &format!("| `{c}` | {} | {:.1}% |\n", kib(*b), pct(*b, code));
+    }
+    if crates.len() > AUDIT_CRATES {
+        let rest: u64 = crates[AUDIT_CRATES..].iter().map(|(_, b)| b).sum();
+        md += &format!(
+            "| {} others | {} | {:.1}% |\n",
+            crates.len() - AUDIT_CRATES,
+            kib(rest),
+            pct(rest, code)
+        );
+    }
+    md += "\n| largest functions | code |\n|---|---:|\n";
+    for (f, b) in &functions {
+        md += &format!(
+            "| `{}` | {} |\n",
+            wasm_size::without_hash(f).replace('|', "\\|"),
+            kib(*b)
+        );
+    }
     std::fs::create_dir_all(root().join("results")).map_err(|e| e.to_string())?;
     std::fs::write(root().join("results/package-size.json"), json).map_err(|e| e.to_string())?;
     std::fs::write(root().join("results/package-size.md"), &md).map_err(|e| e.to_string())?;
     eprint!("package size (results/package-size.md):\n{md}");
-    Ok(())
+    // After the report, so that a build over budget still says where its bytes are.
+    within_budget(tg, DOWNLOAD_BUDGET)
+}
+
+/// The most the downloaded package (SIMD wasm + glue + entry, gzip -9) may weigh: the size
+/// reached when the budget was set (401.7 KiB, README: Size) plus a margin of about 2% for
+/// ordinary changes. Raise it only with a reason; lower it when a cut lands. Issue 13's target is
+/// 200 KiB.
+const DOWNLOAD_BUDGET: u64 = 410 * 1024;
+
+/// Fails with a clear message when `gzip` bytes exceed `budget`.
+fn within_budget(gzip: u64, budget: u64) -> Result {
+    if gzip <= budget {
+        return Ok(());
+    }
+    Err(format!(
+        "the downloaded package (SIMD wasm + glue + entry, gzip -9) is {} ({gzip} bytes), \
+         over its budget of {} ({budget} bytes) by {}: see results/package-size.md for \
+         where the bytes are; DOWNLOAD_BUDGET in xtask/src/web.rs is the budget",
+        kib(gzip),
+        kib(budget),
+        kib(gzip - budget)
+    ))
+}
+
+/// Rows of the audit's tables.
+const AUDIT_CRATES: usize = 20;
+const AUDIT_FUNCTIONS: usize = 15;
+
+fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole as f64
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out += "\\\"",
+            '\\' => out += "\\\\",
+            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
+            c => out.push(c),
+        }
+    }
+    out + "\""
 }
 
 fn kib(bytes: u64) -> String {
@@ -292,4 +473,20 @@ pub fn bench_flavours() -> Result {
     run(Command::new("node")
         .arg("flavours.bench.mjs")
         .current_dir(root().join("tests/js")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_budget;
+
+    #[test]
+    fn the_budget_refuses_a_download_over_it() {
+        assert!(within_budget(1000, 1000).is_ok());
+        assert!(within_budget(999, 1000).is_ok());
+        let err = within_budget(2048 + 1024, 2048).unwrap_err();
+        assert!(err.contains("3.0 KiB"), "{err}");
+        assert!(err.contains("over its budget of 2.0 KiB"), "{err}");
+        assert!(err.contains("by 1.0 KiB"), "{err}");
+        assert!(err.contains("DOWNLOAD_BUDGET"), "{err}");
+    }
 }
