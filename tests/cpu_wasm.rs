@@ -2,7 +2,7 @@
 //! conformance suite (`conformance/cases.rs`) as `cpu_wasm::<case>`, and the forward and
 //! backward passes on awkward shapes against the float64 reference. Built with
 //! `RUSTFLAGS="-C target-feature=+simd128"` this runs the SIMD flavour's register-blocked
-//! kernels (`src/backend/cpu/gemm.rs`), which no native build uses:
+//! kernels (`gemm/src/lib.rs`), which no native build uses:
 //!
 //! ```text
 //! RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/simd128 \

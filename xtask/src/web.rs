@@ -405,7 +405,27 @@ pub fn test() -> Result {
         "browser tests (wasm-pack test --headless --chrome)",
         browser_suite,
     )?;
+    crate::stage(
+        "CPU path as wasm in node (tests/cpu_wasm.rs, +simd128)",
+        cpu_wasm_suite,
+    )?;
     crate::stage("npm package and JS tests", js_suites)
+}
+
+/// The conformance suite on the CPU path compiled to wasm with `+simd128`, in node: the only
+/// run of the SIMD flavour's own matrix kernels (`gemm/`) against the float64 reference (a
+/// native build runs their portable form). The SIMD package build's target directory, so the
+/// dependencies are built once for both.
+fn cpu_wasm_suite() -> Result {
+    let mut cmd = cargo();
+    cmd.args(["test", "--target", WASM_TARGET, "--test", "cpu_wasm"])
+        .env("RUSTFLAGS", "-C target-feature=+simd128")
+        .env("CARGO_TARGET_DIR", root().join("target/simd128"))
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        );
+    run_tests(&mut cmd)
 }
 
 /// The browser suites (tests/web.rs: the conformance suite and the API; tests/web_sync.rs)

@@ -2,12 +2,12 @@
 //! and the training engine built on them (`engine.rs`).
 
 mod engine;
-mod gemm;
 
 pub use engine::full_loss;
 pub(crate) use engine::CpuEngine;
 
 use std::borrow::Cow;
+use tacit_gemm as gemm;
 
 use ndarray::{Array2, ArrayView2, Axis};
 
@@ -59,7 +59,7 @@ fn bias(layer: &Linear) -> Cow<'_, [f32]> {
 }
 
 /// `input · Wᵀ + b` of layer `l`, then `act` if given: through the register-blocked kernels
-/// (`gemm.rs`) when `kernel`, else ndarray's `dot`.
+/// (`gemm/`, the `tacit-gemm` crate) when `kernel`, else ndarray's `dot`.
 fn affine_with(
     kernel: bool,
     head: &Head,
@@ -69,7 +69,12 @@ fn affine_with(
 ) -> Array2<f32> {
     let layer = &head.layers[l];
     if kernel {
-        return gemm::linear(input.view(), layer.weight.view(), &bias(layer), act);
+        return gemm::linear(
+            input.view(),
+            layer.weight.view(),
+            &bias(layer),
+            act.map(kernel_activation),
+        );
     }
     let mut out = input.dot(&layer.weight.t());
     out += &layer.bias;
@@ -77,6 +82,14 @@ fn affine_with(
         activate(act, &mut out);
     }
     out
+}
+
+/// The head's activation as the kernels' epilogue applies it.
+fn kernel_activation(act: Activation) -> gemm::Activation {
+    match act {
+        Activation::Relu => gemm::Activation::Relu,
+        Activation::Tanh => gemm::Activation::Tanh,
+    }
 }
 
 /// `a · b` through the kernels when `kernel`, else ndarray's `dot`.
@@ -143,9 +156,9 @@ fn forward_with(kernel: bool, head: &Head, x: ArrayView2<f32>) -> Array2<f32> {
             .zip(out.axis_chunks_iter_mut(Axis(0), FORWARD_ROWS))
         {
             let (w, b) = &weights[0];
-            let mut h = w.linear(rows, b, act(0));
+            let mut h = w.linear(rows, b, act(0).map(kernel_activation));
             for (l, (w, b)) in weights.iter().enumerate().skip(1) {
-                h = w.linear(h.view(), b, act(l));
+                h = w.linear(h.view(), b, act(l).map(kernel_activation));
             }
             dst.assign(&h);
         }
@@ -241,7 +254,7 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        // Through ndarray's dot and through the register-blocked kernels (`gemm.rs`).
+        // Through ndarray's dot and through the register-blocked kernels (`gemm/`, the `tacit-gemm` crate).
         for kernel in [false, true] {
             backward_matches_finite_differences_with(kernel);
         }
