@@ -171,7 +171,7 @@ mod tests {
         let mut ours = v.clone();
         super::sort_by(&mut ours, |a, b| a.0.cmp(&b.0));
         let mut std = v;
-        std.sort_by(|a, b| a.0.cmp(&b.0));
+        std.sort_by_key(|a| a.0);
         assert_eq!(ours, std);
         let mut empty: Vec<String> = Vec::new();
         super::sort_by(&mut empty, |a, b| a.cmp(b));
