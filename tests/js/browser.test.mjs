@@ -76,11 +76,23 @@ test("a Web Worker scores and trains on WebGPU, matching the main thread and a J
   await page.close();
 });
 
-test("after a reload, trained weights are restored bit for bit and pending observations kept", async () => {
+// The model record as stored, read without the package: its replay window (a JSON string).
+const storedReplay = (name) => new Promise((ok, fail) => {
+  const r = indexedDB.open("tacit-rm");
+  r.onerror = () => fail(r.error);
+  r.onsuccess = () => {
+    const get = r.result.transaction("models").objectStore("models").get(name);
+    get.onsuccess = () => { r.result.close(); ok(get.result.replay); };
+    get.onerror = () => fail(get.error);
+  };
+});
+
+test("after a reload, trained weights and the replay window are restored bit for bit and pending observations kept", async () => {
   const page = await harness();
   const name = `reload-${Date.now()}`;
+  await page.evaluate((src) => { window.storedReplay = eval(src); }, storedReplay.toString());
   const before = await page.evaluate(async (name) => {
-    const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [8] });
+    const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [8], replayTurns: 8 });
     const e = (i) => Float32Array.from({ length: 16 }, (_, j) => Math.sin(i * 7 + j));
     for (let i = 0; i < 20; i++) {
       await rm.observe({ id: `a${i}`, turn: `t${i >> 1}`, embedding: e(i), shown: { position: i % 2, candidates: 2 }, events: i % 4 === 0 ? ["thumbs_up"] : [] });
@@ -89,9 +101,12 @@ test("after a reload, trained weights are restored bit for bit and pending obser
     for (let i = 20; i < 23; i++) {
       await rm.observe({ id: `a${i}`, embedding: e(i), shown: { position: 0, candidates: 1 }, events: ["copy"] });
     }
-    return { backend: rm.backend, weights: Array.from(rm.exportWeights()), stats: rm.stats() };
+    return { backend: rm.backend, weights: Array.from(rm.exportWeights()), stats: rm.stats(), replay: await storedReplay(name) };
   }, name);
   assert.equal(before.backend, "webgpu");
+  // The window keeps the last 8 trained turns (two observations each), stored with the weights.
+  assert.equal(before.stats.replay, 16);
+  assert.equal(JSON.parse(before.replay).length, 16);
   assert.equal(before.stats.pending, 3);
   assert.equal(before.stats.persistent, true);
 
@@ -102,11 +117,14 @@ test("after a reload, trained weights are restored bit for bit and pending obser
   assert.equal(before.stats.personal.trainedExamples, 20);
 
   await reload(page);
+  await page.evaluate((src) => { window.storedReplay = eval(src); }, storedReplay.toString());
   const afterReload = await page.evaluate(async (name) => {
-    const rm = await tacit.RewardModel.open({ name });
-    return { weights: Array.from(rm.exportWeights()), stats: rm.stats(), dim: rm.dim };
+    const rm = await tacit.RewardModel.open({ name, replayTurns: 8 });
+    return { weights: Array.from(rm.exportWeights()), stats: rm.stats(), dim: rm.dim, replay: await storedReplay(name) };
   }, name);
   assert.deepEqual(afterReload.weights, before.weights);
+  assert.equal(afterReload.stats.replay, 16);
+  assert.equal(afterReload.replay, before.replay, "the stored replay window, bit for bit");
   assert.equal(afterReload.stats.pending, 3);
   assert.equal(afterReload.dim, 16);
   assert.deepEqual(
@@ -121,13 +139,14 @@ test("forget leaves nothing of the user in IndexedDB, in one call", async () => 
   const page = await harness();
   const name = `forget-${Date.now()}`;
   const got = await page.evaluate(async (name) => {
-    const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [8] });
+    const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [8], replayTurns: 8 });
     const start = Array.from(rm.exportWeights());
     const e = (i) => Float32Array.from({ length: 16 }, (_, j) => Math.sin(i * 5 + j));
     for (let i = 0; i < 20; i++) {
       await rm.observe({ id: `a${i}`, turn: `t${i >> 1}`, embedding: e(i), shown: { position: i % 2, candidates: 2 }, events: i % 4 === 0 ? ["copy"] : [] });
     }
     await rm.train({ epochs: 2 });
+    const replayBefore = rm.stats().replay;
     // Port 9 refuses: the update is queued in IndexedDB.
     const offline = await rm.sync({ url: "http://127.0.0.1:9", token: "t", retryBudgetMs: 0, timeoutMs: 500 });
     for (let i = 20; i < 24; i++) {
@@ -152,6 +171,8 @@ test("forget leaves nothing of the user in IndexedDB, in one call", async () => 
     db.close();
     const reopened = await tacit.RewardModel.open({ name });
     return {
+      replayBefore,
+      replayStored: JSON.parse(model.replay),
       queuedBefore: offline.queued,
       start,
       weights: Array.from(model.weights),
@@ -162,6 +183,9 @@ test("forget leaves nothing of the user in IndexedDB, in one call", async () => 
     };
   }, name);
   assert.equal(got.queuedBefore, 1, "an update was queued before forget");
+  assert.ok(got.replayBefore > 0, "the replay window held trained observations before forget");
+  assert.deepEqual(got.replayStored, [], "forget empties the stored replay window");
+  assert.equal(got.stats.replay, 0);
   assert.equal(got.observations, 0);
   assert.equal(got.bodies, 0);
   assert.deepEqual(got.syncState.queue, []);
