@@ -569,7 +569,7 @@ impl RewardModel {
         for e in &entries {
             e.validate(self.config().dim)?;
         }
-        entries.sort_by_key(|e| e.seq);
+        crate::math::sort_by(&mut entries, |a, b| a.seq.cmp(&b.seq));
         if let Some(last) = entries.last() {
             // Sequence numbers are never reused, the window's included.
             self.skip_seq_past(last.seq);

@@ -9,7 +9,7 @@ use tacit_rm::backend::Device;
 use tacit_rm::feedback::events::{Event, Shown};
 use tacit_rm::feedback::log::LoggedObservation;
 use tacit_rm::head::{Head, HeadConfig};
-use tacit_rm::model::{ModelSpec, Parts, RewardModel, TrainOptions};
+use tacit_rm::model::{ModelSpec, Parts, RewardModel, TrainJob, TrainOptions, TrainOutcome};
 use tacit_rm::objective::ObjectiveKind;
 use tacit_rm::personal::{Personal, Personalization, BLEND_CANDIDATES};
 use tacit_rm::rng::Rng;
@@ -199,17 +199,21 @@ fn model(personalization: Personalization) -> RewardModel {
     .unwrap()
 }
 
+/// Runs a prepared training call to its end, with no progress callback and no yielding.
+fn run_to_end(job: TrainJob) -> TrainOutcome {
+    pollster::block_on(job.run(
+        &mut |_| ControlFlow::Continue(()),
+        || std::future::ready(()),
+    ))
+    .unwrap()
+}
+
 fn train(m: &mut RewardModel, obs: &[LoggedObservation], opts: &TrainOptions) {
     for o in obs {
         m.observe(o.clone()).unwrap();
     }
     let job = m.prepare_training(opts).unwrap();
-    let out =
-        pollster::block_on(job.run(
-            &mut |_| ControlFlow::Continue(()),
-            || std::future::ready(()),
-        ))
-        .unwrap();
+    let out = run_to_end(job);
     m.apply(&out);
 }
 
@@ -535,12 +539,7 @@ fn a_replay_window_keeps_the_last_turns_and_trains_on_them_again() {
     }
     let job = m.prepare_training(&opts).unwrap();
     assert_eq!((job.examples(), job.replayed()), (12, 0));
-    let out =
-        pollster::block_on(job.run(
-            &mut |_| ControlFlow::Continue(()),
-            || std::future::ready(()),
-        ))
-        .unwrap();
+    let out = run_to_end(job);
     assert_eq!(turn_names(out.replay()), ["t0", "t1", "t2"]);
     m.apply(&out);
     assert_eq!((m.stats().replay, m.stats().pending), (12, 0));
@@ -550,12 +549,7 @@ fn a_replay_window_keeps_the_last_turns_and_trains_on_them_again() {
     }
     let job = m.prepare_training(&opts).unwrap();
     assert_eq!((job.examples(), job.replayed()), (16, 4));
-    let out =
-        pollster::block_on(job.run(
-            &mut |_| ControlFlow::Continue(()),
-            || std::future::ready(()),
-        ))
-        .unwrap();
+    let out = run_to_end(job);
     m.apply(&out);
     assert_eq!(turn_names(m.replay()), ["t2", "t3", "t4", "t5", "t6"]);
     assert_eq!(

@@ -169,26 +169,79 @@ fn f32_le(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// What both constructions read from the single-user dev set: its embeddings (bytes and as
+/// centred rows), labels and pair ids.
+struct Source {
+    emb_shape: Vec<usize>,
+    emb_bytes: Vec<u8>,
+    x: Vec<Vec<f64>>,
+    labels: Vec<f64>,
+    pair_id: Vec<i32>,
+}
+
+impl Source {
+    fn read() -> Source {
+        let bytes = std::fs::read(data_dir().join("hh_harmless_dev512.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let i32s = |name: &str| -> Vec<i32> {
+            st.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        };
+        let emb = st.tensor("response_emb").unwrap();
+        let (n, d) = (emb.shape()[0], emb.shape()[1]);
+        let floats: Vec<f32> = emb
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Source {
+            emb_shape: emb.shape().to_vec(),
+            emb_bytes: emb.data().to_vec(),
+            x: centred(&floats, n, d),
+            labels: i32s("label").into_iter().map(f64::from).collect(),
+            pair_id: i32s("pair_id"),
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.emb_shape[0]
+    }
+
+    /// The multi-user file: the embeddings, `utility` `[users, n]` and the groups (pairs
+    /// shown together, two pairs to a group).
+    fn serialize(&self, users: usize, utility: &[f32]) -> Vec<u8> {
+        let utility_bytes = f32_le(utility);
+        let group_bytes: Vec<u8> = self
+            .pair_id
+            .iter()
+            .flat_map(|p| (p / 2).to_le_bytes())
+            .collect();
+        let tensors = vec![
+            (
+                "response_emb",
+                TensorView::new(Dtype::F32, self.emb_shape.clone(), &self.emb_bytes).unwrap(),
+            ),
+            (
+                "utility",
+                TensorView::new(Dtype::F32, vec![users, self.n()], &utility_bytes).unwrap(),
+            ),
+            (
+                "group",
+                TensorView::new(Dtype::I32, vec![self.n()], &group_bytes).unwrap(),
+            ),
+        ];
+        safetensors::serialize(tensors, None).unwrap()
+    }
+}
+
 /// Builds the fixture's bytes.
 fn build() -> Vec<u8> {
-    let source = std::fs::read(data_dir().join("hh_harmless_dev512.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&source).unwrap();
-    let emb = st.tensor("response_emb").unwrap();
-    let n = emb.shape()[0];
-    let labels: Vec<f64> = st
-        .tensor("label")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64)
-        .collect();
-    let pair_id: Vec<i32> = st
-        .tensor("pair_id")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let source = Source::read();
+    let n = source.n();
     let texts: Vec<String> = std::fs::read_to_string(data_dir().join("hh_harmless_dev512.jsonl"))
         .unwrap()
         .lines()
@@ -199,18 +252,12 @@ fn build() -> Vec<u8> {
         .collect();
     assert_eq!(texts.len(), n);
 
-    let d = emb.shape()[1];
-    let floats: Vec<f32> = emb
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let x = centred(&floats, n, d);
+    let x = &source.x;
     // The shared quality: the standardised label plus its linear probe on the embeddings at
     // twice the weight, so that the crowd's part is learnable from embeddings.
-    let mut label = labels;
+    let mut label = source.labels.clone();
     standardise(&mut label);
-    let mut probe = ridge_fit(&x, &label);
+    let mut probe = ridge_fit(x, &label);
     standardise(&mut probe);
     let mut quality: Vec<f64> = label.iter().zip(&probe).map(|(l, p)| l + 2.0 * p).collect();
     standardise(&mut quality);
@@ -221,7 +268,7 @@ fn build() -> Vec<u8> {
             column[i] = r[j];
         }
     }
-    for (k, axis) in principal_axes(&x, 2).iter().enumerate() {
+    for (k, axis) in principal_axes(x, 2).iter().enumerate() {
         for i in 0..n {
             attrs[4 + k][i] = x[i].iter().zip(axis).map(|(a, b)| a * b).sum();
         }
@@ -246,26 +293,7 @@ fn build() -> Vec<u8> {
             utility.push(u as f32);
         }
     }
-    let group: Vec<i32> = pair_id.iter().map(|p| p / 2).collect();
-
-    let emb_bytes = emb.data().to_vec();
-    let utility_bytes = f32_le(&utility);
-    let group_bytes: Vec<u8> = group.iter().flat_map(|g| g.to_le_bytes()).collect();
-    let tensors = vec![
-        (
-            "response_emb",
-            TensorView::new(Dtype::F32, emb.shape().to_vec(), &emb_bytes).unwrap(),
-        ),
-        (
-            "utility",
-            TensorView::new(Dtype::F32, vec![USERS, n], &utility_bytes).unwrap(),
-        ),
-        (
-            "group",
-            TensorView::new(Dtype::I32, vec![n], &group_bytes).unwrap(),
-        ),
-    ];
-    safetensors::serialize(tensors, None).unwrap()
+    source.serialize(USERS, &utility)
 }
 
 #[test]
@@ -327,31 +355,11 @@ fn archetypes_agree_within_and_disagree_across() {
 /// middle of the first direction, either way), and `ε` is N(0, 1) noise.
 fn build_latent() -> Vec<u8> {
     const LATENT_USERS: usize = 48;
-    let source = std::fs::read(data_dir().join("hh_harmless_dev512.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&source).unwrap();
-    let emb = st.tensor("response_emb").unwrap();
-    let (n, d) = (emb.shape()[0], emb.shape()[1]);
-    let mut label: Vec<f64> = st
-        .tensor("label")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64)
-        .collect();
+    let source = Source::read();
+    let (n, x) = (source.n(), &source.x);
+    let d = source.emb_shape[1];
+    let mut label = source.labels.clone();
     standardise(&mut label);
-    let pair_id: Vec<i32> = st
-        .tensor("pair_id")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let floats: Vec<f32> = emb
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let x = centred(&floats, n, d);
     let mut rng = Rng::new(0x1A7E);
     let mut p: Vec<Vec<f64>> = (0..4)
         .map(|_| {
@@ -375,25 +383,7 @@ fn build_latent() -> Vec<u8> {
             utility.push(u as f32);
         }
     }
-    let group: Vec<i32> = pair_id.iter().map(|p| p / 2).collect();
-    let emb_bytes = emb.data().to_vec();
-    let utility_bytes = f32_le(&utility);
-    let group_bytes: Vec<u8> = group.iter().flat_map(|g| g.to_le_bytes()).collect();
-    let tensors = vec![
-        (
-            "response_emb",
-            TensorView::new(Dtype::F32, emb.shape().to_vec(), &emb_bytes).unwrap(),
-        ),
-        (
-            "utility",
-            TensorView::new(Dtype::F32, vec![LATENT_USERS, n], &utility_bytes).unwrap(),
-        ),
-        (
-            "group",
-            TensorView::new(Dtype::I32, vec![n], &group_bytes).unwrap(),
-        ),
-    ];
-    safetensors::serialize(tensors, None).unwrap()
+    source.serialize(LATENT_USERS, &utility)
 }
 
 #[test]

@@ -76,7 +76,8 @@ test("a Web Worker scores and trains on WebGPU, matching the main thread and a J
   await page.close();
 });
 
-// The model record as stored, read without the package: its replay window (a JSON string).
+// The model record as stored, read without the package (run in the page): its replay window,
+// a JSON string.
 const storedReplay = (name) => new Promise((ok, fail) => {
   const r = indexedDB.open("tacit-rm");
   r.onerror = () => fail(r.error);
@@ -90,7 +91,6 @@ const storedReplay = (name) => new Promise((ok, fail) => {
 test("after a reload, trained weights and the replay window are restored bit for bit and pending observations kept", async () => {
   const page = await harness();
   const name = `reload-${Date.now()}`;
-  await page.evaluate((src) => { window.storedReplay = eval(src); }, storedReplay.toString());
   const before = await page.evaluate(async (name) => {
     const rm = await tacit.RewardModel.open({ name, dim: 16, hidden: [8], replayTurns: 8 });
     const e = (i) => Float32Array.from({ length: 16 }, (_, j) => Math.sin(i * 7 + j));
@@ -101,8 +101,9 @@ test("after a reload, trained weights and the replay window are restored bit for
     for (let i = 20; i < 23; i++) {
       await rm.observe({ id: `a${i}`, embedding: e(i), shown: { position: 0, candidates: 1 }, events: ["copy"] });
     }
-    return { backend: rm.backend, weights: Array.from(rm.exportWeights()), stats: rm.stats(), replay: await storedReplay(name) };
+    return { backend: rm.backend, weights: Array.from(rm.exportWeights()), stats: rm.stats() };
   }, name);
+  before.replay = await page.evaluate(storedReplay, name);
   assert.equal(before.backend, "webgpu");
   // The window keeps the last 8 trained turns (two observations each), stored with the weights.
   assert.equal(before.stats.replay, 16);
@@ -117,11 +118,11 @@ test("after a reload, trained weights and the replay window are restored bit for
   assert.equal(before.stats.personal.trainedExamples, 20);
 
   await reload(page);
-  await page.evaluate((src) => { window.storedReplay = eval(src); }, storedReplay.toString());
   const afterReload = await page.evaluate(async (name) => {
     const rm = await tacit.RewardModel.open({ name, replayTurns: 8 });
-    return { weights: Array.from(rm.exportWeights()), stats: rm.stats(), dim: rm.dim, replay: await storedReplay(name) };
+    return { weights: Array.from(rm.exportWeights()), stats: rm.stats(), dim: rm.dim };
   }, name);
+  afterReload.replay = await page.evaluate(storedReplay, name);
   assert.deepEqual(afterReload.weights, before.weights);
   assert.equal(afterReload.stats.replay, 16);
   assert.equal(afterReload.replay, before.replay, "the stored replay window, bit for bit");

@@ -104,6 +104,20 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// A section or subsection: its id byte, then its contents (LEB128 size, then that many
+    /// bytes) as a reader of their own.
+    fn section(&mut self) -> Result<(u8, Reader<'a>)> {
+        let id = self.byte()?;
+        let size = self.leb()?;
+        Ok((
+            id,
+            Reader {
+                bytes: self.take(size)?,
+                at: 0,
+            },
+        ))
+    }
+
     fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
@@ -136,12 +150,8 @@ pub fn parse(bytes: &[u8]) -> Result<Module> {
     let mut bodies = Vec::new();
     let mut names = BTreeMap::new();
     while !r.done() {
-        let id = r.byte()?;
-        let size = r.leb()?;
-        let mut s = Reader {
-            bytes: r.take(size)?,
-            at: 0,
-        };
+        let (id, mut s) = r.section()?;
+        let size = s.bytes.len() as u64;
         let label = match id {
             0 => {
                 let name = s.name()?;
@@ -214,12 +224,7 @@ pub fn parse(bytes: &[u8]) -> Result<Module> {
 /// Subsection 1 of the `name` section: function index → name.
 fn function_names(s: &mut Reader, names: &mut BTreeMap<u64, String>) -> Result {
     while !s.done() {
-        let kind = s.byte()?;
-        let size = s.leb()?;
-        let mut sub = Reader {
-            bytes: s.take(size)?,
-            at: 0,
-        };
+        let (kind, mut sub) = s.section()?;
         if kind == 1 {
             for _ in 0..sub.leb()? {
                 let index = sub.leb()?;

@@ -352,9 +352,9 @@ fn size_report(audit: &wasm_size::Module) -> Result {
 }
 
 /// The most the downloaded package (SIMD wasm + glue + entry, gzip -9) may weigh: the size
-/// reached when the budget was set (401.7 KiB, README: Size) plus a margin of about 2% for
-/// ordinary changes. Raise it only with a reason; lower it when a cut lands. Issue 13's target is
-/// 200 KiB.
+/// reached when the budget was set (401.7 KiB, README: Size; 407.9 KiB since the SIMD kernels
+/// and the replay window) plus a margin of about 2% for ordinary changes. Raise it only with a
+/// reason; lower it when a cut lands. Issue 13's target is 200 KiB.
 const DOWNLOAD_BUDGET: u64 = 410 * 1024;
 
 /// Fails with a clear message when `gzip` bytes exceed `budget`.
