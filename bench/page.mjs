@@ -91,6 +91,9 @@ async function tacitOpen(backend, weights) {
   await mod.default();
   const rm = await mod.RewardModel.open({
     name: "bench", backend, persist: false, dim: data.DIM, hidden: [data.HIDDEN], objective: "ips",
+    // The peers train one head on the rows given: no personal part trained beside it and no
+    // replay window adding earlier calls' rows (the package's defaults have both).
+    personalization: "none", replayTurns: 0,
   });
   if (rm.backend !== backend) throw new Error(`tacit-rm opened on ${rm.backend}, not ${backend}`);
   if (weights) await rm.importWeights(weights);
@@ -131,7 +134,7 @@ async function initialWeights({ entry } = {}) {
   await mod.default();
   const rm = await mod.RewardModel.open({
     name: "init", backend: "cpu", persist: false, dim: data.DIM, hidden: [data.HIDDEN],
-    objective: "ips", seed: data.MODEL_SEED,
+    objective: "ips", seed: data.MODEL_SEED, personalization: "none", replayTurns: 0,
   });
   const bytes = rm.exportWeights();
   await rm.close();

@@ -44,18 +44,34 @@ pub struct ModelSpec {
     /// Seed of the initial weights.
     pub seed: u64,
     /// The personal part kept beside the shared head (`crate::personal`); `none` gives the
-    /// shared model alone.
+    /// shared model alone. Default: [`Personalization::default_for`] the default head
+    /// (`basis`); a spec of a linear head should name `residual` (the package does so itself).
+    /// A spec stored before the field existed reads as `residual`, the part it opened with then.
+    #[serde(default = "stored_before_the_default_changed")]
     pub personalization: Personalization,
     /// The replay window: how many of the user's most recent turns a training call trains
     /// on, counting the pending ones ([`RewardModel::prepare_training`]). Trained turns are
     /// kept on the device (with the model's state, never in a sync) until newer ones push
-    /// them out; 0 (the default, [`DEFAULT_REPLAY_TURNS`]) keeps none: a call trains on the
-    /// pending observations alone.
+    /// them out; 0 keeps none: a call trains on the pending observations alone. Default:
+    /// [`DEFAULT_REPLAY_TURNS`]. A spec stored before the field existed reads as 0 (no
+    /// window), as it opened then.
+    #[serde(default)]
     pub replay_turns: usize,
 }
 
-/// [`ModelSpec::replay_turns`] unless told otherwise: no replay.
-pub const DEFAULT_REPLAY_TURNS: usize = 0;
+/// What a stored spec without a `personalization` field was opened with: the default of the
+/// version that wrote it.
+fn stored_before_the_default_changed() -> Personalization {
+    Personalization::Residual
+}
+
+/// [`ModelSpec::replay_turns`] unless told otherwise: the user's last 40 turns. A synced
+/// personal part otherwise sees each turn in one call of a handful of turns and falls behind
+/// its user (the multi-user protocol without the window: README, "Personalization"); 40 turns
+/// of four 384-d answers keep at most 160 observations, about 250 KB, on the device.
+pub const DEFAULT_REPLAY_TURNS: usize = 40;
+/// The default head's one hidden layer.
+pub const DEFAULT_HIDDEN: usize = 128;
 /// The largest replay window, in turns.
 pub const MAX_REPLAY_TURNS: usize = 1000;
 /// A window of `n` turns holds at most `n` × this many observations (the oldest go first):
@@ -66,12 +82,12 @@ impl Default for ModelSpec {
     fn default() -> Self {
         ModelSpec {
             dim: 384,
-            hidden: vec![128],
+            hidden: vec![DEFAULT_HIDDEN],
             activation: Activation::Relu,
             objective: ObjectiveKind::Implicit,
             auto_objective: false,
             seed: 0,
-            personalization: Personalization::default(),
+            personalization: Personalization::default_for(&[DEFAULT_HIDDEN]),
             replay_turns: DEFAULT_REPLAY_TURNS,
         }
     }

@@ -41,8 +41,8 @@ pub enum Personalization {
     /// No personal part: every score is the shared model's (a sync replaces the user's taste
     /// with the crowd's).
     None,
-    /// A personal residual with its blend chosen per user on held-out turns (the default).
-    #[default]
+    /// A personal residual with its blend chosen per user on held-out turns (the default on
+    /// a linear head, which has no hidden layer for `basis` to read).
     Residual,
     /// Ditto with a fixed blend: always `shared + personal` (a = 1). Kept for comparison.
     Ditto,
@@ -54,7 +54,10 @@ pub enum Personalization {
     /// c_u·h(x)`. The shared part trains with `c_u` held fixed as part of its output layer, so
     /// that everyone's updates teach the hidden layer the directions in which users differ;
     /// each user fits only `c_u` (one weight per hidden unit), so it adapts from a few turns.
-    /// Needs a shared head with a hidden layer.
+    /// Needs a shared head with a hidden layer. The default on such a head (the default head
+    /// has one): it is the design that beat both the crowd's model and the user's own on the
+    /// multi-user protocol (README, "Personalization").
+    #[default]
     Basis,
 }
 
@@ -66,6 +69,16 @@ impl Personalization {
         Personalization::Mix,
         Personalization::Basis,
     ];
+
+    /// The personal part a new model gets unless told otherwise: `basis` where the shared head
+    /// has a hidden layer for it to read, `residual` on a linear head.
+    pub fn default_for(hidden: &[usize]) -> Self {
+        if hidden.is_empty() {
+            Personalization::Residual
+        } else {
+            Personalization::Basis
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -108,7 +121,9 @@ impl Personalization {
         match self {
             Personalization::Basis => shared.hidden.last().copied().ok_or_else(|| {
                 Error::InvalidConfig(
-                    "personalization 'basis' needs a shared head with a hidden layer".into(),
+                    "personalization 'basis' (the default of a head with a hidden layer) needs \
+                     a shared head with a hidden layer; a linear head takes 'residual'"
+                        .into(),
                 )
             }),
             _ => Ok(shared.dim),

@@ -502,6 +502,7 @@ fn replay_model(replay_turns: usize) -> RewardModel {
             dim: DIM,
             hidden: vec![],
             objective: ObjectiveKind::Pairwise,
+            personalization: Personalization::default_for(&[]),
             replay_turns,
             ..ModelSpec::default()
         },
@@ -589,7 +590,7 @@ fn a_replay_window_keeps_the_last_turns_and_trains_on_them_again() {
 }
 
 /// A call with a window trains on more than the pending turns: its weights differ from the
-/// same call without one; with no replay the behaviour is that of a model without the option.
+/// same call without one.
 #[test]
 fn replayed_turns_change_what_a_call_learns() {
     let all = turns(1.0, 12, 22);
@@ -600,16 +601,6 @@ fn replayed_turns_change_what_a_call_learns() {
         m.export_weights().unwrap()
     };
     let none = run(0);
-    let spec_default = {
-        let mut m = model(Personalization::Residual);
-        train(&mut m, &all[..24], &TrainOptions::default());
-        train(&mut m, &all[24..], &TrainOptions::default());
-        m.export_weights().unwrap()
-    };
-    assert_eq!(
-        none, spec_default,
-        "replayTurns 0 is the behaviour without a window"
-    );
     assert_ne!(
         run(12),
         none,
@@ -655,9 +646,19 @@ fn bad_replay_options_are_typed_errors_and_change_nothing() {
     assert_eq!(turn_names(small.replay()), ["t4", "t5"]);
     let seq = small.observe(turns(1.0, 1, 24)[0].clone()).unwrap().seq;
     assert!(seq > window.last().unwrap().seq);
-    // A serde spec without the field reads as the default (a model stored before it).
+    // A spec stored before the window (or the personal part) existed reads as what it opened
+    // with then: no window and a residual part, not the defaults of a new model (40, basis).
     let spec: ModelSpec = serde_json::from_str(r#"{"dim": 8}"#).unwrap();
-    assert_eq!(spec.replay_turns, tacit_rm::model::DEFAULT_REPLAY_TURNS);
+    assert_eq!(spec.replay_turns, 0);
+    assert_eq!(spec.personalization, Personalization::Residual);
+    assert_eq!(ModelSpec::default().replay_turns, 40);
+    assert_eq!(ModelSpec::default().personalization, Personalization::Basis);
+    assert_eq!(
+        Personalization::default_for(&[]),
+        Personalization::Residual,
+        "a linear head has no basis to read"
+    );
+    assert_eq!(Personalization::default_for(&[16]), Personalization::Basis);
 }
 
 /// The users protocol's replay window (`UsersConfig::replay_turns`, `--replay-turns`) is the

@@ -175,14 +175,16 @@ pub enum System {
     Global,
     /// Each user's model from its own feedback only, never synced.
     Local,
-    /// The package's default: shared part synced, personal residual with an adaptive blend.
+    /// The package's default (`Personalization::default_for` a head with a hidden layer): a
+    /// shared taste basis synced, per-user coefficients on it kept on the device. Its shared
+    /// head gets a hidden layer of `basis_width` when `hidden` is empty.
     Personal,
+    /// A personal residual with an adaptive blend (the package's default on a linear head).
+    Residual,
     /// The Ditto variant: the personal residual at a fixed blend of 1.
     Ditto,
     /// Two whole models, the user's own and the crowd's, mixed per user.
     Mix,
-    /// A shared taste basis (the shared head's hidden layer) and per-user coefficients.
-    Basis,
     /// One model trained centrally on every user's feedback.
     Pooled,
     /// A per-user head fitted to the user's true utilities of the training items.
@@ -194,9 +196,9 @@ impl System {
         System::Global,
         System::Local,
         System::Personal,
+        System::Residual,
         System::Ditto,
         System::Mix,
-        System::Basis,
         System::Pooled,
         System::Oracle,
     ];
@@ -206,9 +208,9 @@ impl System {
             System::Global => "global",
             System::Local => "local",
             System::Personal => "personal",
+            System::Residual => "residual",
             System::Ditto => "ditto",
             System::Mix => "mix",
-            System::Basis => "basis",
             System::Pooled => "pooled",
             System::Oracle => "oracle",
         }
@@ -240,10 +242,10 @@ impl System {
     /// The personalization of this system's per-user models (federated systems and local).
     fn personalization(self) -> Personalization {
         match self {
-            System::Personal => Personalization::Residual,
+            System::Personal => Personalization::default_for(&[crate::model::DEFAULT_HIDDEN]),
+            System::Residual => Personalization::Residual,
             System::Ditto => Personalization::Ditto,
             System::Mix => Personalization::Mix,
-            System::Basis => Personalization::Basis,
             _ => Personalization::None,
         }
     }
@@ -251,7 +253,7 @@ impl System {
     fn is_federated(self) -> bool {
         matches!(
             self,
-            System::Global | System::Personal | System::Ditto | System::Mix | System::Basis
+            System::Global | System::Personal | System::Residual | System::Ditto | System::Mix
         )
     }
 }
@@ -273,7 +275,8 @@ pub struct UsersConfig {
     pub hidden: Vec<usize>,
     /// Non-linearity of the hidden layers (the `basis` system's included).
     pub activation: Activation,
-    /// The hidden width of the `basis` system's shared head when `hidden` is empty.
+    /// The hidden width of the `personal` system's shared head (the taste basis) when
+    /// `hidden` is empty.
     pub basis_width: usize,
     /// The non-linearity of that hidden layer (`None`: `activation`).
     pub basis_activation: Option<Activation>,
@@ -326,9 +329,11 @@ impl Default for UsersConfig {
             test_fraction: 0.3,
             hidden: Vec::new(),
             activation: Activation::Relu,
-            basis_width: 32,
-            basis_activation: None,
-            replay_turns: 0,
+            // The configuration the README's table was measured with: `tacit eval --protocol
+            // users --data FILE` alone reproduces it.
+            basis_width: 64,
+            basis_activation: Some(Activation::Tanh),
+            replay_turns: crate::model::DEFAULT_REPLAY_TURNS,
             objective: ObjectiveKind::Implicit,
             train: TrainOptions {
                 epochs: 10,
@@ -957,7 +962,7 @@ pub fn run_on(
                             train(&mut m, &opts)?;
                             scores(&m, x_test.view())?
                         }
-                        System::Personal | System::Ditto | System::Mix | System::Basis => {
+                        System::Personal | System::Residual | System::Ditto | System::Mix => {
                             let mut m = fresh(sys, si)?;
                             observe_all(&mut m, &obs)?;
                             train(
@@ -1128,7 +1133,12 @@ impl UsersResult {
     /// of the per-seed means over users): mean ± std over seeds and the smallest, on
     /// federated users and on new users at each k.
     fn margins_markdown(&self) -> String {
-        let designs = [System::Personal, System::Ditto, System::Mix, System::Basis];
+        let designs = [
+            System::Personal,
+            System::Residual,
+            System::Ditto,
+            System::Mix,
+        ];
         let rows_of = |rows: &[(System, SystemResult)], s: System| {
             rows.iter()
                 .find(|(x, _)| *x == s)

@@ -116,6 +116,7 @@ mod model_tests {
             dim: 2,
             hidden: vec![],
             auto_objective: true,
+            personalization: crate::personal::Personalization::default_for(&[]),
             ..ModelSpec::default()
         };
         let mut m = RewardModel::new(&spec, Device::Cpu).unwrap();

@@ -455,6 +455,25 @@ impl Inner {
         ))
     }
 
+    /// Stores the spec with the window it now keeps (`open` with a new `replayTurns`: the
+    /// window was trimmed to it), so that a reload opens with what this tab uses even before
+    /// its next write.
+    async fn store_window_size(&self) -> Result<()> {
+        let _writing = self.write().await?;
+        let (bytes, history, replay) = self.with(|m| {
+            Ok((
+                store::to_bytes(m.weights())?,
+                m.history(),
+                m.replay().to_vec(),
+            ))
+        })?;
+        self.store(Commit {
+            model: Some((&self.spec, &bytes, history, &replay)),
+            ..Commit::default()
+        })
+        .await
+    }
+
     /// Refused with `busy` while a `train` or `sync` runs (either would overwrite the
     /// imported weights when it finishes), and marks the model busy while it stores them.
     async fn import_weights(&self, bytes: &JsValue) -> Result<()> {
@@ -829,6 +848,10 @@ async fn open(options: JsValue) -> Result<RewardModel> {
         _ => None,
     };
     let spec = opts.spec(stored.as_ref().map(|s| &s.spec))?;
+    // A stored model opened with another window size: the record takes it at once.
+    let new_window = stored
+        .as_ref()
+        .is_some_and(|s| s.spec.replay_turns != spec.replay_turns);
     let device = backend::choose(opts.backend).await?;
     let placement = backend::placement(opts.backend, &device, &spec.head_config()).await;
     let (mut model, sync, stored_as) = match (stored, &storage) {
@@ -882,7 +905,7 @@ async fn open(options: JsValue) -> Result<RewardModel> {
         }
     };
     model.set_placement(placement);
-    Ok(RewardModel {
+    let rm = RewardModel {
         inner: Rc::new(Inner {
             name,
             spec,
@@ -898,7 +921,14 @@ async fn open(options: JsValue) -> Result<RewardModel> {
             in_flight: RefCell::new(BTreeSet::new()),
             channel,
         }),
-    })
+    };
+    // The record's own lock (held when this tab gave an old record its `meta`) is released
+    // before the write takes it again.
+    drop(_lock);
+    if new_window && rm.inner.storage.is_some() {
+        rm.inner.store_window_size().await?;
+    }
+    Ok(rm)
 }
 
 /// The model and sync state of a stored record (`open`, and a reload after another tab

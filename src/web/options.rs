@@ -42,8 +42,9 @@ pub struct OpenOptions {
     /// from the signals of the pending observations (`crate::objective::choice`).
     pub objective: Option<ObjectiveOption>,
     pub seed: Option<u64>,
-    /// The personal part kept beside the shared head (default `residual`; `none` for the
-    /// shared model alone).
+    /// The personal part kept beside the shared head (default
+    /// [`Personalization::default_for`] the head: `basis`, or `residual` on a linear head;
+    /// `none` for the shared model alone).
     pub personalization: Option<Personalization>,
     /// The replay window in turns ([`ModelSpec::replay_turns`]; default: the stored model's,
     /// else [`crate::model::DEFAULT_REPLAY_TURNS`]). Unlike the head options it may change
@@ -195,14 +196,20 @@ impl OpenOptions {
             Some(ObjectiveOption::Auto) => (ObjectiveKind::Implicit, true),
             Some(ObjectiveOption::Fixed(kind)) => (kind, false),
         };
+        let hidden = self.hidden.clone().unwrap_or_else(|| base.hidden.clone());
+        // A stored model keeps its personal part; a new one gets the default for its head.
+        let default_personalization = match stored {
+            Some(s) => s.personalization,
+            None => Personalization::default_for(&hidden),
+        };
         let spec = ModelSpec {
             dim: self.dim.unwrap_or(base.dim),
-            hidden: self.hidden.clone().unwrap_or_else(|| base.hidden.clone()),
+            hidden,
             activation: self.activation.unwrap_or(base.activation),
             objective,
             auto_objective,
             seed: self.seed.unwrap_or(base.seed),
-            personalization: self.personalization.unwrap_or(base.personalization),
+            personalization: self.personalization.unwrap_or(default_personalization),
             replay_turns: self.replay_turns.unwrap_or(base.replay_turns),
         };
         crate::model::check_replay_turns(spec.replay_turns)?;

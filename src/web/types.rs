@@ -57,9 +57,11 @@ export interface OpenOptions {
   /** Seed of the initial weights; default 0. */
   seed?: number;
   /**
-   * The personal part kept beside the shared (synced) head; default "residual". It is stored
-   * with the weights and never sent by `sync` (see `Personalization`). A stored model keeps
-   * the kind it was made with: asking for another is an `incompatible_weights` error.
+   * The personal part kept beside the shared (synced) head; default "basis" on a head with a
+   * hidden layer (the default head has one), "residual" on a linear head (`hidden: []`). It
+   * is stored with the weights and never sent by `sync` (see `Personalization`). A stored
+   * model keeps the kind it was made with: asking for another is an `incompatible_weights`
+   * error.
    */
   personalization?: Personalization;
   /**
@@ -67,23 +69,24 @@ export interface OpenOptions {
    * turns, the pending ones and, where they leave room, turns trained on before (kept on the
    * device with the weights, in the same IndexedDB record; never exported by `exportWeights`,
    * never in a `sync` request; `forget` and `reset` empty it). The held-out turns a call
-   * validates on are pending ones only. An integer in 0..=1000; default 0 (no replay: a call
-   * trains on the pending observations alone) or the stored model's; unlike the head options
-   * it may change from one `open` to the next. A window of n turns keeps at most 16·n
-   * observations.
+   * validates on are pending ones only. An integer in 0..=1000 (0: no replay, a call trains on
+   * the pending observations alone); default 40 for a new model, or the stored model's.
+   * Unlike the head options it may change from one `open` to the next (the stored record
+   * takes the new value at once). A window of n turns keeps at most 16·n observations.
    */
   replayTurns?: number;
 }
 
 /**
  * What stays on the device besides the shared model (the package README compares them):
- * - `"residual"` (default): a personal head whose score is added to the shared one, with the
- *   shared score's weight (`blend`) chosen per user on its own held-out turns;
+ * - `"basis"` (default on a head with a hidden layer): a shared taste basis (the shared head's
+ *   last hidden layer, learned by everyone) and one coefficient per hidden unit learned on the
+ *   device; adapts from a few turns;
+ * - `"residual"` (default on a linear head): a personal head whose score is added to the
+ *   shared one, with the shared score's weight (`blend`) chosen per user on its own held-out
+ *   turns;
  * - `"ditto"`: the same with the blend fixed at 1;
  * - `"mix"`: the user's own whole model beside the crowd's, blended per user;
- * - `"basis"`: a shared taste basis (the shared head's last hidden layer, learned by everyone)
- *   and one coefficient per hidden unit learned on the device; adapts from a few turns and
- *   needs a head with a hidden layer;
  * - `"none"`: the shared model alone (a sync replaces the user's taste with the crowd's).
  */
 export type Personalization = "none" | "residual" | "ditto" | "mix" | "basis";

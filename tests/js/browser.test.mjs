@@ -76,14 +76,14 @@ test("a Web Worker scores and trains on WebGPU, matching the main thread and a J
   await page.close();
 });
 
-// The model record as stored, read without the package (run in the page): its replay window,
-// a JSON string.
-const storedReplay = (name) => new Promise((ok, fail) => {
+// The model record as stored, read without the package (run in the page): its replay window
+// and its spec, JSON strings.
+const storedRecord = (name) => new Promise((ok, fail) => {
   const r = indexedDB.open("tacit-rm");
   r.onerror = () => fail(r.error);
   r.onsuccess = () => {
     const get = r.result.transaction("models").objectStore("models").get(name);
-    get.onsuccess = () => { r.result.close(); ok(get.result.replay); };
+    get.onsuccess = () => { r.result.close(); ok({ replay: get.result.replay, spec: get.result.spec }); };
     get.onerror = () => fail(get.error);
   };
 });
@@ -103,7 +103,7 @@ test("after a reload, trained weights and the replay window are restored bit for
     }
     return { backend: rm.backend, weights: Array.from(rm.exportWeights()), stats: rm.stats() };
   }, name);
-  before.replay = await page.evaluate(storedReplay, name);
+  before.replay = (await page.evaluate(storedRecord, name)).replay;
   assert.equal(before.backend, "webgpu");
   // The window keeps the last 8 trained turns (two observations each), stored with the weights.
   assert.equal(before.stats.replay, 16);
@@ -122,7 +122,7 @@ test("after a reload, trained weights and the replay window are restored bit for
     const rm = await tacit.RewardModel.open({ name, replayTurns: 8 });
     return { weights: Array.from(rm.exportWeights()), stats: rm.stats(), dim: rm.dim };
   }, name);
-  afterReload.replay = await page.evaluate(storedReplay, name);
+  afterReload.replay = (await page.evaluate(storedRecord, name)).replay;
   assert.deepEqual(afterReload.weights, before.weights);
   assert.equal(afterReload.stats.replay, 16);
   assert.equal(afterReload.replay, before.replay, "the stored replay window, bit for bit");
@@ -132,6 +132,28 @@ test("after a reload, trained weights and the replay window are restored bit for
     { kind: afterReload.stats.personal.kind, blend: afterReload.stats.personal.blend, share: afterReload.stats.personal.share },
     { kind: before.stats.personal.kind, blend: before.stats.personal.blend, share: before.stats.personal.share },
   );
+
+  // Opening with another window size stores it at once, the window trimmed to its newest
+  // turns: a reload before the next write opens with what this tab used.
+  const trimmed = await page.evaluate(async (name) => {
+    const rm = await tacit.RewardModel.open({ name, replayTurns: 2 });
+    const stats = rm.stats();
+    await rm.close();
+    return stats;
+  }, name);
+  const record = await page.evaluate(storedRecord, name);
+  assert.equal(trimmed.replay, 4);
+  assert.equal(JSON.parse(record.spec).replayTurns, 2, "the stored spec has the new window size");
+  assert.deepEqual(JSON.parse(record.replay), JSON.parse(before.replay).slice(-4), "the newest two turns");
+  await reload(page);
+  const reopened = await page.evaluate(async (name) => {
+    const rm = await tacit.RewardModel.open({ name });
+    const stats = rm.stats();
+    await rm.close();
+    return stats;
+  }, name);
+  assert.equal(reopened.replay, 4);
+  assert.equal(reopened.pending, 3, "nothing pending was lost");
   assert.deepEqual(page.errors, []);
   await page.close();
 });
@@ -201,7 +223,7 @@ test("forget leaves nothing of the user in IndexedDB, in one call", async () => 
   }
   assert.deepEqual(Object.keys(stored.tensors).sort(), Object.keys(start.tensors).sort());
   assert.equal(got.stats.pending, 0);
-  assert.deepEqual(got.stats.personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });
+  assert.deepEqual(got.stats.personal, { kind: "basis", blend: 1, share: 0, trainedExamples: 0 });
   // Port 9 is refused by the browser itself: that offline sync's one console error.
   assert.deepEqual(page.errors.filter((e) => !e.includes("ERR_UNSAFE_PORT")), []);
   await page.close();

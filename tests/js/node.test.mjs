@@ -202,7 +202,7 @@ test("a new model's objective is chosen per call from the signals the app logs",
 });
 
 test("the personal part: scored with the shared one, exported, imported, forgotten", async () => {
-  const rm = await RewardModel.open({ dim: DIM, hidden: [16], seed: 2 });
+  const rm = await RewardModel.open({ dim: DIM, hidden: [16], seed: 2, personalization: "residual" });
   assert.deepEqual(rm.stats().personal, { kind: "residual", blend: 1, share: 0, trainedExamples: 0 });
   await observePairs(rm, randomFloats(DIM, 41), randomFloats(120 * 2 * DIM, 3), "s3-");
   await rm.train({ objective: "pairwise", epochs: 6 });
@@ -227,7 +227,7 @@ test("the personal part: scored with the shared one, exported, imported, forgott
   for (let i = 1; i < order.length; i++) assert.ok(sharedScores[order[i - 1]] >= sharedScores[order[i]]);
 
   // Export and import carry the personal part bit for bit.
-  const copy = await RewardModel.open({ dim: DIM, hidden: [16], seed: 9 });
+  const copy = await RewardModel.open({ dim: DIM, hidden: [16], seed: 9, personalization: "residual" });
   await copy.importWeights(bytes);
   assert.deepEqual(copy.exportWeights(), bytes);
   assert.deepEqual(await copy.score(x), both);

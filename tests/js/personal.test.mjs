@@ -41,13 +41,25 @@ before(async () => {
 after(async () => server?.close());
 
 const embed = (answers) => featurize(answers.map((a) => a.text), DIM);
-// The basis design (a shared taste basis, per-user coefficients): with these two opposite
-// tastes the crowd has little common taste to share, only the directions in which users
-// differ, which is what the basis learns. (A linear head with the residual design keeps every
-// user's taste through the syncs as well, but gives a new user no head start: the README has
-// both runs' figures.)
+// The package's defaults for the personal part: on a head with a hidden layer, the basis
+// design (a shared taste basis, per-user coefficients) and a replay window of 40 turns. With
+// these two opposite tastes the crowd has little common taste to share, only the directions in
+// which users differ, which is what the basis learns. (A linear head with the residual design
+// keeps every user's taste through the syncs as well, but gives a new user no head start: the
+// README has both runs' figures.)
 // The objective is named: the README's figures of this run were taken with `implicit`.
-const open = () => RewardModel.open({ persist: false, dim: DIM, hidden: [16], seed: 0, personalization: "basis", objective: "implicit" });
+const open = async () => recordObservations(await RewardModel.open({ persist: false, dim: DIM, hidden: [16], seed: 0, objective: "implicit" }));
+
+// Every embedding a user reacted to, by answer id: what the replay windows hold.
+const observed = new Map();
+function recordObservations(rm) {
+  const observe = rm.observe.bind(rm);
+  rm.observe = (o) => {
+    observed.set(o.id, Float32Array.from(o.embedding));
+    return observe(o);
+  };
+  return rm;
+}
 const taste = (u) => (u % 2 === 0 ? "terse-coder" : "friendly-explainer");
 
 /** `turns` turns of `user`'s reactions to answers shown in the model's order, then a train call. */
@@ -75,12 +87,32 @@ function personalSamples(bytes) {
     });
 }
 
-function contains(haystack, needle) {
-  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
-    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
-    return true;
+/** Eight consecutive floats of an embedding, four of them non-zero at least, as bytes. */
+function embeddingSample(e) {
+  for (let i = 0; i + 8 <= e.length; i++) {
+    const slice = e.slice(i, i + 8);
+    if (slice[0] !== 0 && slice.filter((v) => v !== 0).length >= 4) return new Uint8Array(slice.buffer);
   }
-  return false;
+  return null;
+}
+
+/**
+ * `contains(needle)` for one haystack, found through an index of the haystack's 4-byte words
+ * at every offset (thousands of needles against a body of tens of kilobytes).
+ */
+function searcher(haystack) {
+  const view = new DataView(haystack.buffer, haystack.byteOffset, haystack.byteLength);
+  const at = new Map();
+  for (let i = 0; i + 4 <= haystack.length; i++) {
+    const w = view.getUint32(i, true);
+    const list = at.get(w);
+    if (list) list.push(i);
+    else at.set(w, [i]);
+  }
+  return (needle) => {
+    const first = new DataView(needle.buffer, needle.byteOffset, 4).getUint32(0, true);
+    return (at.get(first) ?? []).some((i) => i + needle.length <= haystack.length && needle.every((b, j) => haystack[i + j] === b));
+  };
 }
 
 test("eight users of two opposite tastes sync for rounds and each keeps its own taste", { timeout: 900_000 }, async () => {
@@ -115,6 +147,7 @@ test("eight users of two opposite tastes sync for rounds and each keeps its own 
     }
   }
 
+  for (const x of users) assert.ok(x.rm.stats().replay > 0, "a replay window of trained turns is kept");
   const rows = [];
   for (const [u, x] of users.entries()) {
     const synced = await agreement(x.rm, x.taste);
@@ -145,17 +178,27 @@ test("eight users of two opposite tastes sync for rounds and each keeps its own 
   assert.ok(mean(fresh.synced) > mean(fresh.scratch), `new users: ${fresh.synced} on the shared part vs ${fresh.scratch} from scratch`);
 
   // No body sent held a personal tensor: no safetensors key or metadata of the personal part,
-  // and none of the bytes of any user's (trained, non-zero) personal tensors.
+  // and none of the bytes of any user's (trained, non-zero) personal tensors; nor the user's
+  // feedback: none of the embeddings the users reacted to, which their replay windows hold.
   assert.ok(bodies.length >= USERS * ROUNDS, `${bodies.length} bodies inspected`);
   const samples = users.flatMap((x) => personalSamples(x.rm.exportWeights()));
   const secrets = samples.filter(([, b]) => b !== null);
   assert.ok(secrets.length >= USERS, `trained personal weights to look for: ${secrets.length} of ${samples.length} tensors`);
+  const feedback = [...observed].map(([id, e]) => [id, embeddingSample(e)]).filter(([, b]) => b !== null);
+  assert.ok(feedback.length >= 0.9 * observed.size && observed.size >= 16, `embeddings to look for: ${feedback.length} of ${observed.size}`);
+  // The search finds what is there: a body with an embedding appended.
+  const planted = new Uint8Array([...bodies[0], ...new Uint8Array(observed.get(feedback[0][0]).buffer)]);
+  assert.ok(searcher(planted)(feedback[0][1]), "the search finds a planted embedding");
   for (const body of bodies) {
     const { metadata, tensors } = parseSafetensors(body);
     assert.deepEqual(Object.keys(tensors).filter((k) => k.startsWith("personal")), []);
     assert.deepEqual(Object.keys(metadata ?? {}).filter((k) => k.startsWith("personal")), []);
+    const contains = searcher(body);
     for (const [name, bytes] of secrets) {
-      assert.ok(!contains(body, bytes), `a body holds bytes of ${name}`);
+      assert.ok(!contains(bytes), `a body holds bytes of ${name}`);
+    }
+    for (const [id, bytes] of feedback) {
+      assert.ok(!contains(bytes), `a body holds the embedding of ${id}`);
     }
   }
 });

@@ -217,18 +217,18 @@ struct EvalArgs {
     #[arg(long = "new-user-turns", default_value = "0,5,10,20,40")]
     new_user_turns: String,
     /// `--protocol users`: comma-separated systems, or "all"
-    /// (global, local, personal, ditto, mix, basis, pooled, oracle).
+    /// (global, local, personal, residual, ditto, mix, pooled, oracle).
     #[arg(long, default_value = "all")]
     systems: String,
     /// `--protocol users`: the objective every system trains with.
     #[arg(long, default_value = "implicit")]
     objective: String,
-    /// `--protocol users`: the hidden width of the `basis` system's shared head (when
-    /// `--hidden` is empty): the number of personal coefficients.
+    /// `--protocol users`: the hidden width of the `personal` system's shared head, the taste
+    /// basis (when `--hidden` is empty): the number of personal coefficients.
     #[arg(long = "basis-width", default_value_t = UsersConfig::default().basis_width)]
     basis_width: usize,
-    /// `--protocol users`: the non-linearity of the `basis` system's hidden layer, relu or
-    /// tanh (default: `--activation`).
+    /// `--protocol users`: the non-linearity of the `personal` system's hidden layer, relu or
+    /// tanh (default: tanh).
     #[arg(long = "basis-activation")]
     basis_activation: Option<String>,
     /// `--protocol users`: the replay window of every per-user model (the package's
@@ -411,11 +411,10 @@ fn run_users_eval(a: EvalArgs) -> Result<()> {
         hidden: parse_hidden(&a.hidden)?,
         activation: Activation::parse(&a.activation)?,
         basis_width: a.basis_width,
-        basis_activation: a
-            .basis_activation
-            .as_deref()
-            .map(Activation::parse)
-            .transpose()?,
+        basis_activation: match a.basis_activation.as_deref() {
+            Some(name) => Some(Activation::parse(name)?),
+            None => UsersConfig::default().basis_activation,
+        },
         replay_turns: a.replay_turns,
         objective: tacit_rm::ObjectiveKind::parse(&a.objective)?,
         train: tacit_rm::model::TrainOptions {
