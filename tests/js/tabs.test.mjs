@@ -39,11 +39,14 @@ async function tab(context) {
 
 const DIM = 8;
 
-/** Opens `name` as `window.models[name]` in `page`. */
+/**
+ * Opens `name` as `window.models[name]` in `page`: a residual personal part unless `options`
+ * say otherwise, the one `storedScores` computes scores of.
+ */
 function open(page, name, options = {}) {
   return page.evaluate(async ({ name, options }) => {
     window.models ??= {};
-    window.models[name] = await tacit.RewardModel.open({ name, backend: "cpu", dim: 8, hidden: [4], ...options });
+    window.models[name] = await tacit.RewardModel.open({ name, backend: "cpu", dim: 8, hidden: [4], personalization: "residual", ...options });
   }, { name, options });
 }
 
