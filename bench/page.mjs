@@ -1,7 +1,8 @@
 // The benchmark page: the same work through tacit-rm (/pkg/tacit_rm.js) and through the same
-// head written in TensorFlow.js (bench/node_modules, UMD builds, served locally). The node
-// driver (run.mjs) opens one fresh page per library × backend and calls the functions on
-// `window.bench`; it checks the outputs they return before it reports any time.
+// head written in TensorFlow.js (bench/node_modules, UMD builds, served locally) and in jax-js
+// (bench/node_modules, its ES modules as published). The node driver (run.mjs) opens one fresh
+// page per library × backend and calls the functions on `window.bench`; it checks the outputs
+// they return before it reports any time.
 import * as data from "./lib/data.mjs";
 
 const TF = "/bench/node_modules/@tensorflow";
@@ -378,6 +379,242 @@ async function tfCold({ backend, weights }) {
   return { ms, scores: Array.from(s) };
 }
 
+// ---------------------------------------------------------------- jax-js
+
+const JAX = "/bench/node_modules/@jax-js/jax/dist/";
+/**
+ * jax-js's backend registry lives in a chunk of the published build (0.1.25, pinned in
+ * package.json): its `getBackend` (exported as `s`) is the only way to a backend's buffer
+ * slots, which the leak check counts. The same URL as index.js's own import, so the same
+ * module instance.
+ */
+const JAX_BACKEND_CHUNK = `${JAX}backend-CnjgxpXq.js`;
+
+/** Every jax-js module this page fetched (for the bundle-size rows), from resource timing. */
+function jaxFilesLoaded() {
+  return performance.getEntriesByType("resource")
+    .map((e) => new URL(e.name).pathname)
+    .filter((p) => p.startsWith(JAX))
+    .map((p) => p.slice(1));
+}
+
+/**
+ * Imports jax-js and starts `backend` only. Returns { jax: null, why } where jax-js reports
+ * the backend unavailable in this browser: the row then says so.
+ */
+async function jaxLoad(backend) {
+  const jax = await import(`${JAX}index.js`);
+  const started = await jax.init(backend);
+  if (!started.includes(backend)) return { jax: null, why: `jax-js init("${backend}") started only ${started.join(", ")}` };
+  jax.defaultDevice(backend);
+  return { jax };
+}
+
+/**
+ * Counts the live device buffers (slots) of a jax-js backend by wrapping its malloc /
+ * incRef / decRef (the reference counts jax-js frees buffers by): TF.js's
+ * `tf.memory().numTensors` for jax-js.
+ */
+async function jaxTrackBuffers(backend) {
+  const { s: getBackend } = await import(JAX_BACKEND_CHUNK);
+  const b = getBackend(backend);
+  if (b.type !== backend) throw new Error(`jax-js backend registry gave ${b.type}, not ${backend}`);
+  const live = new Map();
+  let allocated = 0;
+  const { malloc, incRef, decRef } = b;
+  b.malloc = function (...a) {
+    const slot = malloc.apply(this, a);
+    allocated++;
+    live.set(slot, 1);
+    return slot;
+  };
+  b.incRef = function (slot) {
+    incRef.call(this, slot);
+    if (live.has(slot)) live.set(slot, live.get(slot) + 1);
+  };
+  b.decRef = function (slot) {
+    decRef.call(this, slot);
+    const r = live.get(slot);
+    if (r === 1) live.delete(slot);
+    else if (r) live.set(slot, r - 1);
+  };
+  return { live: () => live.size, allocated: () => allocated };
+}
+
+/**
+ * The head in jax-js as an app would write it: the weights as a flat list [kernel₀, bias₀,
+ * kernel₁, bias₁] (kernels [in, out], from tacit-rm's safetensors), the forward pass and the
+ * training step under `jit` (jax-js fuses and caches the kernels per input shape), the
+ * gradient from `valueAndGrad`. jax-js has no optimizer in its core package (its optax is a
+ * separate one), so Adam is written here with array ops, as tacit-rm's `optim.rs` and TF.js's
+ * `tf.train.adam` compute it (weight decay 0 on every side, as in the TF.js head: with it
+ * tacit-rm's AdamW is this Adam; the bias corrections 1 − βᵗ come in as scalars per step).
+ * jax-js arrays are reference-counted and every call takes ownership of its arguments:
+ * `.ref` / `jax.tree.ref` keep one.
+ */
+function jaxModel(jax) {
+  const { numpy: np, nn } = jax;
+  const forward = (p, x) => {
+    let h = x;
+    for (let i = 0; i < p.length; i += 2) {
+      h = np.matmul(h, p[i]).add(p[i + 1]);
+      if (i + 2 < p.length) h = nn.relu(h);
+    }
+    return h; // [n, 1]
+  };
+  // tacit-rm's `ips` batch loss, as tfIpsLoss: logits clipped at ±15, the two partial risks
+  // each clamped at 0 (the non-negative correction); the partial risks ride along as aux.
+  const ipsLoss = (p, xb, tb) => {
+    const zc = np.clip(forward(p, xb), -data.LOGIT_CLIP, data.LOGIT_CLIP);
+    const pos = np.mean(tb.ref.mul(nn.softplus(zc.ref.neg())));
+    const neg = np.mean(np.subtract(1, tb).mul(nn.softplus(zc)));
+    return [nn.relu(pos.ref).add(nn.relu(neg.ref)), np.stack([pos, neg])];
+  };
+  const lossAndGrad = jax.valueAndGrad(ipsLoss, { hasAux: true });
+  /** One step: the minibatch gathered from the uploaded set, the loss and its gradient, Adam. */
+  const step = jax.jit((p, m, v, sum, X, T, idx, bc1, bc2) => {
+    const xb = np.take(X, idx.ref, 0);
+    const tb = np.take(T, idx, 0);
+    const [[loss, risks], g] = lossAndGrad(jax.tree.ref(p), xb, tb);
+    const P = [], M = [], V = [];
+    for (let k = 0; k < p.length; k++) {
+      const mk = m[k].mul(data.BETA1).add(g[k].ref.mul(1 - data.BETA1));
+      const vk = v[k].mul(data.BETA2).add(g[k].ref.mul(g[k]).mul(1 - data.BETA2));
+      const update = mk.ref.div(bc1.ref).div(np.sqrt(vk.ref.div(bc2.ref)).add(data.EPSILON));
+      P.push(p[k].sub(update.mul(data.LEARNING_RATE)));
+      M.push(mk);
+      V.push(vk);
+    }
+    bc1.dispose();
+    bc2.dispose();
+    return [P, M, V, sum.add(loss), risks];
+  });
+  return { np, ref: jax.tree.ref, forward: jax.jit(forward), step };
+}
+
+/** The head's arrays on the device, from tacit-rm's safetensors bytes (upload, not timed in training). */
+function jaxHead(np, layers) {
+  return layers.flatMap(({ kernel, shape, bias }) => [np.array(kernel, { shape }), np.array(bias)]);
+}
+
+async function jaxScore(model, head, x, n) {
+  const input = model.np.array(x, { shape: [n, data.DIM] });
+  return model.forward(model.ref(head), input).data(); // data() reads back and frees
+}
+
+/**
+ * One training call as an app would write it in jax-js, the same work as tfTrain: upload the
+ * set, `steps` Adam steps on tacit-rm's minibatches, the epoch's mean batch loss read back at
+ * the end. Takes ownership of `head`; returns the trained head.
+ */
+async function jaxTrain(model, head, set, order, { steps = data.STEPS, audit = false } = {}) {
+  const { np } = model;
+  const rows = steps * data.BATCH;
+  const X = np.array(set.emb.subarray(0, rows * data.DIM), { shape: [rows, data.DIM] });
+  const T = np.array(set.target.subarray(0, rows), { shape: [rows, 1] });
+  const I = np.array(order.subarray(0, rows), { shape: [steps, data.BATCH], dtype: np.int32 });
+  let p = head;
+  let m = p.map((a) => np.zeros(a.shape));
+  let v = p.map((a) => np.zeros(a.shape));
+  let sum = np.array(0);
+  const risks = [];
+  for (let s = 0; s < steps; s++) {
+    const t = s + 1;
+    const out = model.step(p, m, v, sum, X.ref, T.ref, I.ref.slice(s), 1 - data.BETA1 ** t, 1 - data.BETA2 ** t);
+    [p, m, v, sum] = out;
+    if (audit) risks.push(out[4]);
+    else out[4].dispose();
+  }
+  const total = (await sum.data())[0];
+  for (const a of [X, T, I, ...m, ...v]) a.dispose();
+  let minRisk = null;
+  if (audit) {
+    minRisk = [Infinity, Infinity];
+    for (const r of risks) {
+      const [pos, neg] = await r.data();
+      minRisk = [Math.min(minRisk[0], pos), Math.min(minRisk[1], neg)];
+    }
+  }
+  return { loss: total / steps, minRisk, head: p };
+}
+
+async function jaxRun({ backend, weights, warmup, repeats, trainWarmup, trainRepeats }) {
+  const { jax, why } = await jaxLoad(backend);
+  if (!jax) return { unavailable: why };
+  const buffers = await jaxTrackBuffers(backend);
+  const model = jaxModel(jax);
+  const layers = data.denseLayers(new Uint8Array(weights));
+  let head = jaxHead(model.np, layers);
+  const score = {};
+  for (const n of data.SCORE_SIZES) {
+    const x = data.embeddings(n, 1000 + n);
+    const r = await timedCounted(() => jaxScore(model, head, x, n), warmup, repeats);
+    score[n] = { medianMs: r.medianMs, timesMs: r.timesMs, scores: Array.from(r.last), gpuCalls: r.gpuCalls };
+  }
+  const set = data.trainingSet();
+  const order = data.batchOrder();
+  const probe = data.embeddings(64, 1064);
+  const times = [];
+  let finalLoss;
+  let minRisk;
+  let trainCalls = null;
+  // Live device buffers with one head alive (the initial one here, the trained one after).
+  const buffersBefore = buffers.live();
+  const allocatedBefore = buffers.allocated();
+  for (let i = 0; i < trainWarmup + trainRepeats; i++) {
+    // The initial weights, as tfReset: uploaded before the clock starts (the previous head freed).
+    const fresh = jaxHead(model.np, layers);
+    for (const a of head) a.dispose();
+    const t0 = performance.now();
+    let r;
+    if (i === 0 && trainWarmup > 0) {
+      // Not timed, as in tfRun: the GPU calls of a plain run on WebGPU; elsewhere every
+      // batch's partial risks (does the non-negative correction engage?).
+      if (backend === "webgpu") {
+        const c = await countGpuCalls(() => jaxTrain(model, fresh, set, order));
+        trainCalls = c.calls;
+        r = c.result;
+      } else {
+        r = await jaxTrain(model, fresh, set, order, { audit: true });
+        minRisk = r.minRisk;
+      }
+    } else {
+      r = await jaxTrain(model, fresh, set, order);
+    }
+    const dt = performance.now() - t0;
+    if (i >= trainWarmup) times.push(dt);
+    finalLoss = r.loss;
+    head = r.head;
+  }
+  const leaked = buffers.live() - buffersBefore;
+  // The counter must have seen the training calls' buffers, or it checks nothing.
+  const buffersAllocated = buffers.allocated() - allocatedBefore;
+  const trainedScores = Array.from(await jaxScore(model, head, probe, 64));
+  for (const a of head) a.dispose();
+  const short = await jaxTrain(model, jaxHead(model.np, layers), set, data.batchOrder(data.CHECK_STEPS * data.BATCH), { steps: data.CHECK_STEPS });
+  const shortWeights = [];
+  for (const a of short.head) shortWeights.push(...(await a.data()));
+  return {
+    score,
+    train: { medianMs: data.median(times), timesMs: times, finalLoss, steps: data.STEPS, trainedScores, leaked, buffersAllocated, minRisk, gpuCalls: trainCalls },
+    short: { steps: data.CHECK_STEPS, loss: short.loss, weights: shortWeights },
+    files: jaxFilesLoaded(),
+  };
+}
+
+async function jaxCold({ backend, weights }) {
+  const bytes = new Uint8Array(weights);
+  const x = data.embeddings(64, 1064);
+  const t0 = performance.now();
+  const { jax, why } = await jaxLoad(backend);
+  if (!jax) return { unavailable: why };
+  const model = jaxModel(jax);
+  const head = jaxHead(model.np, data.denseLayers(bytes));
+  const s = await jaxScore(model, head, x, 64);
+  const ms = performance.now() - t0;
+  return { ms, scores: Array.from(s), files: jaxFilesLoaded() };
+}
+
 // ---------------------------------------------------------------- latency of a chat turn
 
 /**
@@ -417,5 +654,5 @@ async function tacitLatency({ backend, weights, calls, warmup, entry }) {
   };
 }
 
-window.bench = { initialWeights, tacitRun, tacitCold, tfRun, tfCold, adapterInfo, tacitLatency };
+window.bench = { initialWeights, tacitRun, tacitCold, tfRun, tfCold, jaxRun, jaxCold, adapterInfo, tacitLatency };
 window.benchReady = true;

@@ -1,11 +1,28 @@
-// tacit-rm against TensorFlow.js in one headless Chromium run (playwright-core driving the
-// system Chromium, WebGPU on its software adapter). Every library × backend runs in a fresh
-// browser context on the same weights and data; the outputs are checked to be the same work
-// before any time is reported. Writes bench/results.json and bench/results.md.
+// tacit-rm against its two peers, TensorFlow.js and jax-js, in one headless Chromium run
+// (playwright-core driving the system Chromium, WebGPU on its software adapter). Every
+// library × backend runs in a fresh browser context on the same weights and data; the outputs
+// are checked to be the same work before any time is reported. Writes bench/results.json and
+// bench/results.md.
+//
+// The peers (bench/page.mjs) write the same head (384→128 relu→1) from tacit-rm's initial
+// weights and train it the same way (100 Adam steps of batch 256, the `ips` loss with its
+// non-negative correction and logits clipped at ±15, tacit-rm's own batch order):
+// - TensorFlow.js 4.22.0 (`tf.fused.matMul`, `tf.train.adam`) on webgpu, wasm and cpu;
+// - jax-js 0.1.25 (`@jax-js/jax`: `jit` of the forward pass and of a whole training step,
+//   `valueAndGrad`, Adam written with its array ops: its core package has no optimizer) on
+//   webgpu and wasm. Its ES modules are imported from bench/node_modules as published.
+// Matched backends (PAIRS): tacit-rm/webgpu against tfjs/webgpu and jax-js/webgpu,
+// tacit-rm/cpu against tfjs/wasm and jax-js/wasm; each ratio (tacit-rm / peer) is kept in
+// results.json under `table[].ratios["<tacit-rm id> / <peer id>"]`. A backend a peer reports
+// unavailable in this browser is recorded under `unavailable` (JSON) and noted in the
+// markdown, never timed; a config that throws is recorded under `errors` and fails the run,
+// as a failed same-work check does.
 //
 //   node run.mjs [--repeats 7] [--train-repeats 3] [--cold-repeats 5] [--latency-calls 1000] [--quick]
-//                [--only tacit-rm/cpu,tfjs/wasm] [--out results] [--markdown-only]
-import { existsSync, writeFileSync, readFileSync } from "node:fs";
+//                [--only tacit-rm/cpu,tfjs/wasm,jax-js/wasm] [--out results] [--markdown-only]
+//
+// The training checks compare against tacit-rm/cpu: keep it in `--only`.
+import { existsSync, writeFileSync, readFileSync, readdirSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -28,13 +45,20 @@ const CONFIGS = [
   { id: "tacit-rm/cpu", lib: "tacit-rm", backend: "cpu", run: "tacitRun", cold: "tacitCold" },
   { id: "tfjs/webgpu", lib: "tfjs", backend: "webgpu", run: "tfRun", cold: "tfCold" },
   { id: "tfjs/wasm", lib: "tfjs", backend: "wasm", run: "tfRun", cold: "tfCold" },
+  { id: "jax-js/webgpu", lib: "jax-js", backend: "webgpu", run: "jaxRun", cold: "jaxCold" },
+  { id: "jax-js/wasm", lib: "jax-js", backend: "wasm", run: "jaxRun", cold: "jaxCold" },
   { id: "tfjs/cpu", lib: "tfjs", backend: "cpu", run: "tfRun", cold: "tfCold" },
 ];
-/** Matched backends: [tacit-rm, TF.js]. */
+/** Matched backends: [tacit-rm, peer]. */
 const PAIRS = [
   ["tacit-rm/webgpu", "tfjs/webgpu"],
+  ["tacit-rm/webgpu", "jax-js/webgpu"],
   ["tacit-rm/cpu", "tfjs/wasm"],
+  ["tacit-rm/cpu", "jax-js/wasm"],
 ];
+/** The peers' names in the markdown. */
+const PEER = { tfjs: "TF.js", "jax-js": "jax-js" };
+const libOf = (id) => id.split("/")[0];
 /** Tolerances of the same-work checks. */
 const TOL = { scores: 1e-4, loss: 1e-3, shortWeights: 1e-2 };
 
@@ -86,7 +110,19 @@ async function withPage(browser, url, fn) {
   }
 }
 
-function sizes() {
+/**
+ * The jax-js modules a page on `backend` loads (index.js statically imports the runtime and
+ * backend chunks; init("webgpu") imports the webgpu chunk): the fallback where a run did not
+ * record them (its wasm kernels are generated in the page, no .wasm file is fetched).
+ */
+function jaxModules(backend) {
+  const dir = "bench/node_modules/@jax-js/jax/dist";
+  const names = readdirSync(ROOT + dir).filter((f) => f.endsWith(".js"));
+  const pick = (prefix) => names.filter((f) => f.startsWith(prefix)).map((f) => `${dir}/${f}`);
+  return [...pick("index.js"), ...pick("rolldown-runtime-"), ...pick("backend-"), ...(backend === "webgpu" ? pick("webgpu-") : [])];
+}
+
+function sizes(jaxLoaded = {}) {
   const file = (rel) => {
     const bytes = readFileSync(ROOT + rel);
     return { file: rel, bytes: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
@@ -109,6 +145,10 @@ function sizes() {
     "tfjs/webgpu + wasm as loaded here (trains)": [file(union), file(webgpu), file(wasmJs), file(wasmBin)],
     "tfjs-core + webgpu (inference only: no gradients)": [file(core), file(webgpu)],
     "tfjs-core + wasm (inference only: no gradients)": [file(core), file(wasmJs), file(wasmBin)],
+    // jax-js as the page imports it: the published ES modules (not minified), one package for
+    // inference and training; the files the cold-start page fetched where the run recorded them.
+    "jax-js/webgpu as loaded here (trains)": (jaxLoaded["jax-js/webgpu"] ?? jaxModules("webgpu")).map(file),
+    "jax-js/wasm as loaded here (trains)": (jaxLoaded["jax-js/wasm"] ?? jaxModules("wasm")).map(file),
   };
   const out = {};
   for (const [k, files] of Object.entries(bundles)) {
@@ -128,12 +168,14 @@ async function main() {
   if (opt.markdownOnly) {
     // Re-renders results.md from results.json (e.g. after editing the table's layout).
     const r = JSON.parse(readFileSync(`${out}.json`, "utf8"));
-    writeFileSync(`${out}.md`, markdown(r, CONFIGS.filter((c) => c.id in r.finalLoss)));
+    const listed = (c) => c.id in r.finalLoss || c.id in (r.unavailable ?? {}) || c.id in (r.errors ?? {});
+    writeFileSync(`${out}.md`, markdown(r, CONFIGS.filter(listed)));
     return;
   }
   const configs = CONFIGS.filter((c) => !opt.only || opt.only.includes(c.id));
   const pkgVersion = JSON.parse(readFileSync(ROOT + "pkg/package.json", "utf8")).version;
   const tfVersion = JSON.parse(readFileSync(HERE + "node_modules/@tensorflow/tfjs/package.json", "utf8")).version;
+  const jaxVersion = JSON.parse(readFileSync(HERE + "node_modules/@jax-js/jax/package.json", "utf8")).version;
   const server = await serve(ROOT);
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
   const started = new Date();
@@ -145,29 +187,52 @@ async function main() {
     log(`adapter: ${JSON.stringify(init.adapter)}`);
 
     const runs = {};
+    // A backend the library reports unavailable here (the page returns { unavailable }): noted,
+    // never timed. A config that throws: recorded, the run goes on, and fails at the end.
+    const unavailable = {};
+    const errors = {};
     for (const c of configs) {
       log(`${c.id}: scoring ${data.SCORE_SIZES.join(", ")} (${opt.warmup} warm-up + ${opt.repeats} runs), training (${opt.trainWarmup} + ${opt.trainRepeats})`);
-      runs[c.id] = await withPage(browser, server.url, (p) =>
-        p.evaluate(([fn, a]) => window.bench[fn](a), [c.run, {
-          backend: c.backend, weights: init.weights, warmup: opt.warmup, repeats: opt.repeats,
-          trainWarmup: opt.trainWarmup, trainRepeats: opt.trainRepeats, entry: TACIT_ENTRY,
-        }]));
-      const r = runs[c.id];
+      let r;
+      try {
+        r = await withPage(browser, server.url, (p) =>
+          p.evaluate(([fn, a]) => window.bench[fn](a), [c.run, {
+            backend: c.backend, weights: init.weights, warmup: opt.warmup, repeats: opt.repeats,
+            trainWarmup: opt.trainWarmup, trainRepeats: opt.trainRepeats, entry: TACIT_ENTRY,
+          }]));
+      } catch (e) {
+        errors[c.id] = String(e?.message ?? e).split("\n")[0];
+        log(`  ${c.id}: ERROR ${errors[c.id]}`);
+        continue;
+      }
+      if (r.unavailable) {
+        unavailable[c.id] = r.unavailable;
+        log(`  ${c.id}: unavailable (${r.unavailable})`);
+        continue;
+      }
+      runs[c.id] = r;
       log(`  ${c.id}: ${data.SCORE_SIZES.map((n) => `score ${n} ${r.score[n].medianMs.toFixed(1)} ms`).join(", ")}, train ${r.train.medianMs.toFixed(0)} ms (loss ${r.train.finalLoss})`);
     }
+    if (!Object.keys(runs).length) throw new Error(`no configuration ran: ${JSON.stringify({ errors, unavailable })}`);
     // Cold start: round-robin over the configurations, one fresh context each; the first
     // round is the warm-up (disk cache of the server's files, Chromium's processes).
     const cold = Object.fromEntries(configs.map((c) => [c.id, []]));
     const coldScores = {};
+    const loadedFiles = {};
     for (let round = 0; round < 1 + opt.coldRepeats; round++) {
       for (const c of configs) {
+        if (!runs[c.id]) continue;
         const r = await withPage(browser, server.url, (p) =>
           p.evaluate(([fn, a]) => window.bench[fn](a), [c.cold, { backend: c.backend, weights: init.weights, entry: TACIT_ENTRY }]));
         if (round > 0) cold[c.id].push(r.ms);
         coldScores[c.id] = r.scores;
+        if (r.files) loadedFiles[c.id] = r.files;
       }
-      log(`cold start round ${round}: ${configs.map((c) => `${c.id} ${cold[c.id].at(-1)?.toFixed(0) ?? "(warm-up)"}`).join(", ")}`);
+      log(`cold start round ${round}: ${configs.filter((c) => runs[c.id]).map((c) => `${c.id} ${cold[c.id].at(-1)?.toFixed(0) ?? "(warm-up)"}`).join(", ")}`);
     }
+    for (const [id, files] of Object.entries(loadedFiles)) log(`${id} loaded ${files.join(", ")}`);
+    // From here on: the configurations that ran.
+    const ran = configs.filter((c) => runs[c.id]);
 
     // Latency of the call every chat turn makes (4 candidates) on `auto`, `cpu` and `webgpu`.
     const latency = {};
@@ -188,22 +253,26 @@ async function main() {
     const check = (what, value, tol) => checks.push({ what, value, tol, ok: value <= tol });
     for (const n of data.SCORE_SIZES) {
       const ref = data.referenceScores(weights, data.embeddings(n, 1000 + n));
-      for (const c of configs) check(`scores n=${n}: ${c.id} vs float64 reference`, data.maxRelDiff(runs[c.id].score[n].scores, ref), TOL.scores);
+      for (const c of ran) check(`scores n=${n}: ${c.id} vs float64 reference`, data.maxRelDiff(runs[c.id].score[n].scores, ref), TOL.scores);
     }
     const latencyRef = data.referenceScores(weights, data.embeddings(4, 1004));
     for (const [b, l] of Object.entries(latency)) check(`latency scores n=4: tacit-rm/${b} vs float64 reference`, data.maxRelDiff(l.scores, latencyRef), TOL.scores);
     const probeRef = data.referenceScores(weights, data.embeddings(64, 1064));
-    for (const c of configs) check(`cold-start scores n=64: ${c.id} vs float64 reference`, data.maxRelDiff(coldScores[c.id], probeRef), TOL.scores);
-    const base = runs["tacit-rm/cpu"] ?? runs[configs[0].id];
-    for (const c of configs) {
+    for (const c of ran) check(`cold-start scores n=64: ${c.id} vs float64 reference`, data.maxRelDiff(coldScores[c.id], probeRef), TOL.scores);
+    // The training reference: tacit-rm/cpu, or (when `--only` leaves it out) the first config that ran.
+    const baseId = runs["tacit-rm/cpu"] ? "tacit-rm/cpu" : ran[0].id;
+    const base = runs[baseId];
+    for (const c of ran) {
       const t = runs[c.id].train;
-      check(`final training loss: ${c.id} vs tacit-rm/cpu (relative)`, Math.abs(t.finalLoss - base.train.finalLoss) / Math.abs(base.train.finalLoss), TOL.loss);
-      check(`weight updates of a ${data.CHECK_STEPS}-step run: ${c.id} vs tacit-rm/cpu (‖Δ − Δ_ref‖₂ / ‖Δ_ref‖₂)`, l2Diff(runs[c.id].short.weights, base.short.weights) / l2Diff(base.short.weights, initial), TOL.shortWeights);
+      check(`final training loss: ${c.id} vs ${baseId} (relative)`, Math.abs(t.finalLoss - base.train.finalLoss) / Math.abs(base.train.finalLoss), TOL.loss);
+      check(`weight updates of a ${data.CHECK_STEPS}-step run: ${c.id} vs ${baseId} (‖Δ − Δ_ref‖₂ / ‖Δ_ref‖₂)`, l2Diff(runs[c.id].short.weights, base.short.weights) / l2Diff(base.short.weights, initial), TOL.shortWeights);
       if (c.lib === "tacit-rm") {
         check(`${c.id}: steps taken − 100`, Math.abs(t.steps - data.STEPS), 0);
         check(`${c.id}: stayed on ${c.backend} (no fallback)`, t.fellBackToCpu || runs[c.id].backendAfter !== c.backend ? 1 : 0, 0);
       } else {
-        check(`${c.id}: tensors leaked by a training call`, t.leaked, 0);
+        // TF.js: tf.memory().numTensors; jax-js: its backend's live buffers (reference-counted slots).
+        check(`${c.id}: ${c.lib === "jax-js" ? "device buffers" : "tensors"} leaked by the training calls`, t.leaked, 0);
+        if (c.lib === "jax-js") check(`${c.id}: the buffer counter saw the training calls' buffers (1 = it saw none)`, t.buffersAllocated > 0 ? 0 : 1, 0);
         // min over the 100 batches of min(R⁺, R⁻) ≤ 0 would mean the correction engaged.
         if (t.minRisk) check(`${c.id}: non-negative correction engaged (0 = on no batch)`, Math.min(...t.minRisk) > 0 ? 0 : 1, 0);
       }
@@ -211,8 +280,8 @@ async function main() {
     // Information, not a check: after 100 Adam steps the heads' scores drift apart (Adam
     // divides by √v, so f32 rounding in near-zero gradients grows; the 20-step check above is
     // the algorithm's agreement, the loss check the trajectory's).
-    const trainedScoreDrift = Object.fromEntries(configs.map((c) => [c.id, data.maxRelDiff(runs[c.id].train.trainedScores, base.train.trainedScores)]));
-    const minRisk = Object.fromEntries(configs.filter((c) => runs[c.id].train.minRisk).map((c) => [c.id, runs[c.id].train.minRisk]));
+    const trainedScoreDrift = Object.fromEntries(ran.map((c) => [c.id, data.maxRelDiff(runs[c.id].train.trainedScores, base.train.trainedScores)]));
+    const minRisk = Object.fromEntries(ran.filter((c) => runs[c.id].train.minRisk).map((c) => [c.id, runs[c.id].train.minRisk]));
     const failed = checks.filter((c) => !c.ok);
     for (const c of checks) log(`${c.ok ? "ok  " : "FAIL"} ${c.what}: ${c.value.toExponential(2)} (≤ ${c.tol})`);
 
@@ -230,7 +299,7 @@ async function main() {
     ];
     const table = tasks.map((t) => {
       const row = { task: t.name, runs: t.runs, figures: {}, ratios: {} };
-      for (const c of configs) row.figures[c.id] = figure(c.id, t.key);
+      for (const c of ran) row.figures[c.id] = figure(c.id, t.key);
       for (const [a, b] of PAIRS) {
         if (row.figures[a] && row.figures[b]) row.ratios[`${a} / ${b}`] = row.figures[a].medianMs / row.figures[b].medianMs;
       }
@@ -241,7 +310,7 @@ async function main() {
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` },
       browser: { chromium: browser.version(), flags: FLAGS, userAgent: init.userAgent, adapter: init.adapter },
       tacitEntry: TACIT_ENTRY, tacitWasm: init.tacitWasm,
-      versions: { "tacit-rm": pkgVersion, tfjs: tfVersion, tfjsCore: runs["tfjs/webgpu"]?.version },
+      versions: { "tacit-rm": pkgVersion, tfjs: tfVersion, tfjsCore: runs["tfjs/webgpu"]?.version, "jax-js": jaxVersion },
       tfjs: {
         wasmFeatures: runs["tfjs/wasm"]?.wasmFeatures ?? null,
         webgpuFlags: runs["tfjs/webgpu"]?.flags ?? null,
@@ -253,12 +322,13 @@ async function main() {
         optimizer: `Adam(W) lr ${data.LEARNING_RATE}, β ${data.BETA1}/${data.BETA2}, ε ${data.EPSILON}, weight decay 0`,
         warmup: opt.warmup, repeats: opt.repeats, trainWarmup: opt.trainWarmup, trainRepeats: opt.trainRepeats, coldRepeats: opt.coldRepeats,
       },
+      unavailable, errors,
       checks, sameWork: failed.length === 0, trainedScoreDrift, minPartialRisks: minRisk,
-      gpuCalls: Object.fromEntries(configs.filter((c) => c.backend === "webgpu").map((c) => [c.id, {
+      gpuCalls: Object.fromEntries(ran.filter((c) => c.backend === "webgpu").map((c) => [c.id, {
         ...Object.fromEntries(data.SCORE_SIZES.map((n) => [`score n=${n}`, runs[c.id].score[n].gpuCalls])),
         train: runs[c.id].train.gpuCalls,
       }])),
-      finalLoss: Object.fromEntries(configs.map((c) => [c.id, runs[c.id].train.finalLoss])),
+      finalLoss: Object.fromEntries(ran.map((c) => [c.id, runs[c.id].train.finalLoss])),
       table,
       latency: Object.fromEntries(Object.entries(latency).map(([b, l]) => [b, { ...l, scores: undefined }])),
       latencyRatios: latency.auto && latency.cpu && latency.webgpu ? {
@@ -266,7 +336,8 @@ async function main() {
         "auto / cpu mean ratio": latency.auto.meanMs / latency.cpu.meanMs,
         "auto / webgpu mean ratio": latency.auto.meanMs / latency.webgpu.meanMs,
       } : null,
-      sizes: sizes(),
+      jaxFiles: loadedFiles,
+      sizes: sizes(loadedFiles),
     };
     writeFileSync(`${out}.json`, JSON.stringify(result, null, 2) + "\n");
     writeFileSync(`${out}.md`, markdown(result, configs));
@@ -274,6 +345,7 @@ async function main() {
     if (failed.length) {
       throw new Error(`${failed.length} same-work check(s) failed; the times are not comparable (see results.json)`);
     }
+    if (Object.keys(errors).length) throw new Error(`configuration(s) failed: ${JSON.stringify(errors)}`);
   } finally {
     await browser.close();
     await server.close();
@@ -287,24 +359,37 @@ const ratio = (r) => (r == null ? "—" : `**${r.toFixed(2)}×**`);
 function markdown(r, configs) {
   const ids = configs.map((c) => c.id);
   const has = (id) => ids.includes(id);
+  const unavailable = r.unavailable ?? {};
+  const errors = r.errors ?? {};
+  // A config that did not run says why in its cells.
+  const time = (id) => (row) => (id in unavailable ? "unavailable" : id in errors ? "error" : ms(row.figures[id]?.medianMs));
   const cols = [];
+  const shown = new Set();
+  const column = (id) => {
+    if (has(id) && !shown.has(id)) cols.push({ head: `${id} ms`, cell: time(id) });
+    shown.add(id);
+  };
+  // Per tacit-rm backend: its time, then each matched peer's time and the ratio.
   for (const [a, b] of PAIRS) {
-    if (has(a)) cols.push({ head: `${a} ms`, cell: (row) => ms(row.figures[a]?.medianMs) });
-    if (has(b)) cols.push({ head: `${b} ms`, cell: (row) => ms(row.figures[b]?.medianMs) });
-    if (has(a) && has(b)) cols.push({ head: `tacit / TF.js`, cell: (row) => ratio(row.ratios[`${a} / ${b}`]) });
+    column(a);
+    column(b);
+    if (has(a) && has(b)) cols.push({ head: `tacit / ${PEER[libOf(b)]}`, cell: (row) => ratio(row.ratios[`${a} / ${b}`]) });
   }
-  if (has("tfjs/cpu")) cols.push({ head: "tfjs/cpu ms", cell: (row) => ms(row.figures["tfjs/cpu"]?.medianMs) });
-  let md = `# tacit-rm against TensorFlow.js, same browser, same run\n\n`;
+  column("tfjs/cpu");
+  let md = `# tacit-rm against TensorFlow.js and jax-js, same browser, same run\n\n`;
   md += `Generated by \`cargo xtask bench-web\` (bench/run.mjs) on ${r.date.slice(0, 10)}. `;
   md += `Chromium ${r.browser.chromium} headless; WebGPU adapter: ${adapterName(r.browser.adapter)}; `;
   md += `${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, no GPU. `;
   md += `tacit-rm ${r.versions["tacit-rm"]}, TensorFlow.js ${r.versions.tfjs}`;
   if (r.tfjs.wasmFeatures) md += ` (wasm backend: SIMD ${r.tfjs.wasmFeatures.simd ? "on" : "off"}, threads ${r.tfjs.wasmFeatures.threads ? "on" : "off"}: the page is not cross-origin isolated)`;
+  if (r.versions["jax-js"]) md += `, jax-js ${r.versions["jax-js"]} (wasm: single-threaded, no SharedArrayBuffer in a page that is not cross-origin isolated)`;
   md += `.\n\n`;
   md += `Median wall time in ms (the run count is per row: after ${r.workload.warmup} warm-up call; cold start after one warm-up round). `;
-  md += `Ratio = tacit-rm time / TF.js time on the matched backend: below 1 means tacit-rm is faster.\n\n`;
+  md += `Ratio = tacit-rm time / the peer's time (TF.js or jax-js) on the matched backend: below 1 means tacit-rm is faster.\n\n`;
   md += `| task | runs | ${cols.map((c) => c.head).join(" | ")} |\n|---|---:|${cols.map(() => "---:").join("|")}|\n`;
   for (const row of r.table) md += `| ${row.task} | ${row.runs} | ${cols.map((c) => c.cell(row)).join(" | ")} |\n`;
+  for (const [id, why] of Object.entries(unavailable)) md += `\n**${id} is unavailable in this browser** (${why}): not timed, no ratio, no checks.\n`;
+  for (const [id, why] of Object.entries(errors)) md += `\n**${id} failed** (${why}): not timed; the run failed.\n`;
   if (r.latency && Object.keys(r.latency).length) {
     md += `\nLatency of the call every chat turn makes, scoring 4 candidates, over ${Object.values(r.latency)[0].calls} calls after 20 warm-up calls `;
     md += `(p50/p99 of single calls at performance.now()'s 0.1 ms resolution in a page that is not cross-origin isolated; the mean is exact):\n\n`;
@@ -329,8 +414,9 @@ function markdown(r, configs) {
       }
     }
   }
+  if (r.jaxFiles && Object.keys(r.jaxFiles).length) md += `\njax-js modules the cold-start pages fetched: ${Object.entries(r.jaxFiles).map(([id, f]) => `${id} ${f.map((x) => `\`${x.split("/").pop()}\``).join(" + ")}`).join("; ")}.\n`;
   md += `\nFinal training loss (mean of the 100 batch losses): ${Object.entries(r.finalLoss).map(([k, v]) => `${k} ${v.toFixed(6)}`).join(", ")}.\n\n`;
-  md += `Bundle sizes (minified ES2017 UMD builds of TF.js, the wasm binary its wasm backend fetches here (SIMD, single-threaded); gzip: zlib level 9):\n\n`;
+  md += `Bundle sizes (minified ES2017 UMD builds of TF.js, the wasm binary its wasm backend fetches here (SIMD, single-threaded); jax-js's ES modules as published (not minified; its wasm kernels are generated in the page); gzip: zlib level 9):\n\n`;
   md += `| bundle | files | bytes | gzip |\n|---|---|---:|---:|\n`;
   for (const [k, s] of Object.entries(r.sizes)) {
     md += `| ${k} | ${s.files.map((f) => `\`${f.file.split("/").pop()}\``).join(" + ")} | ${kib(s.bytes)} | ${kib(s.gzip)} |\n`;

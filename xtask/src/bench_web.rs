@@ -1,8 +1,8 @@
-//! `cargo xtask bench-web`: tacit-rm against TensorFlow.js in one headless Chromium run.
+//! `cargo xtask bench-web`: tacit-rm against TensorFlow.js and jax-js in one headless Chromium run.
 //!
 //! Builds the npm package (`web::build_pkg`), installs the bench's pinned JS packages
-//! (`npm ci` in `bench/`: TF.js with its webgpu and wasm backends, playwright-core), and runs
-//! `bench/run.mjs`, which checks that both libraries do the same work and writes
+//! (`npm ci` in `bench/`: TF.js with its webgpu and wasm backends, jax-js, playwright-core), and
+//! runs `bench/run.mjs`, which checks that the libraries do the same work and writes
 //! `bench/results.{json,md}`. Extra arguments go to the driver (`--quick`, `--repeats N`,
 //! `--train-repeats N`, `--cold-repeats N`, `--latency-calls N`, `--only tacit-rm/cpu,tfjs/wasm`).
 //!
