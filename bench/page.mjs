@@ -79,7 +79,10 @@ async function adapterInfo() {
   const a = await navigator.gpu.requestAdapter();
   if (!a) return null;
   const i = a.info ?? {};
-  return { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description };
+  return {
+    vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description,
+    isFallbackAdapter: i.isFallbackAdapter ?? a.isFallbackAdapter ?? null,
+  };
 }
 
 // ---------------------------------------------------------------- tacit-rm

@@ -29,7 +29,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import * as data from "./lib/data.mjs";
 import { serve } from "../tests/js/lib/server.mjs";
-import { chromiumFlags } from "../tests/js/lib/flags.mjs";
+import { chromiumFlags, isSoftwareAdapter } from "../tests/js/lib/flags.mjs";
 
 const HERE = fileURLToPath(new URL("./", import.meta.url));
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -37,8 +37,14 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 /** The package's entry module: `index.js` (which picks the SIMD or baseline wasm) if built, else the glue. */
 const TACIT_ENTRY = existsSync(`${ROOT}pkg/index.js`) ? "/pkg/index.js" : "/pkg/tacit_rm.js";
 
-/** The flags of DESIGN §9, shared with the tests: WebGPU on SwiftShader, no network. */
-const FLAGS = chromiumFlags({ webgpu: true });
+/**
+ * The flags of DESIGN §9, shared with the tests: WebGPU on SwiftShader, no network; with
+ * TACIT_BENCH_GPU=hardware (`cargo xtask bench-real-gpu`), WebGPU on the machine's own GPU,
+ * and a run whose adapter is a software one is refused (TACIT_BENCH_ALLOW_SOFTWARE=1 lets a
+ * machine without a GPU rehearse the command).
+ */
+const HARDWARE_GPU = process.env.TACIT_BENCH_GPU === "hardware";
+const FLAGS = chromiumFlags({ webgpu: true, hardwareGpu: HARDWARE_GPU });
 
 const CONFIGS = [
   { id: "tacit-rm/webgpu", lib: "tacit-rm", backend: "webgpu", run: "tacitRun", cold: "tacitCold" },
@@ -185,7 +191,9 @@ async function main() {
     const weights = Uint8Array.from(init.weights);
     const initial = data.denseLayers(weights).flatMap((l) => [...l.kernel, ...l.bias]);
     log(`adapter: ${JSON.stringify(init.adapter)}`);
-
+    if (HARDWARE_GPU && isSoftwareAdapter(init.adapter) && process.env.TACIT_BENCH_ALLOW_SOFTWARE !== "1") {
+      throw new Error(`TACIT_BENCH_GPU=hardware, but Chromium's WebGPU adapter is a software one (${JSON.stringify(init.adapter)}): no real-GPU figures from this machine`);
+    }
     const runs = {};
     // A backend the library reports unavailable here (the page returns { unavailable }): noted,
     // never timed. A config that throws: recorded, the run goes on, and fails at the end.

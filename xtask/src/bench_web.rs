@@ -13,6 +13,12 @@ use std::process::Command;
 use crate::{root, run, web, Result};
 
 pub fn bench_web(extra: &[String]) -> Result {
+    bench_web_with(extra, &[])
+}
+
+/// `bench_web` with extra environment for the driver (`cargo xtask bench-real-gpu` asks it
+/// for the hardware adapter).
+pub fn bench_web_with(extra: &[String], env: &[(&str, &str)]) -> Result {
     crate::setup()?;
     web::build_pkg()?;
     let bench = root().join("bench");
@@ -20,13 +26,17 @@ pub fn bench_web(extra: &[String]) -> Result {
         // No install scripts: the packages need none, and nothing may download at install.
         .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
         .current_dir(&bench))?;
-    run(Command::new("node")
-        .arg("run.mjs")
+    let mut node = Command::new("node");
+    node.arg("run.mjs")
         .args(extra)
         .current_dir(&bench)
         .env("CHROMIUM", web::CHROMIUM)
         // Chromium must find its own Vulkan/SwiftShader setup (DESIGN §9).
         .env_remove("VK_DRIVER_FILES")
-        .env_remove("VK_ICD_FILENAMES"))?;
+        .env_remove("VK_ICD_FILENAMES");
+    for (k, v) in env {
+        node.env(k, v);
+    }
+    run(&mut node)?;
     Ok(())
 }

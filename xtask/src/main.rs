@@ -9,6 +9,8 @@
 //! - `bench`: `tacit bench` on every backend of this machine into `results/bench.{json,md}`.
 //! - `pkg`:   builds the npm package into `pkg/` and its size report (see `web.rs`).
 //! - `bench-flavours`: the baseline and SIMD wasm builds on the CPU path, in node.
+//! - `bench-real-gpu [--allow-software]`: `tacit bench` and the browser bench on the machine's
+//!   own GPU, into `results/real-gpu/` (`real_gpu.rs`); refuses a software adapter.
 //! - `fuzz [--seconds N] [--target NAME]`: the coverage-guided fuzz targets of `fuzz/`
 //!   (`fuzz.rs`), into `results/fuzz.{json,md}`.
 
@@ -17,6 +19,7 @@ mod demo_files;
 mod fuzz;
 mod postgres;
 mod readme;
+mod real_gpu;
 mod release;
 mod server_bench;
 mod wasm_size;
@@ -427,9 +430,10 @@ fn main() -> ExitCode {
         Some("bench-flavours") => setup().and_then(|()| web::bench_flavours()),
         Some("bench-server") => server_bench::bench_server(),
         Some("bench-web") => bench_web::bench_web(&args[1..]),
+        Some("bench-real-gpu") => real_gpu::bench_real_gpu(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("release") => release::release(),
-        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|bench-web|pkg|bench-flavours|fuzz [--seconds N] [--target NAME]|release>".into()),
+        _ => Err("usage: cargo xtask <setup|test|demo [--port N]|results|bench|bench-server|bench-web|bench-real-gpu [--allow-software]|pkg|bench-flavours|fuzz [--seconds N] [--target NAME]|release>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
