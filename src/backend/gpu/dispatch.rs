@@ -294,9 +294,10 @@ impl Dispatch {
                 (pre, out),
                 (post, out),
             ],
-            // Up to four outputs per invocation (see linear_forward.wgsl).
+            // A tile of up to four rows × four outputs per invocation (see linear_forward.wgsl).
             table
                 .max_rows
+                .div_ceil(4)
                 .saturating_mul((p.out_dim as usize).div_ceil(4)),
         )
     }
