@@ -326,7 +326,11 @@ impl Dispatch {
                     layer_extent(p.in_dim, p.out_dim, p.w_offset, p.b_offset),
                 ),
             ],
-            (p.out_dim as usize).saturating_mul(p.in_dim as usize + 1),
+            // A tile of up to four outputs × four columns per invocation (see
+            // linear_backward_weights.wgsl).
+            (p.out_dim as usize)
+                .div_ceil(4)
+                .saturating_mul((p.in_dim as usize + 1).div_ceil(4)),
         )
     }
 
