@@ -358,7 +358,12 @@ impl Dispatch {
                 (pre_prev, below),
                 (d_in, below),
             ],
-            table.max_rows.saturating_mul(p.in_dim as usize),
+            // A tile of up to four rows × four inputs per invocation (see
+            // linear_backward_input.wgsl).
+            table
+                .max_rows
+                .div_ceil(4)
+                .saturating_mul((p.in_dim as usize).div_ceil(4)),
         )
     }
 
