@@ -20,46 +20,69 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> pre: array<f32>;
 @group(0) @binding(6) var<storage, read_write> post: array<f32>;
 
-// Each invocation computes up to 4 consecutive outputs of one row, so that it reads each input
-// value once for all four (a software adapter runs invocations on the CPU, where loads cost).
-// Every output's sum runs in the same order as one output per invocation would (bias, then i =
-// 0, 1, …) as with one output per invocation.
+// Each invocation computes a register tile of up to 4 rows × 4 consecutive outputs, so that per
+// input column it loads 4 inputs and 4 weights for 16 products (one output per invocation loads
+// 2 per product; a software adapter runs invocations on the CPU, where loads are the cost).
+// Every output's sum still runs in the order one output per invocation would use (bias, then
+// i = 0, 1, …): the tile changes which invocation computes a sum, not its order.
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let index = flat_index(gid, groups);
     let rows = current_step().y;
     let quads = (params.out_dim + 3u) / 4u;
-    if (index >= rows * quads) {
+    let blocks = (rows + 3u) / 4u;
+    if (index >= blocks * quads) {
         return;
     }
-    let r = index / quads;
+    // Neighbouring invocations share a row block and read the same inputs.
+    let r0 = (index / quads) * 4u;
     let o0 = (index % quads) * 4u;
-    let count = min(4u, params.out_dim - o0);
-    // Outputs past the layer's end repeat its last one; they are computed and not written.
-    let last = params.out_dim - 1u;
-    let o = vec4<u32>(o0, min(o0 + 1u, last), min(o0 + 2u, last), min(o0 + 3u, last));
-    var acc = vec4<f32>(
+    // Rows and outputs past the edge repeat the last one; they are computed and not written.
+    let last_o = params.out_dim - 1u;
+    let last_r = rows - 1u;
+    let o = vec4<u32>(o0, min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o));
+    let x = vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r)) * params.in_dim;
+    let w = vec4<u32>(params.w_offset) + o * params.in_dim;
+    let bias = vec4<f32>(
         weights[params.b_offset + o.x],
         weights[params.b_offset + o.y],
         weights[params.b_offset + o.z],
         weights[params.b_offset + o.w],
     );
-    let x0 = r * params.in_dim;
-    let w = vec4<u32>(params.w_offset) + o * params.in_dim;
+    // acc[k] holds row r0 + k's four outputs.
+    var acc0 = bias;
+    var acc1 = bias;
+    var acc2 = bias;
+    var acc3 = bias;
     for (var i = 0u; i < params.in_dim; i = i + 1u) {
-        let xi = input[x0 + i];
-        acc = acc + xi * vec4<f32>(weights[w.x + i], weights[w.y + i], weights[w.z + i], weights[w.w + i]);
+        let wi = vec4<f32>(weights[w.x + i], weights[w.y + i], weights[w.z + i], weights[w.w + i]);
+        acc0 = acc0 + input[x.x + i] * wi;
+        acc1 = acc1 + input[x.y + i] * wi;
+        acc2 = acc2 + input[x.z + i] * wi;
+        acc3 = acc3 + input[x.w + i] * wi;
     }
-    for (var k = 0u; k < count; k = k + 1u) {
-        let at = params.out_offset + r * params.out_dim + o0 + k;
-        let a = acc[k];
-        pre[at] = a;
-        var y = a;
-        if (params.activation == 1u) {
-            y = max(a, 0.0);
-        } else if (params.activation == 2u) {
-            y = tanh(a);
+    let row_count = min(4u, rows - r0);
+    let count = min(4u, params.out_dim - o0);
+    for (var k = 0u; k < row_count; k = k + 1u) {
+        var a = acc0;
+        if (k == 1u) {
+            a = acc1;
+        } else if (k == 2u) {
+            a = acc2;
+        } else if (k == 3u) {
+            a = acc3;
         }
-        post[at] = y;
+        let base = params.out_offset + (r0 + k) * params.out_dim + o0;
+        for (var j = 0u; j < count; j = j + 1u) {
+            let v = a[j];
+            pre[base + j] = v;
+            var y = v;
+            if (params.activation == 1u) {
+                y = max(v, 0.0);
+            } else if (params.activation == 2u) {
+                y = tanh(v);
+            }
+            post[base + j] = y;
+        }
     }
 }

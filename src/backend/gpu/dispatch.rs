@@ -294,9 +294,10 @@ impl Dispatch {
                 (pre, out),
                 (post, out),
             ],
-            // Up to four outputs per invocation (see linear_forward.wgsl).
+            // A tile of up to four rows × four outputs per invocation (see linear_forward.wgsl).
             table
                 .max_rows
+                .div_ceil(4)
                 .saturating_mul((p.out_dim as usize).div_ceil(4)),
         )
     }
@@ -325,7 +326,11 @@ impl Dispatch {
                     layer_extent(p.in_dim, p.out_dim, p.w_offset, p.b_offset),
                 ),
             ],
-            (p.out_dim as usize).saturating_mul(p.in_dim as usize + 1),
+            // A tile of up to four outputs × four columns per invocation (see
+            // linear_backward_weights.wgsl).
+            (p.out_dim as usize)
+                .div_ceil(4)
+                .saturating_mul((p.in_dim as usize + 1).div_ceil(4)),
         )
     }
 
@@ -353,7 +358,12 @@ impl Dispatch {
                 (pre_prev, below),
                 (d_in, below),
             ],
-            table.max_rows.saturating_mul(p.in_dim as usize),
+            // A tile of up to four rows × four inputs per invocation (see
+            // linear_backward_input.wgsl).
+            table
+                .max_rows
+                .div_ceil(4)
+                .saturating_mul((p.in_dim as usize).div_ceil(4)),
         )
     }
 
