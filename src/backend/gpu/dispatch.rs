@@ -358,12 +358,7 @@ impl Dispatch {
                 (pre_prev, below),
                 (d_in, below),
             ],
-            // A tile of up to four rows × four inputs per invocation (see
-            // linear_backward_input.wgsl).
-            table
-                .max_rows
-                .div_ceil(4)
-                .saturating_mul((p.in_dim as usize).div_ceil(4)),
+            table.max_rows.saturating_mul(p.in_dim as usize),
         )
     }
 
