@@ -312,6 +312,42 @@ function tfReset(head) {
   }
 }
 
+/**
+ * A peer's training calls: `trainWarmup` untimed ones, then `trainRepeats` timed ones, each
+ * from the initial weights (`reset()`, before the clock starts). The first warm-up call, on
+ * WebGPU, counts the GPU calls of a plain run; elsewhere it records every batch's partial risks
+ * (does the non-negative correction engage on this data? The trajectory is the same on every
+ * backend, as the loss checks show, so one audit covers it). `train(options)` runs one call
+ * (`options`: `{ audit: true }` or undefined) and resolves to `{ loss, minRisk }`.
+ */
+async function timedTrainingCalls({ backend, trainWarmup, trainRepeats }, reset, train) {
+  const times = [];
+  let finalLoss;
+  let minRisk;
+  let trainCalls = null;
+  for (let i = 0; i < trainWarmup + trainRepeats; i++) {
+    reset();
+    const t0 = performance.now();
+    let r;
+    if (i === 0 && trainWarmup > 0) {
+      if (backend === "webgpu") {
+        const c = await countGpuCalls(() => train(undefined));
+        trainCalls = c.calls;
+        r = c.result;
+      } else {
+        r = await train({ audit: true });
+        minRisk = r.minRisk;
+      }
+    } else {
+      r = await train(undefined);
+    }
+    const dt = performance.now() - t0;
+    if (i >= trainWarmup) times.push(dt);
+    finalLoss = r.loss;
+  }
+  return { times, finalLoss, minRisk, trainCalls };
+}
+
 async function tfRun({ backend, weights, warmup, repeats, trainWarmup, trainRepeats }) {
   const tf = await tfLoad(backend);
   const head = tfHead(tf, new Uint8Array(weights));
@@ -324,34 +360,12 @@ async function tfRun({ backend, weights, warmup, repeats, trainWarmup, trainRepe
   const set = data.trainingSet();
   const order = data.batchOrder();
   const probe = data.embeddings(64, 1064);
-  const times = [];
-  let finalLoss;
   const tensorsBefore = tf.memory().numTensors;
-  let minRisk;
-  let trainCalls = null;
-  for (let i = 0; i < trainWarmup + trainRepeats; i++) {
-    tf.tidy(() => tfReset(head));
-    const t0 = performance.now();
-    let r;
-    if (i === 0 && trainWarmup > 0) {
-      // Not timed. On WebGPU: count the GPU calls of a plain run. Elsewhere: record every
-      // batch's partial risks (does the non-negative correction engage on this data?); the
-      // trajectory is the same on every backend (the loss checks), so one audit covers it.
-      if (backend === "webgpu") {
-        const c = await countGpuCalls(() => tfTrain(tf, head, set, order));
-        trainCalls = c.calls;
-        r = c.result;
-      } else {
-        r = await tfTrain(tf, head, set, order, { audit: true });
-        minRisk = r.minRisk;
-      }
-    } else {
-      r = await tfTrain(tf, head, set, order);
-    }
-    const dt = performance.now() - t0;
-    if (i >= trainWarmup) times.push(dt);
-    finalLoss = r.loss;
-  }
+  const { times, finalLoss, minRisk, trainCalls } = await timedTrainingCalls(
+    { backend, trainWarmup, trainRepeats },
+    () => tf.tidy(() => tfReset(head)),
+    (options) => tfTrain(tf, head, set, order, options),
+  );
   const leaked = tf.memory().numTensors - tensorsBefore;
   const trainedScores = Array.from(await tfScore(tf, head, probe, 64));
   tf.tidy(() => tfReset(head));
@@ -557,38 +571,23 @@ async function jaxRun({ backend, weights, warmup, repeats, trainWarmup, trainRep
   const set = data.trainingSet();
   const order = data.batchOrder();
   const probe = data.embeddings(64, 1064);
-  const times = [];
-  let finalLoss;
-  let minRisk;
-  let trainCalls = null;
   // Live device buffers with one head alive (the initial one here, the trained one after).
   const buffersBefore = buffers.live();
   const allocatedBefore = buffers.allocated();
-  for (let i = 0; i < trainWarmup + trainRepeats; i++) {
-    // The initial weights, as tfReset: uploaded before the clock starts (the previous head freed).
-    const fresh = jaxHead(model.np, layers);
-    for (const a of head) a.dispose();
-    const t0 = performance.now();
-    let r;
-    if (i === 0 && trainWarmup > 0) {
-      // Not timed, as in tfRun: the GPU calls of a plain run on WebGPU; elsewhere every
-      // batch's partial risks (does the non-negative correction engage?).
-      if (backend === "webgpu") {
-        const c = await countGpuCalls(() => jaxTrain(model, fresh, set, order));
-        trainCalls = c.calls;
-        r = c.result;
-      } else {
-        r = await jaxTrain(model, fresh, set, order, { audit: true });
-        minRisk = r.minRisk;
-      }
-    } else {
-      r = await jaxTrain(model, fresh, set, order);
-    }
-    const dt = performance.now() - t0;
-    if (i >= trainWarmup) times.push(dt);
-    finalLoss = r.loss;
-    head = r.head;
-  }
+  let fresh;
+  const { times, finalLoss, minRisk, trainCalls } = await timedTrainingCalls(
+    { backend, trainWarmup, trainRepeats },
+    () => {
+      // The initial weights, as tfReset: uploaded before the clock starts (the previous head freed).
+      fresh = jaxHead(model.np, layers);
+      for (const a of head) a.dispose();
+    },
+    async (options) => {
+      const r = await jaxTrain(model, fresh, set, order, options);
+      head = r.head;
+      return r;
+    },
+  );
   const leaked = buffers.live() - buffersBefore;
   // The counter must have seen the training calls' buffers, or it checks nothing.
   const buffersAllocated = buffers.allocated() - allocatedBefore;

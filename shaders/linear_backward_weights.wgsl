@@ -34,10 +34,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let o0 = (index / col_quads) * 4u;
     let c0 = (index % col_quads) * 4u;
-    // Outputs and columns past the edge repeat the last one; they are computed and not written.
+    // Outputs and columns past the edge repeat the last one (`tile_indices`, shaders/tile.wgsl).
     let last_o = params.out_dim - 1u;
-    let o = vec4<u32>(o0, min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o));
-    let c = vec4<u32>(c0, min(c0 + 1u, params.in_dim), min(c0 + 2u, params.in_dim), min(c0 + 3u, params.in_dim));
+    let o = tile_indices(o0, last_o);
+    let c = tile_indices(c0, params.in_dim);
     let is_bias = c == vec4<u32>(params.in_dim);
     // The bias column reads a real input (the last) and replaces it with 1.
     let ci = min(c, vec4<u32>(params.in_dim - 1u));
@@ -63,14 +63,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let out_count = min(4u, params.out_dim - o0);
     let col_count = min(4u, cols - c0);
     for (var k = 0u; k < out_count; k = k + 1u) {
-        var a = acc0;
-        if (k == 1u) {
-            a = acc1;
-        } else if (k == 2u) {
-            a = acc2;
-        } else if (k == 3u) {
-            a = acc3;
-        }
+        let a = tile_row(acc0, acc1, acc2, acc3, k);
         let ok = o0 + k;
         for (var j = 0u; j < col_count; j = j + 1u) {
             let cj = c0 + j;

@@ -37,11 +37,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     // Neighbouring invocations share a row block and read the same inputs.
     let r0 = (index / quads) * 4u;
     let o0 = (index % quads) * 4u;
-    // Rows and outputs past the edge repeat the last one; they are computed and not written.
+    // Rows and outputs past the edge repeat the last one (`tile_indices`, shaders/tile.wgsl).
     let last_o = params.out_dim - 1u;
     let last_r = rows - 1u;
-    let o = vec4<u32>(o0, min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o));
-    let x = vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r)) * params.in_dim;
+    let o = tile_indices(o0, last_o);
+    let x = tile_indices(r0, last_r) * params.in_dim;
     let w = vec4<u32>(params.w_offset) + o * params.in_dim;
     let bias = vec4<f32>(
         weights[params.b_offset + o.x],
@@ -64,14 +64,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let row_count = min(4u, rows - r0);
     let count = min(4u, params.out_dim - o0);
     for (var k = 0u; k < row_count; k = k + 1u) {
-        var a = acc0;
-        if (k == 1u) {
-            a = acc1;
-        } else if (k == 2u) {
-            a = acc2;
-        } else if (k == 3u) {
-            a = acc3;
-        }
+        let a = tile_row(acc0, acc1, acc2, acc3, k);
         let base = params.out_offset + (r0 + k) * params.out_dim + o0;
         for (var j = 0u; j < count; j = j + 1u) {
             let v = a[j];

@@ -35,7 +35,7 @@ use crate::trainer::{self, EpochReport, TrainConfig, TrainRequest, TrainedPart};
 pub const BLEND_CANDIDATES: [f32; 3] = [0.0, 0.5, 1.0];
 
 /// Which personal part a model keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Personalization {
     /// No personal part: every score is the shared model's (a sync replaces the user's taste
@@ -54,10 +54,9 @@ pub enum Personalization {
     /// c_u·h(x)`. The shared part trains with `c_u` held fixed as part of its output layer, so
     /// that everyone's updates teach the hidden layer the directions in which users differ;
     /// each user fits only `c_u` (one weight per hidden unit), so it adapts from a few turns.
-    /// Needs a shared head with a hidden layer. The default on such a head (the default head
-    /// has one): it is the design that beat both the crowd's model and the user's own on the
-    /// multi-user protocol (README, "Personalization").
-    #[default]
+    /// Needs a shared head with a hidden layer. The default on such a head
+    /// ([`Personalization::default_for`]): it is the design that beat both the crowd's model
+    /// and the user's own on the multi-user protocol (README, "Personalization").
     Basis,
 }
 

@@ -460,13 +460,8 @@ impl Inner {
     /// its next write.
     async fn store_window_size(&self) -> Result<()> {
         let _writing = self.write().await?;
-        let (bytes, history, replay) = self.with(|m| {
-            Ok((
-                store::to_bytes(m.weights())?,
-                m.history(),
-                m.replay().to_vec(),
-            ))
-        })?;
+        let (bytes, history, replay) =
+            self.with(|m| Ok((m.export_weights()?, m.history(), m.replay().to_vec())))?;
         self.store(Commit {
             model: Some((&self.spec, &bytes, history, &replay)),
             ..Commit::default()
@@ -848,7 +843,8 @@ async fn open(options: JsValue) -> Result<RewardModel> {
         _ => None,
     };
     let spec = opts.spec(stored.as_ref().map(|s| &s.spec))?;
-    // A stored model opened with another window size: the record takes it at once.
+    // A stored model (so a persistent one) opened with another window size: the record takes
+    // it at once.
     let new_window = stored
         .as_ref()
         .is_some_and(|s| s.spec.replay_turns != spec.replay_turns);
@@ -925,7 +921,7 @@ async fn open(options: JsValue) -> Result<RewardModel> {
     // The record's own lock (held when this tab gave an old record its `meta`) is released
     // before the write takes it again.
     drop(_lock);
-    if new_window && rm.inner.storage.is_some() {
+    if new_window {
         rm.inner.store_window_size().await?;
     }
     Ok(rm)

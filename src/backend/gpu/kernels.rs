@@ -61,6 +61,7 @@ const WORKGROUP: &str = include_str!("../../../shaders/workgroup.wgsl");
 const STEP_TABLE: &str = include_str!("../../../shaders/step_table.wgsl");
 const LOGISTIC: &str = include_str!("../../../shaders/logistic.wgsl");
 const SPECIAL: &str = include_str!("../../../shaders/special.wgsl");
+const TILE: &str = include_str!("../../../shaders/tile.wgsl");
 
 use Binding::{Read as R, ReadWrite as W, Uniform as U};
 
@@ -102,11 +103,10 @@ impl Kernel {
     /// The shared WGSL files the kernel needs, in the order they are prepended.
     fn libraries(self) -> &'static [&'static str] {
         match self {
-            Kernel::Gather
-            | Kernel::AddOffset
-            | Kernel::LinearForward
-            | Kernel::LinearBackwardInput
-            | Kernel::LinearBackwardWeights => &[WORKGROUP, STEP_TABLE],
+            Kernel::Gather | Kernel::AddOffset | Kernel::LinearBackwardInput => {
+                &[WORKGROUP, STEP_TABLE]
+            }
+            Kernel::LinearForward | Kernel::LinearBackwardWeights => &[WORKGROUP, STEP_TABLE, TILE],
             Kernel::AdamW => &[WORKGROUP],
             Kernel::StepEnd => &[],
             Kernel::LossBce | Kernel::LossStrata | Kernel::LossPairwise => {
